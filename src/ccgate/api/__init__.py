@@ -1,0 +1,1 @@
+"""HTTP routes, authentication, SSE plumbing and error rendering."""

@@ -1,0 +1,139 @@
+"""Render errors in the shape of the protocol a path belongs to; never leak a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ccgate.engine.events import TurnError
+from ccgate.errors import (
+    AuthenticationFailed,
+    CLICrashed,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    TurnTimeout,
+    UpstreamAuthError,
+    UpstreamBillingError,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
+)
+from ccgate.protocol import anthropic, openai
+
+__all__ = ["error_for_turn", "error_response", "install_error_handlers", "is_anthropic_path"]
+
+log = logging.getLogger("ccgate.api")
+
+_LOGIN_HINT = (
+    "Log in once with `claude /login` as the user running ccgate (or set "
+    "CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`), or set CCGATE_UPSTREAM_API_KEY "
+    "to an Anthropic API key, then restart ccgate."
+)
+
+
+def error_for_turn(event: TurnError) -> GatewayError:
+    """Return the client-facing error for a failed turn, with a message a person can act on."""
+    detail = event.message
+    if event.kind == "authentication":
+        return UpstreamAuthError(
+            f"Claude Code's upstream rejected its credentials ({detail}). {_LOGIN_HINT}"
+        )
+    if event.kind == "billing":
+        return UpstreamBillingError(
+            f"The upstream account cannot pay for this request ({detail}). Check the plan or "
+            "credit balance of the account ccgate uses."
+        )
+    if event.kind == "rate_limit":
+        return UpstreamRateLimited(
+            f"The upstream rate limit was reached ({detail}); retry later.",
+            retry_after=event.retry_after,
+        )
+    if event.kind == "overloaded":
+        return UpstreamOverloaded(f"The upstream is overloaded ({detail}); retry shortly.")
+    if event.kind == "invalid_request":
+        return InvalidRequest(f"The upstream refused the request: {detail}")
+    if event.kind == "timeout":
+        return TurnTimeout(detail)
+    if event.kind == "cli_crashed":
+        return CLICrashed(detail)
+    return UpstreamError(f"The upstream failed: {detail}")
+
+
+def is_anthropic_path(path: str) -> bool:
+    """Tell whether ``path`` speaks the Anthropic protocol."""
+    return path.startswith("/v1/messages")
+
+
+def error_response(path: str, error: GatewayError) -> JSONResponse:
+    """Render ``error`` in the shape of the protocol ``path`` speaks."""
+    if is_anthropic_path(path):
+        body: dict[str, Any] = anthropic.error_body(error)
+        status = error.status
+    else:
+        body = openai.error_body(error)
+        status = error.openai_status or error.status
+    return JSONResponse(body, status_code=status, headers=error.headers())
+
+
+def _validation_message(exc: RequestValidationError) -> GatewayError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("the request body is not valid")
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    where = ".".join(loc)
+    if first.get("type") == "json_invalid":
+        return InvalidRequest(
+            "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
+        )
+    if first.get("type") == "model_attributes_type" or (not loc and "dict" in first["msg"]):
+        return InvalidRequest("the request body must be a JSON object")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return InvalidRequest(f"{where}: {first['msg']}{more}", param=where or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, expected or not, answer in the protocol's own shape."""
+
+    async def gateway(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        return error_response(request.url.path, exc)
+
+    async def validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request.url.path, _validation_message(exc))
+
+    async def http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        error: GatewayError
+        if exc.status_code == 404:
+            error = NotFound(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}")
+            error.status = 405
+        elif exc.status_code == 401:
+            error = AuthenticationFailed(str(exc.detail))
+        else:
+            error = GatewayError(str(exc.detail))
+            error.status = exc.status_code
+        return error_response(request.url.path, error)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "request_crashed path=%s error=%s", request.url.path, type(exc).__name__, exc_info=exc
+        )
+        return error_response(
+            request.url.path,
+            GatewayError("ccgate hit an internal error; the details are in its log"),
+        )
+
+    app.add_exception_handler(GatewayError, gateway)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(HTTPException, http)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,84 @@
+"""Health and metrics: ``/health`` (no CLI), ``/health/auth`` (a real probe), ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from ccgate import __version__
+from ccgate.api.state import State
+
+__all__ = ["public_upstream", "router"]
+
+router = APIRouter(tags=["Operations"])
+
+
+def public_upstream(url: str | None) -> str:
+    """Return the upstream for display: never with credentials or a query in it."""
+    if not url:
+        return "anthropic (Claude Code's default)"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@router.get("/health")
+async def health(state: State) -> JSONResponse:
+    """Say whether the gateway is up, without starting a CLI or saying anything secret."""
+    probe = state.probe
+    status = "draining" if state.draining else "ok"
+    if probe.status() == "unhealthy" and not state.draining:
+        status = "degraded"
+    body = {
+        "status": status,
+        "version": __version__,
+        "upstream": public_upstream(state.upstream),
+        "auth_mode": state.settings.auth_mode,
+        "uptime_s": round(time.time() - state.started_at, 1),
+        "turns": {
+            "active": state.gate.active,
+            "queued": state.gate.queued,
+            "max_concurrent": state.settings.max_concurrent,
+            "max_queue": state.settings.max_queue,
+        },
+        "cli_processes": state.runner.live_processes(),
+        "requests": state.counters.requests,
+        "upstream_auth": probe.status(),
+    }
+    return JSONResponse(body, status_code=503 if state.draining else 200)
+
+
+@router.get("/health/auth")
+async def health_auth(state: State) -> JSONResponse:
+    """Probe the upstream for real (cached); 503 only after two failed probes in a row."""
+    probe = state.probe
+    await probe.check(state)
+    body = probe.as_dict()
+    return JSONResponse(body, status_code=503 if probe.status() == "unhealthy" else 200)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(state: State) -> str:
+    """Expose counters and gauges in Prometheus' text format."""
+    c = state.counters
+    rows = [
+        ("ccgate_requests_total", "counter", "Requests that started a turn.", c.requests),
+        ("ccgate_turns_finished_total", "counter", "Turns that finished.", c.turns_finished),
+        ("ccgate_turns_failed_total", "counter", "Turns that failed.", c.turns_failed),
+        ("ccgate_turns_active", "gauge", "Turns holding a slot.", state.gate.active),
+        ("ccgate_turns_queued", "gauge", "Requests waiting for a slot.", state.gate.queued),
+        (
+            "ccgate_cli_processes",
+            "gauge",
+            "Live Claude Code processes.",
+            state.runner.live_processes(),
+        ),
+    ]
+    lines: list[str] = []
+    for name, kind, help_text, value in rows:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""The OpenAI-compatible routes: ``/v1/chat/completions`` and ``/v1/models``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ccgate.api.auth import require_client
+from ccgate.api.state import State
+from ccgate.api.turns import collect_turn, stream_turn
+from ccgate.protocol import openai
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+Client = Annotated[str, Depends(require_client)]
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: openai.ChatCompletionRequest, request: Request, state: State, client: Client
+) -> Response:
+    """Answer a chat completion, streamed (SSE chunks) or as one JSON object."""
+    requested = body.model or state.settings.default_model
+    model = state.catalogue.resolve(requested)
+    turn = openai.to_turn(body, model, requested)
+    state.counters.requests += 1
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await stream_turn(state, request, turn, openai.ChatStream(requested, include_usage))
+    events = await collect_turn(state, request, turn)
+    return JSONResponse(openai.completion_from_events(events, requested))
+
+
+@router.get("/v1/models")
+async def list_models(state: State, client: Client) -> dict[str, Any]:
+    """List the models this gateway offers."""
+    return {"object": "list", "data": [openai.model_object(m) for m in state.catalogue.models]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, state: State, client: Client) -> dict[str, Any]:
+    """Describe one model (any accepted name or alias)."""
+    return openai.model_object(state.catalogue.resolve(model_id))

@@ -1,0 +1,91 @@
+"""The application factory: ``create_app(settings, *, runner=None, store=None)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from ccgate import __version__
+from ccgate.api import anthropic_routes, health, openai_routes
+from ccgate.api.errors import install_error_handlers
+from ccgate.api.limits import BodyLimit
+from ccgate.api.probe import AuthProbe
+from ccgate.api.state import AppState
+from ccgate.config import Settings
+from ccgate.engine.claude import ClaudeRunner, RunnerConfig
+from ccgate.engine.gate import Gate
+from ccgate.engine.models import Catalogue
+from ccgate.engine.runner import Runner
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("ccgate")
+
+
+def _runner_config(settings: Settings, upstream_url: str | None, key: str | None) -> RunnerConfig:
+    return RunnerConfig(
+        data_dir=settings.data_path,
+        upstream_url=upstream_url,
+        upstream_api_key=key,
+        upstream_retries=settings.upstream_retries,
+        request_timeout=settings.request_timeout,
+        cli_path=settings.cli_path,
+        secrets=tuple(settings.secrets()),
+    )
+
+
+def create_app(settings: Settings, *, runner: Runner | None = None, store: Any = None) -> FastAPI:
+    """Build the gateway; its parts start in the lifespan, never at import or build time.
+
+    ``runner`` replaces the Claude Code runner (tests of the front doors use a
+    fake); with ``settings.demo`` the scripted model is started in-process and
+    the CLI pointed at it.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            upstream = settings.upstream_url
+            key = (
+                settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+            )
+            if settings.demo and runner is None:
+                from ccgate.demo import DemoServer, ScriptedModel
+
+                demo = await stack.enter_async_context(DemoServer(ScriptedModel()))
+                upstream, key = demo.url, "ccgate-demo"
+                app.state.demo = demo
+            settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            the_runner = runner or ClaudeRunner(_runner_config(settings, upstream, key))
+            stack.push_async_callback(the_runner.aclose)
+            app.state.ccgate = AppState(
+                settings=settings,
+                runner=the_runner,
+                gate=Gate(settings.max_concurrent, settings.max_queue),
+                catalogue=Catalogue.load(),
+                upstream=upstream or "",
+                probe=AuthProbe(ttl=settings.health_probe_ttl),
+            )
+            log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
+            try:
+                yield
+            finally:
+                app.state.ccgate.draining = True
+                log.info("gateway_stopping live_processes=%d", the_runner.live_processes())
+
+    app = FastAPI(
+        title="ccgate",
+        version=__version__,
+        summary="Claude Code behind the OpenAI and Anthropic APIs",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,142 @@
+"""The command line: ``ccgate serve``, ``ccgate doctor``, ``ccgate version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ccgate import __version__
+from ccgate.config import Settings, load_settings
+from ccgate.errors import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+_SERVE_ONLY = {"demo"}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every setting a ``--flag`` (its env var and file key share the name)."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "CCGATE_" + name.upper()
+        help_text = f"{field.description} [env {env}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``ccgate`` command."""
+    parser = argparse.ArgumentParser(
+        prog="ccgate",
+        description="A self-hosted gateway that puts Claude Code behind the OpenAI and "
+        "Anthropic APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccgate {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser("serve", help="start the gateway")
+    doctor = commands.add_parser("doctor", help="check the CLI, credentials, data dir and port")
+    doctor.add_argument(
+        "--no-probe", action="store_true", help="skip the real upstream probe (no model call)"
+    )
+    commands.add_parser("version", help="print the version")
+    for sub in (serve, doctor):
+        sub.add_argument("--config", type=Path, default=None, help="a ccgate.toml to read")
+        _add_setting_flags(sub)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return load_settings(flags, os.environ, args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"ccgate {__version__}")
+        return 0
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"ccgate: {exc.message}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    from ccgate.doctor import run_doctor
+
+    return asyncio.run(run_doctor(settings, probe=not args.no_probe))
+
+
+def _bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host.strip("[]"), settings.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "pick another port with --port or CCGATE_PORT"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> int:
+    """Start the gateway and serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from ccgate.api.health import public_upstream
+    from ccgate.app import create_app
+    from ccgate.logs import configure_logging
+
+    try:
+        sock = _bind(settings)
+    except ConfigError as exc:
+        print(f"ccgate: {exc.message}", file=sys.stderr)
+        return 2
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    upstream = (
+        "built-in scripted model (--demo)"
+        if settings.demo
+        else public_upstream(settings.upstream_url)
+    )
+    print(
+        f"ccgate {__version__} listening on http://{shown_host}:{port}\n"
+        f"  upstream:  {upstream}\n"
+        f"  auth mode: {settings.auth_mode}\n"
+        f"  data dir:  {settings.data_path}\n"
+        f"  try:       curl http://{shown_host}:{port}/health",
+        flush=True,
+    )
+    configure_logging(settings.log_level)
+
+    def factory() -> Any:
+        return create_app(settings)
+
+    config = uvicorn.Config(
+        factory,
+        factory=True,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0

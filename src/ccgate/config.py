@@ -1,0 +1,188 @@
+"""One typed Settings object, built from flags, ``CCGATE_*`` variables and ``ccgate.toml``.
+
+Precedence is flag > environment > file > default. Nothing here reads the
+process environment on its own: callers pass the mapping they want read
+(``os.environ`` in the command line, a dict in tests).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from ccgate.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "is_loopback"]
+
+ENV_PREFIX = "CCGATE_"
+
+AuthMode = Literal["none", "shared", "multi"]
+
+
+class Settings(BaseModel):
+    """Every setting of ccgate; each field's description is its help text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address to bind. Non-loopback needs auth.")
+    port: int = Field(8787, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    data_dir: Path = Field(
+        Path("~/.ccgate"),
+        description="Database, per-worker CLI config dirs, workspaces and logs (mode 0700).",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccgate.db."
+    )
+    redis_url: str | None = Field(None, description="Redis URL for scale-out (not used yet).")
+    upstream_url: str | None = Field(
+        None,
+        description="Anthropic-compatible base URL the CLI talks to (ANTHROPIC_BASE_URL); "
+        "unset means Anthropic's own.",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None,
+        description="Passed to the CLI as ANTHROPIC_API_KEY; unset means the CLI's own login "
+        "or CLAUDE_CODE_OAUTH_TOKEN.",
+    )
+    upstream_retries: int = Field(
+        2, ge=0, le=10, description="How often the CLI retries a failed upstream call."
+    )
+    auth_mode: AuthMode = Field(
+        "none", description="none (loopback only), shared (one api_key) or multi (keys in the DB)."
+    )
+    api_key: SecretStr | None = Field(None, description="The client key of auth_mode=shared.")
+    admin_key: SecretStr | None = Field(None, description="The key of the admin API.")
+    max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
+    max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
+    request_timeout: float = Field(600.0, gt=0, description="Whole-turn bound in seconds.")
+    session_ttl: float = Field(86_400.0, gt=0, description="Idle conversation expiry (seconds).")
+    default_model: str = Field("sonnet", description="The model when a request names none.")
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
+    )
+    health_probe_ttl: float = Field(
+        60.0, ge=0, description="How long /health/auth reuses a probe result (seconds)."
+    )
+    cli_path: Path | None = Field(
+        None, description="A Claude Code binary to use instead of the bundled one."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    demo: bool = Field(False, description="Serve the built-in scripted model as upstream.")
+
+    @property
+    def data_path(self) -> Path:
+        """Return the data directory with ``~`` expanded."""
+        return self.data_dir.expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        """Return ``database_url`` or the embedded SQLite default."""
+        return self.database_url or f"sqlite:///{self.data_path / 'ccgate.db'}"
+
+    def secrets(self) -> list[str]:
+        """Return every ccgate secret value that is set (to keep them out of the CLI)."""
+        values = [self.api_key, self.admin_key]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+    def check(self) -> None:
+        """Refuse settings ccgate must not run with; the message says how to fix it."""
+        if self.auth_mode == "none" and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to listen on {self.host} with auth_mode=none: anyone on the network "
+                "could use your Claude account. Set CCGATE_AUTH_MODE=shared and "
+                "CCGATE_API_KEY=<a long random key> (or --auth-mode shared --api-key ...), "
+                "or bind to 127.0.0.1."
+            )
+        if self.auth_mode == "shared" and (
+            self.api_key is None or len(self.api_key.get_secret_value()) < 16
+        ):
+            raise ConfigError(
+                "auth_mode=shared needs api_key of at least 16 characters: set CCGATE_API_KEY "
+                "(for example the output of: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')."
+            )
+        if self.auth_mode == "multi" and self.admin_key is None:
+            raise ConfigError("auth_mode=multi needs admin_key: set CCGATE_ADMIN_KEY.")
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` names only this machine."""
+    if host in {"localhost", "localhost.localdomain"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _coerce_env(name: str, raw: str) -> Any:
+    field = Settings.model_fields[name]
+    if field.annotation is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+    if raw == "" and not field.is_required() and field.default is None:
+        return None
+    return raw
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    section = data.get("ccgate", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [ccgate] must be a table")
+    unknown = sorted(set(section) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(section)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Settings:
+    """Build Settings from flags, an environment mapping and a TOML file, and check them.
+
+    ``flags`` holds only what the user gave (``None`` values are skipped). The
+    file is ``config_path`` or ``ccgate.toml`` in the data directory.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = environ or {}
+    env_values = {
+        name: _coerce_env(name, environ[ENV_PREFIX + name.upper()])
+        for name in Settings.model_fields
+        if ENV_PREFIX + name.upper() in environ
+    }
+    if config_path is None and ENV_PREFIX + "CONFIG" in environ:
+        config_path = Path(environ[ENV_PREFIX + "CONFIG"])
+    if config_path is None:
+        data_dir = flags.get("data_dir") or env_values.get("data_dir") or "~/.ccgate"
+        config_path = Path(str(data_dir)).expanduser() / "ccgate.toml"
+    elif not config_path.exists():
+        raise ConfigError(f"config file {config_path} does not exist")
+    merged = {**_read_file(config_path), **env_values, **flags}
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    settings.check()
+    return settings

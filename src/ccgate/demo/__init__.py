@@ -1,0 +1,55 @@
+"""The scripted model: a deterministic Anthropic Messages API server for tests and ``--demo``.
+
+The real Claude Code CLI uses it as its upstream (``ANTHROPIC_BASE_URL``). Every
+request is recorded in a ``ScriptedModel``; conversation requests take the
+replies queued with ``ScriptedModel.script(Reply(...), ...)``, else a default
+answer: a report of tool results, or an echo (``You said: <text>``) shaped by
+directives written in the last user message.
+
+Directive grammar (several directives may appear; they are removed before echoing)::
+
+    directive := "[[demo:" pair* "]]"
+    pair      := key "=" value            (pairs separated by whitespace)
+    value     := JSON string | JSON object | JSON array | bare token (no spaces, no "]]")
+
+    say="text"          answer exactly this text instead of the echo
+    chunks=N            split text (and thinking) into N stream deltas
+    delay=S             sleep S seconds between deltas
+    thinking="text"     emit a thinking block (with a signature) first
+    tool=NAME           emit a tool_use block; repeat for parallel calls
+    input={...}         the input of the preceding tool (default {})
+    id=toolu_x          the id of the preceding tool (default toolu_demo_N)
+    error=STATUS        answer HTTP STATUS (400..599) with an Anthropic error body
+    message="text"      the error message
+    cut=N               close the stream abruptly after N deltas (no message_stop)
+    stall=S             sleep S seconds before answering (in a stream: after ping)
+    stop=REASON         override stop_reason (end_turn, tool_use, max_tokens, ...)
+    times=N             error/cut/stall fire for the first N requests carrying this
+                        exact text only, so a retrying client then succeeds
+
+Example: ``What's the weather? [[demo: tool=get_weather input={"city":"Paris"}]]``.
+A malformed pair ends its directive and is ignored; parsing never fails.
+"""
+
+from ccgate.demo.model import (
+    RecordedRequest,
+    ScriptedModel,
+    is_side_request,
+    last_user_text,
+    side_text,
+)
+from ccgate.demo.reply import Reply, ToolUse
+from ccgate.demo.runner import DemoServer
+from ccgate.demo.server import create_demo_app
+
+__all__ = [
+    "DemoServer",
+    "RecordedRequest",
+    "Reply",
+    "ScriptedModel",
+    "ToolUse",
+    "create_demo_app",
+    "is_side_request",
+    "last_user_text",
+    "side_text",
+]

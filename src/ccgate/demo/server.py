@@ -1,0 +1,172 @@
+"""The demo ASGI app: an Anthropic Messages API answered by a ``ScriptedModel``.
+
+Routes: ``POST /v1/messages`` (streamed and not), ``POST /v1/messages/count_tokens``,
+``HEAD|GET /api/hello`` (the CLI's connectivity check) and ``GET /``. Anything else
+gets an Anthropic-shaped 404. Every request, on any path, is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ccgate.demo.answer import (
+    Answer,
+    build_answer,
+    error_response,
+    estimate_input_tokens,
+    message_json,
+    stream_events,
+)
+from ccgate.demo.model import RecordedRequest, ScriptedModel
+from ccgate.demo.reply import Reply
+
+__all__ = ["create_demo_app"]
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_demo_app(model: ScriptedModel) -> Starlette:
+    """Build the ASGI app that serves ``model``."""
+
+    async def count_tokens(request: Request) -> Response:
+        body = await _record(model, request)
+        return JSONResponse({"input_tokens": estimate_input_tokens(body)})
+
+    async def hello(request: Request) -> Response:
+        await _record(model, request)
+        return JSONResponse({"message": "hello"})
+
+    async def root(request: Request) -> Response:
+        await _record(model, request)
+        return JSONResponse({"name": "ccgate demo model", "messages": "/v1/messages"})
+
+    async def fallback(request: Request) -> Response:
+        await _record(model, request)
+        body, _ = error_response(404, f"demo: no route for {request.method} {request.url.path}")
+        return JSONResponse(body, status_code=404)
+
+    return Starlette(
+        routes=[
+            Route("/v1/messages", _Messages(model), methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+            Route("/api/hello", hello, methods=["GET", "HEAD"]),
+            Route("/", root, methods=["GET", "HEAD"]),
+            Route("/{path:path}", fallback, methods=_ALL_METHODS),
+        ]
+    )
+
+
+class _Messages:
+    """The ``POST /v1/messages`` endpoint, raw ASGI so a stream can be cut mid-body."""
+
+    def __init__(self, model: ScriptedModel) -> None:
+        self._model = model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request, giving up quietly when the client goes away."""
+        body = await _record(self._model, Request(scope, receive))
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            payload, _ = error_response(400, "demo: body must be a JSON object with messages")
+            await JSONResponse(payload, status_code=400)(scope, receive, send)
+            return
+        reply = self._model.reply_for(body)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            await self._answer(body, reply, scope, receive, send)
+            group.cancel_scope.cancel()
+
+    async def _answer(
+        self, body: dict[str, Any], reply: Reply, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Send the error, message or event stream that ``reply`` asks for."""
+        request_id = self._model.next_id("req")
+        if reply.error_status is not None:
+            if reply.stall:
+                await anyio.sleep(reply.stall)
+            payload, headers = error_response(reply.error_status, reply.error_message)
+            headers["request-id"] = request_id
+            response = JSONResponse(payload, status_code=reply.error_status, headers=headers)
+            await response(scope, receive, send)
+            return
+        answer = build_answer(reply, body, self._model.next_id)
+        if body.get("stream") is True:
+            await _stream(answer, reply, request_id, send)
+            return
+        if reply.stall:
+            await anyio.sleep(reply.stall)
+        if reply.cut_after_chunks is None:
+            response = JSONResponse(message_json(answer), headers={"request-id": request_id})
+            await response(scope, receive, send)
+            return
+        data = json.dumps(message_json(answer)).encode()
+        # A cut body: promise the full length, send half, and leave (uvicorn closes).
+        await _start(send, "application/json", request_id, len(data))
+        half = data[: len(data) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+
+
+async def _stream(answer: Answer, reply: Reply, request_id: str, send: Send) -> None:
+    """Send ``answer`` as Anthropic SSE, honouring chunk delays, stalls and cuts."""
+    await _start(send, "text/event-stream", request_id, None)
+    deltas = 0
+    for name, data in stream_events(answer):
+        is_delta = name == "content_block_delta"
+        if reply.cut_after_chunks is not None and (
+            name == "message_delta" or (is_delta and deltas >= reply.cut_after_chunks)
+        ):
+            return  # without a final body: the connection is closed mid-stream
+        if is_delta:
+            if deltas and reply.delay:
+                await anyio.sleep(reply.delay)
+            deltas += 1
+        frame = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if name == "ping" and reply.stall:
+            await anyio.sleep(reply.stall)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _start(send: Send, media_type: str, request_id: str, length: int | None) -> None:
+    """Send the response start line and headers."""
+    headers = [
+        (b"content-type", media_type.encode()),
+        (b"cache-control", b"no-cache"),
+        (b"request-id", request_id.encode()),
+    ]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once the client disconnects."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _record(model: ScriptedModel, request: Request) -> Any:
+    """Record ``request`` in ``model`` and return its parsed JSON body (``None`` if not JSON)."""
+    raw = await request.body()
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    model.record(
+        RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            query=request.url.query,
+        )
+    )
+    return body

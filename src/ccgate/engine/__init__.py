@@ -1,0 +1,1 @@
+"""The engine: turns in, neutral agent events out."""

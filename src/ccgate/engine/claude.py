@@ -1,0 +1,430 @@
+"""The Claude Code runner: turns run by the real CLI through ``claude-agent-sdk``.
+
+This is the only module that imports ``claude_agent_sdk``. Each turn gets one
+CLI process, owned by one asyncio task (the SDK's cancel scopes break when a
+client is used from another task); the consumer reads the turn's events from
+a queue. Isolation per process: its own ``CLAUDE_CONFIG_DIR`` (a worker slot
+under the data dir), a neutral empty working directory, ``setting_sources=[]``,
+no built-in tools, the client's system prompt instead of Claude Code's, and an
+environment from which ccgate's own secrets are blanked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    CLINotFoundError,
+    ProcessError,
+    ResultMessage,
+)
+from claude_agent_sdk.types import StreamEvent
+
+from ccgate.engine.events import (
+    AgentEvent,
+    ErrorKind,
+    StopReason,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    TurnEnd,
+    TurnError,
+    TurnStarted,
+    Usage,
+)
+from ccgate.engine.prompt import user_message_content
+from ccgate.engine.stops import apply_stop_sequences
+from ccgate.engine.turn import TurnRequest
+from ccgate.engine.workdirs import WorkerDirs
+
+__all__ = ["ClaudeRunner", "RunnerConfig"]
+
+log = logging.getLogger("ccgate.engine")
+
+#: System prompts longer than this go through a file: argv strings are capped (128 KiB).
+_INLINE_SYSTEM_PROMPT_MAX = 32 * 1024
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What the runner needs from the settings."""
+
+    data_dir: Path
+    upstream_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_retries: int = 2
+    request_timeout: float = 600.0
+    cli_path: Path | None = None
+    #: Values that must never reach the CLI's environment.
+    secrets: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+_END = object()
+
+
+class ClaudeRunner:
+    """Run each turn on a fresh Claude Code process; see :class:`ccgate.engine.runner.Runner`."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        self._config = config
+        self._dirs = WorkerDirs(config.data_dir)
+        self._pids: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def live_processes(self) -> int:
+        """Return how many CLI processes this runner has alive."""
+        return len(self._pids)
+
+    async def aclose(self) -> None:
+        """Cancel every turn and wait until their processes are gone."""
+        for pid in list(self._pids):
+            _signal(pid, signal.SIGTERM)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+        """Run ``turn`` on its own CLI process and yield its events."""
+        events: AsyncGenerator[AgentEvent, None] = self._run_raw(turn)
+        if turn.stop_sequences:
+            events = apply_stop_sequences(events, turn.stop_sequences)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+    async def _run_raw(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        holder: dict[str, int] = {}
+        task = asyncio.create_task(self._own(turn, queue, holder), name="ccgate-turn")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                yield item
+                if isinstance(item, TurnEnd | TurnError):
+                    return
+        finally:
+            if not task.done():
+                # The consumer left early (disconnect, stop sequence): end the process now
+                # rather than after the SDK's graceful-exit grace period.
+                if "pid" in holder:
+                    _signal(holder["pid"], signal.SIGTERM)
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(asyncio.gather(task, return_exceptions=True))
+
+    async def _own(
+        self, turn: TurnRequest, queue: asyncio.Queue[Any], holder: dict[str, int]
+    ) -> None:
+        """Own one CLI process for one turn, pushing its events into ``queue``."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._config.request_timeout):
+                with self._dirs.lease() as workdir:
+                    await self._drive(turn, queue, holder, workdir)
+        except TimeoutError:
+            await queue.put(
+                TurnError(
+                    "timeout",
+                    f"the turn took longer than request_timeout "
+                    f"({self._config.request_timeout:g} s) and was stopped",
+                )
+            )
+        except CLINotFoundError as exc:
+            await queue.put(
+                TurnError(
+                    "cli_crashed",
+                    f"Claude Code CLI not found ({exc}); reinstall claude-agent-sdk "
+                    "or set CCGATE_CLI_PATH",
+                )
+            )
+        except ProcessError as exc:
+            await queue.put(
+                TurnError(
+                    "cli_crashed",
+                    f"the Claude Code process exited with code {exc.exit_code}",
+                    exit_code=exc.exit_code,
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any SDK failure becomes a turn error
+            log.warning("turn_failed error=%s", type(exc).__name__, exc_info=True)
+            await queue.put(TurnError("cli_crashed", f"Claude Code failed: {_short(exc)}"))
+        finally:
+            log.debug("turn_owner_done ms=%d", (time.monotonic() - started) * 1000)
+            queue.put_nowait(_END)
+
+    async def _drive(
+        self,
+        turn: TurnRequest,
+        queue: asyncio.Queue[Any],
+        holder: dict[str, int],
+        workdir: Path,
+    ) -> None:
+        options = self._options(turn, workdir)
+        stderr_tail: list[str] = []
+        options.stderr = lambda line: _keep_tail(stderr_tail, line)
+        client = ClaudeSDKClient(options)
+        await client.connect()
+        pid = _cli_pid(client)
+        try:
+            if pid is not None:
+                holder["pid"] = pid
+                self._pids.add(pid)
+            await queue.put(TurnStarted(model=turn.model, cold_start=True))
+            await client.query(_one_message(turn))
+            translator = Translator()
+            async for message in client.receive_response():
+                for event in translator.feed(message):
+                    await queue.put(event)
+                if isinstance(message, ResultMessage):
+                    break
+            for event in translator.finish(stderr_tail):
+                await queue.put(event)
+        finally:
+            try:
+                await client.disconnect()
+            finally:
+                if pid is not None:
+                    self._pids.discard(pid)
+
+    def _options(self, turn: TurnRequest, workdir: Path) -> ClaudeAgentOptions:
+        system: Any = turn.system or ""
+        if len(system.encode()) > _INLINE_SYSTEM_PROMPT_MAX:
+            path = workdir / "system-prompt.txt"
+            path.write_text(system)
+            system = {"type": "file", "path": str(path)}
+        thinking: Any = None
+        if turn.thinking_budget:
+            thinking = {"type": "enabled", "budget_tokens": turn.thinking_budget}
+        return ClaudeAgentOptions(
+            tools=[],
+            setting_sources=[],
+            strict_mcp_config=True,
+            system_prompt=system,
+            model=turn.model,
+            cwd=str(self._dirs.neutral_cwd),
+            env=self._env(turn, workdir),
+            include_partial_messages=True,
+            thinking=thinking,
+            cli_path=self._config.cli_path,
+            max_buffer_size=64 * 1024 * 1024,
+        )
+
+    def _env(self, turn: TurnRequest, workdir: Path) -> dict[str, str]:
+        env = scrubbed_env(os.environ, self._config.secrets)
+        env.update(
+            {
+                "CLAUDE_CONFIG_DIR": str(workdir),
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+                "DISABLE_TELEMETRY": "1",
+                "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
+            }
+        )
+        if self._config.upstream_url:
+            env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
+        if self._config.upstream_api_key:
+            env["ANTHROPIC_API_KEY"] = self._config.upstream_api_key
+        if turn.max_tokens:
+            env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(turn.max_tokens)
+        env.update(self._config.extra_env)
+        return env
+
+
+def scrubbed_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """Return overrides that blank ccgate's variables and any variable holding a secret.
+
+    The SDK starts the CLI with the parent's environment plus these overrides,
+    so blanking (not omitting) is what keeps a value out.
+    """
+    blanked: dict[str, str] = {}
+    for name, value in environ.items():
+        if name.startswith("CCGATE_") or (value and value in secrets):
+            blanked[name] = ""
+    return blanked
+
+
+def _one_message(turn: TurnRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "type": "user",
+            "message": {"role": "user", "content": user_message_content(turn)},
+            "parent_tool_use_id": None,
+        }
+
+    return stream()
+
+
+def _cli_pid(client: ClaudeSDKClient) -> int | None:
+    # The SDK does not expose the process; its transport keeps it as ``_process``.
+    process = getattr(getattr(client, "_transport", None), "_process", None)
+    pid = getattr(process, "pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _keep_tail(tail: list[str], line: str) -> None:
+    tail.append(line)
+    del tail[:-20]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "refusal": "refusal",
+    "pause_turn": "end_turn",
+}
+
+_ASSISTANT_ERRORS: dict[str, ErrorKind] = {
+    "authentication_failed": "authentication",
+    "billing_error": "billing",
+    "rate_limit": "rate_limit",
+    "invalid_request": "invalid_request",
+    "server_error": "upstream",
+    "unknown": "upstream",
+}
+
+
+def _kind_for_status(status: int | None) -> ErrorKind | None:
+    if status is None:
+        return None
+    if status == 401:
+        return "authentication"
+    if status in (402, 403):
+        return "billing"
+    if status == 429:
+        return "rate_limit"
+    if status == 529:
+        return "overloaded"
+    if status in (400, 413, 422):
+        return "invalid_request"
+    return "upstream"
+
+
+class Translator:
+    """Turn the SDK's messages of one turn into neutral agent events."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, tuple[str, str]] = {}
+        self._streamed_text = False
+        self._stop_reason: str | None = None
+        self._error_kind: ErrorKind | None = None
+        self._error_text = ""
+        self._result: ResultMessage | None = None
+
+    def feed(self, message: object) -> list[AgentEvent]:
+        """Translate one SDK message."""
+        if isinstance(message, StreamEvent):
+            if message.parent_tool_use_id is None:
+                return self._stream_event(message.event)
+        elif isinstance(message, AssistantMessage):
+            if message.error is not None and message.parent_tool_use_id is None:
+                self._error_kind = _ASSISTANT_ERRORS.get(message.error, "upstream")
+                self._error_text = " ".join(
+                    getattr(block, "text", "") for block in message.content
+                ).strip()
+        elif isinstance(message, ResultMessage):
+            self._result = message
+        return []
+
+    def _stream_event(self, event: dict[str, Any]) -> list[AgentEvent]:
+        kind = event.get("type")
+        index = int(event.get("index", 0))
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            btype = str(block.get("type"))
+            self._blocks[index] = (btype, str(block.get("id") or ""))
+            if btype == "tool_use":
+                return [ToolCallStart(str(block.get("id")), str(block.get("name")))]
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                self._streamed_text = True
+                return [TextDelta(str(delta["text"]))]
+            if dtype == "thinking_delta":
+                return [ThinkingDelta(str(delta.get("thinking", "")))]
+            if dtype == "signature_delta":
+                return [ThinkingDelta("", signature=str(delta.get("signature", "")))]
+            if dtype == "input_json_delta":
+                tool_id = self._blocks.get(index, ("", ""))[1]
+                return [ToolCallDelta(tool_id, str(delta.get("partial_json", "")))]
+        elif kind == "content_block_stop":
+            btype, tool_id = self._blocks.pop(index, ("", ""))
+            if btype == "tool_use" and tool_id:
+                return [ToolCallEnd(tool_id)]
+        elif kind == "message_delta":
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason:
+                self._stop_reason = str(reason)
+        return []
+
+    def finish(self, stderr_tail: list[str]) -> list[AgentEvent]:
+        """Return the closing events once the result (or the end of output) arrived."""
+        result = self._result
+        events: list[AgentEvent] = []
+        if result is not None and result.usage:
+            u = result.usage
+            events.append(
+                Usage(
+                    input_tokens=int(u.get("input_tokens") or 0),
+                    output_tokens=int(u.get("output_tokens") or 0),
+                    cache_read_tokens=int(u.get("cache_read_input_tokens") or 0),
+                    cache_creation_tokens=int(u.get("cache_creation_input_tokens") or 0),
+                    cost_usd=result.total_cost_usd,
+                )
+            )
+        status = getattr(result, "api_error_status", None) if result else None
+        kind = self._error_kind or _kind_for_status(status)
+        if kind == "upstream" and status == 529:
+            kind = "overloaded"
+        if kind is None and result is not None and result.is_error:
+            kind = "upstream"
+        if result is None and kind is None:
+            detail = f": {stderr_tail[-1][:300]}" if stderr_tail else ""
+            return [
+                *events,
+                TurnError("cli_crashed", f"Claude Code ended without a result{detail}"),
+            ]
+        if kind is not None:
+            text = self._error_text or "; ".join((result.errors or []) if result else [])
+            text = text or (result.result if result and result.result else "") or "no details"
+            return [*events, TurnError(kind, text[:1000])]
+        if not self._streamed_text and result is not None and result.result:
+            events.insert(0, TextDelta(result.result))
+        reason = self._stop_reason or (result.stop_reason if result else None) or "end_turn"
+        return [*events, TurnEnd(_STOP_REASONS.get(reason, "end_turn"))]

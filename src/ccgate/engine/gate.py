@@ -1,0 +1,78 @@
+"""A concurrency gate: ``max_concurrent`` slots and a bounded FIFO queue of waiters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from ccgate.errors import QueueFull
+
+__all__ = ["Gate"]
+
+
+class Gate:
+    """Admit at most ``slots`` holders; queue at most ``queue`` more; refuse the rest.
+
+    A waiter that is cancelled (its client went away) leaves the queue; a slot
+    is released on every exit path of :meth:`slot`.
+    """
+
+    def __init__(self, slots: int, queue: int, *, retry_after: float = 2.0) -> None:
+        self._slots = slots
+        self._queue_limit = queue
+        self._retry_after = retry_after
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def active(self) -> int:
+        """Return how many slots are held."""
+        return self._active
+
+    @property
+    def queued(self) -> int:
+        """Return how many requests wait for a slot."""
+        return sum(1 for w in self._waiters if not w.done())
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the duration of the block, waiting in line if needed."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self._active < self._slots and not self.queued:
+            self._active += 1
+            return
+        if self.queued >= self._queue_limit:
+            raise QueueFull(
+                f"ccgate is busy: {self._active} turns running and {self.queued} waiting "
+                f"(max_concurrent={self._slots}, max_queue={self._queue_limit}); "
+                "retry shortly",
+                retry_after=self._retry_after,
+            )
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was handed to us just as we were cancelled: pass it on.
+                self._release()
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot moves to the waiter; _active unchanged
+                return
+        self._active -= 1

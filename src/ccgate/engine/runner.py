@@ -1,0 +1,41 @@
+"""The seam between front doors and whatever runs turns.
+
+Contract of a :class:`Runner`:
+
+- ``run(turn)`` returns an async iterator of :class:`~ccgate.engine.events.AgentEvent`.
+  It yields :class:`TurnStarted` first, then content events, at most one
+  :class:`Usage`, and ends with exactly one :class:`TurnEnd` or
+  :class:`TurnError`; it never raises for a failure of the model side (those
+  are ``TurnError`` events). It may raise :class:`ccgate.errors.GatewayError`
+  before the first event for a request it cannot run at all.
+- Closing the iterator early (``aclose()``, or the consuming task being
+  cancelled) stops the turn and ends its CLI process before ``aclose`` returns.
+- ``aclose()`` of the runner stops every live turn and leaves no process.
+- ``live_processes()`` counts CLI processes alive right now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol
+
+from ccgate.engine.events import AgentEvent
+from ccgate.engine.turn import TurnRequest
+
+__all__ = ["Runner"]
+
+
+class Runner(Protocol):
+    """Runs turns and yields their neutral events; see the module docstring for the contract."""
+
+    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+        """Run one turn, yielding its events."""
+        ...
+
+    def live_processes(self) -> int:
+        """Return how many CLI processes are alive."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop every turn and end every process."""
+        ...

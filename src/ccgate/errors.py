@@ -1,0 +1,215 @@
+"""The one exception tree of ccgate.
+
+Every error a client can see is a :class:`GatewayError`; each class knows its
+HTTP status and its error type on each wire protocol, and the protocol
+renderers (``protocol.openai.render_error``, ``protocol.anthropic.render_error``)
+turn it into that protocol's shape::
+
+    GatewayError                      500  server error
+    ├── ConfigError                        refused settings (start-up only)
+    ├── InvalidRequest                400  malformed or meaningless input
+    ├── AuthenticationFailed          401  missing or wrong client key
+    ├── PermissionDenied              403  key not allowed to do this
+    ├── NotFound                      404  unknown model, route or object
+    ├── RequestTooLarge               413  body over ``max_body_bytes``
+    ├── RateLimited                   429  a limit of this gateway
+    │   └── QueueFull                 429  every slot busy and the queue full
+    └── UpstreamError                 502  the model side failed
+        ├── UpstreamAuthError         401  Claude Code's credentials rejected
+        ├── UpstreamBillingError      402  the upstream account cannot pay
+        ├── UpstreamRateLimited       429  the upstream said slow down
+        ├── UpstreamOverloaded        529  the upstream is overloaded
+        ├── TurnTimeout               504  the turn outlived ``request_timeout``
+        └── CLICrashed                502  the Claude Code process died
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "CLICrashed",
+    "ConfigError",
+    "GatewayError",
+    "InvalidRequest",
+    "NotFound",
+    "PermissionDenied",
+    "QueueFull",
+    "RateLimited",
+    "RequestTooLarge",
+    "TurnTimeout",
+    "UpstreamAuthError",
+    "UpstreamBillingError",
+    "UpstreamError",
+    "UpstreamOverloaded",
+    "UpstreamRateLimited",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error ccgate reports; carries what each protocol needs to render it."""
+
+    status: int = 500
+    #: The status on the OpenAI-compatible API, where it differs (529 is Anthropic's own).
+    openai_status: int | None = None
+    openai_type: str = "server_error"
+    anthropic_type: str = "api_error"
+    code: str | None = None
+    #: Whether a client should retry the same request later (``x-should-retry``).
+    should_retry: bool | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """Return the HTTP headers that go with this error."""
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after)))
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
+
+
+class ConfigError(GatewayError):
+    """Settings that ccgate refuses to start with."""
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed, or asks for something ccgate cannot honour."""
+
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    should_retry = False
+
+
+class AuthenticationFailed(GatewayError):
+    """The client's key is missing or wrong."""
+
+    status = 401
+    openai_type = "authentication_error"
+    anthropic_type = "authentication_error"
+    code = "invalid_api_key"
+    should_retry = False
+
+
+class PermissionDenied(GatewayError):
+    """The client's key may not do this."""
+
+    status = 403
+    openai_type = "permission_error"
+    anthropic_type = "permission_error"
+    should_retry = False
+
+
+class NotFound(GatewayError):
+    """An unknown model, route or object."""
+
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+    code = "not_found"
+    should_retry = False
+
+
+class RequestTooLarge(GatewayError):
+    """The request body is larger than ``max_body_bytes``."""
+
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    code = "request_too_large"
+    should_retry = False
+
+
+class RateLimited(GatewayError):
+    """A limit of this gateway was reached."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    should_retry = True
+
+
+class QueueFull(RateLimited):
+    """Every turn slot is busy and the waiting queue is full."""
+
+    code = "gateway_busy"
+
+
+class UpstreamError(GatewayError):
+    """The model side (Claude Code or its upstream) failed."""
+
+    status = 502
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code = "upstream_error"
+
+
+class UpstreamAuthError(UpstreamError):
+    """Claude Code's own credentials were rejected by its upstream."""
+
+    status = 401
+    openai_type = "authentication_error"
+    anthropic_type = "authentication_error"
+    code = "upstream_authentication_failed"
+    should_retry = False
+
+
+class UpstreamBillingError(UpstreamError):
+    """The upstream account has no credit or plan for this request."""
+
+    status = 402
+    openai_type = "insufficient_quota"
+    anthropic_type = "billing_error"
+    code = "upstream_billing"
+    should_retry = False
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream asked to slow down."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "upstream_rate_limited"
+    should_retry = True
+
+
+class UpstreamOverloaded(UpstreamError):
+    """The upstream is overloaded (Anthropic's 529)."""
+
+    status = 529
+    openai_status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    code = "upstream_overloaded"
+    should_retry = True
+
+
+class TurnTimeout(UpstreamError):
+    """The turn took longer than ``request_timeout``."""
+
+    status = 504
+    openai_type = "timeout"
+    anthropic_type = "api_error"
+    code = "turn_timeout"
+
+
+class CLICrashed(UpstreamError):
+    """The Claude Code process exited or could not start."""
+
+    code = "cli_crashed"

@@ -1,0 +1,300 @@
+"""Anthropic Messages: wire models, request → turn, events → message or SSE events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccgate.engine.events import (
+    AgentEvent,
+    TextDelta,
+    ThinkingDelta,
+    TurnEnd,
+    Usage,
+)
+from ccgate.engine.models import ModelInfo
+from ccgate.engine.turn import Message, Part, TextPart, TurnRequest
+from ccgate.errors import GatewayError, InvalidRequest
+from ccgate.protocol.common import check_image_base64, merge_roles, new_id, url_image
+
+__all__ = [
+    "CountTokensRequest",
+    "MessageStream",
+    "MessagesRequest",
+    "count_tokens",
+    "error_body",
+    "message_from_events",
+    "to_turn",
+]
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentBlock(_Loose):
+    type: str
+    text: str | None = None
+    source: dict[str, Any] | None = None
+
+
+class InputMessage(_Loose):
+    role: Literal["user", "assistant"]
+    content: str | list[ContentBlock]
+
+
+class SystemBlock(_Loose):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ThinkingParam(_Loose):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=1024)
+
+
+class CountTokensRequest(_Loose):
+    """The body of ``POST /v1/messages/count_tokens``."""
+
+    model: str | None = None
+    messages: list[InputMessage] = Field(min_length=1)
+    system: str | list[SystemBlock] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    """The body of ``POST /v1/messages``; unknown harmless fields are ignored."""
+
+    max_tokens: int = Field(ge=1)
+    stream: bool = False
+    stop_sequences: list[str] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: ThinkingParam | None = None
+    metadata: dict[str, Any] | None = None
+    session_id: str | None = None
+
+
+def _image(block: ContentBlock, param: str) -> Part:
+    source = block.source or {}
+    kind = source.get("type")
+    if kind == "base64":
+        return check_image_base64(
+            str(source.get("media_type")), str(source.get("data", "")), f"{param}.source"
+        )
+    if kind == "url":
+        return url_image(str(source.get("url", "")), f"{param}.source.url")
+    raise InvalidRequest(f"{param}.source: type must be 'base64' or 'url'", param=param)
+
+
+def _parts(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    parts: list[Part] = []
+    for i, block in enumerate(content):
+        where = f"{param}.{i}"
+        if block.type == "text":
+            parts.append(TextPart(block.text or ""))
+        elif block.type == "image":
+            parts.append(_image(block, where))
+        elif block.type in ("thinking", "redacted_thinking"):
+            continue  # earlier thinking is the model's own; it is not resent
+        elif block.type in ("tool_use", "tool_result"):
+            raise InvalidRequest(
+                f"{where}: {block.type} blocks need client-tool support, which this ccgate "
+                "version does not have yet",
+                param=where,
+            )
+        else:
+            raise InvalidRequest(
+                f"{where}: content blocks of type '{block.type}' are not supported; "
+                "use 'text' or 'image'",
+                param=where,
+            )
+    return tuple(parts)
+
+
+def system_text(system: str | list[SystemBlock] | None) -> str | None:
+    """Return the system prompt as one text."""
+    if system is None:
+        return None
+    if isinstance(system, str):
+        return system or None
+    return "\n\n".join(b.text for b in system if b.text) or None
+
+
+def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnRequest:
+    """Translate a Messages request into a turn, or raise InvalidRequest."""
+    if req.tools:
+        raise InvalidRequest(
+            "tools: client-defined tools are not supported by this ccgate version yet",
+            param="tools",
+        )
+    messages = merge_roles(
+        [
+            Message(m.role, _parts(m.content, f"messages.{i}.content"))
+            for i, m in enumerate(req.messages)
+        ]
+    )
+    if messages[-1].role != "user":
+        raise InvalidRequest(
+            "messages: the last message must have role 'user' (prefilling the assistant's "
+            "reply is not possible through Claude Code)",
+            param="messages",
+        )
+    budget = None
+    if req.thinking is not None and req.thinking.type == "enabled":
+        budget = req.thinking.budget_tokens or 1024
+        if budget >= req.max_tokens:
+            raise InvalidRequest(
+                "thinking.budget_tokens must be less than max_tokens", param="thinking"
+            )
+    metadata = {k: str(v) for k, v in (req.metadata or {}).items() if isinstance(v, str)}
+    return TurnRequest(
+        model=model.cli,
+        requested_model=requested,
+        messages=tuple(messages),
+        system=system_text(req.system),
+        max_tokens=req.max_tokens,
+        stop_sequences=tuple(req.stop_sequences or ()),
+        thinking_budget=budget,
+        metadata=metadata,
+    )
+
+
+def count_tokens(req: CountTokensRequest) -> int:
+    """Estimate the input tokens of a request (about four characters a token)."""
+    chars = len(system_text(req.system) or "")
+    for message in req.messages:
+        if isinstance(message.content, str):
+            chars += len(message.content)
+        else:
+            for block in message.content:
+                chars += len(block.text or "") + (1600 * 4 if block.type == "image" else 0)
+    chars += len(json.dumps(req.tools)) if req.tools else 0
+    return max(1, chars // 4)
+
+
+def _usage(usage: Usage | None) -> dict[str, Any]:
+    u = usage or Usage()
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_creation_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+    }
+
+
+def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
+    """Build a ``message`` from a finished turn's events."""
+    content: list[dict[str, Any]] = []
+    for event in events:
+        if isinstance(event, ThinkingDelta):
+            if not content or content[-1]["type"] != "thinking":
+                content.append({"type": "thinking", "thinking": "", "signature": ""})
+            content[-1]["thinking"] += event.text
+            if event.signature:
+                content[-1]["signature"] = event.signature
+        elif isinstance(event, TextDelta):
+            if not content or content[-1]["type"] != "text":
+                content.append({"type": "text", "text": ""})
+            content[-1]["text"] += event.text
+    usage = next((e for e in events if isinstance(e, Usage)), None)
+    end = next((e for e in events if isinstance(e, TurnEnd)), TurnEnd())
+    return {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": end.stop_reason,
+        "stop_sequence": end.stop_sequence,
+        "usage": _usage(usage),
+    }
+
+
+def error_body(error: GatewayError) -> dict[str, Any]:
+    """Return Anthropic's error shape for ``error``."""
+    return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+
+
+class MessageStream:
+    """Render a turn's events as the Messages API's SSE event sequence."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._index = -1
+        self._open: str | None = None
+        self._usage: Usage | None = None
+
+    def start(self) -> list[str]:
+        """Return ``message_start`` and the first ``ping``."""
+        message: dict[str, Any] = {
+            "id": new_id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return [_event("message_start", {"message": message}), self.ping()]
+
+    def ping(self) -> str:
+        """Return a keep-alive ``ping``."""
+        return _event("ping", {})
+
+    def _switch(self, kind: str) -> list[str]:
+        if self._open == kind:
+            return []
+        out = self._close()
+        self._index += 1
+        self._open = kind
+        block: dict[str, Any] = (
+            {"type": "thinking", "thinking": "", "signature": ""}
+            if kind == "thinking"
+            else {"type": "text", "text": ""}
+        )
+        out.append(_event("content_block_start", {"index": self._index, "content_block": block}))
+        return out
+
+    def _close(self) -> list[str]:
+        if self._open is None:
+            return []
+        self._open = None
+        return [_event("content_block_stop", {"index": self._index})]
+
+    def _delta(self, delta: dict[str, Any]) -> str:
+        return _event("content_block_delta", {"index": self._index, "delta": delta})
+
+    def render(self, event: AgentEvent) -> list[str]:
+        """Return the SSE events for one agent event."""
+        if isinstance(event, TextDelta):
+            return [*self._switch("text"), self._delta({"type": "text_delta", "text": event.text})]
+        if isinstance(event, ThinkingDelta):
+            out = self._switch("thinking")
+            if event.text:
+                out.append(self._delta({"type": "thinking_delta", "thinking": event.text}))
+            if event.signature:
+                out.append(self._delta({"type": "signature_delta", "signature": event.signature}))
+            return out
+        if isinstance(event, Usage):
+            self._usage = event
+        elif isinstance(event, TurnEnd):
+            delta = {"stop_reason": event.stop_reason, "stop_sequence": event.stop_sequence}
+            return [
+                *self._close(),
+                _event("message_delta", {"delta": delta, "usage": _usage(self._usage)}),
+                _event("message_stop", {}),
+            ]
+        return []
+
+    def error(self, error: GatewayError) -> list[str]:
+        """Return the in-band ``error`` event that ends a started stream."""
+        return [_event("error", error_body(error))]
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data}, separators=(',', ':'))}\n\n"
