@@ -116,23 +116,29 @@ class ClaudeRunner:
         task = asyncio.create_task(self._own(turn, queue, holder), name="ccgate-turn")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        finished = False
         try:
             while True:
                 item = await queue.get()
                 if item is _END:
+                    finished = True
                     return
-                yield item
                 if isinstance(item, TurnEnd | TurnError):
+                    finished = True
+                yield item
+                if finished:
                     return
         finally:
-            if not task.done():
-                # The consumer left early (disconnect, stop sequence): end the process now
-                # rather than after the SDK's graceful-exit grace period.
+            # A finished turn's process exits on its own in the background (it flushes
+            # its transcript first; aclose() still waits for it). A consumer that left
+            # early (disconnect, stop sequence) ends the process now, without the SDK's
+            # graceful-exit grace period.
+            if not finished and not task.done():
                 if "pid" in holder:
                     _signal(holder["pid"], signal.SIGTERM)
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.shield(asyncio.gather(task, return_exceptions=True))
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(asyncio.gather(task, return_exceptions=True))
 
     async def _own(
         self, turn: TurnRequest, queue: asyncio.Queue[Any], holder: dict[str, int]
@@ -199,8 +205,6 @@ class ClaudeRunner:
             async for message in client.receive_response():
                 for event in translator.feed(message):
                     await queue.put(event)
-                if isinstance(message, ResultMessage):
-                    break
             for event in translator.finish(stderr_tail):
                 await queue.put(event)
         finally:
