@@ -83,21 +83,24 @@ class ClaudeRunner:
     def __init__(self, config: RunnerConfig) -> None:
         self._config = config
         self._dirs = WorkerDirs(config.data_dir)
-        self._pids: set[int] = set()
+        self._pid_tasks: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def live_processes(self) -> int:
         """Return how many CLI processes this runner has alive."""
-        return len(self._pids)
+        return len(self._pid_tasks)
 
     async def aclose(self) -> None:
-        """Cancel every turn and wait until their processes are gone."""
-        for pid in list(self._pids):
-            _signal(pid, signal.SIGTERM)
-        for task in list(self._tasks):
+        """End every turn; let finished ones exit on their own, stop live ones now."""
+        live = [t for t in self._tasks if t not in self._finishing]
+        for pid, task in list(self._pid_tasks.items()):
+            if task in live:
+                _signal(pid, signal.SIGTERM)
+        for task in live:
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(list(self._tasks), timeout=15)
 
     async def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
         """Run ``turn`` on its own CLI process and yield its events."""
@@ -116,6 +119,7 @@ class ClaudeRunner:
         task = asyncio.create_task(self._own(turn, queue, holder), name="ccgate-turn")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finishing.discard)
         finished = False
         try:
             while True:
@@ -125,6 +129,7 @@ class ClaudeRunner:
                     return
                 if isinstance(item, TurnEnd | TurnError):
                     finished = True
+                    self._finishing.add(task)
                 yield item
                 if finished:
                     return
@@ -198,7 +203,7 @@ class ClaudeRunner:
         try:
             if pid is not None:
                 holder["pid"] = pid
-                self._pids.add(pid)
+                self._pid_tasks[pid] = asyncio.current_task()  # type: ignore[assignment]
             await queue.put(TurnStarted(model=turn.model, cold_start=True))
             await client.query(_one_message(turn))
             translator = Translator()
@@ -212,7 +217,7 @@ class ClaudeRunner:
                 await client.disconnect()
             finally:
                 if pid is not None:
-                    self._pids.discard(pid)
+                    self._pid_tasks.pop(pid, None)
 
     def _options(self, turn: TurnRequest, workdir: Path) -> ClaudeAgentOptions:
         system: Any = turn.system or ""
