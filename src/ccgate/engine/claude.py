@@ -198,6 +198,7 @@ class ClaudeRunner:
         stderr_tail: list[str] = []
         options.stderr = lambda line: _keep_tail(stderr_tail, line)
         client = ClaudeSDKClient(options)
+        completed = False
         await client.connect()
         pid = _cli_pid(client)
         try:
@@ -212,7 +213,12 @@ class ClaudeRunner:
                     await queue.put(event)
             for event in translator.finish(stderr_tail):
                 await queue.put(event)
+            completed = True
         finally:
+            if not completed and pid is not None:
+                # Cancelled or failed mid-turn: the process would otherwise get the SDK's
+                # graceful-exit grace period before it is terminated.
+                _signal(pid, signal.SIGTERM)
             try:
                 await client.disconnect()
             finally:
@@ -418,9 +424,9 @@ class Translator:
                 )
             )
         status = getattr(result, "api_error_status", None) if result else None
-        kind = self._error_kind or _kind_for_status(status)
-        if kind == "upstream" and status == 529:
-            kind = "overloaded"
+        kind = self._error_kind
+        if kind in (None, "upstream"):
+            kind = _kind_for_status(status) or kind
         if kind is None and result is not None and result.is_error:
             kind = "upstream"
         if result is None and kind is None:

@@ -1,0 +1,239 @@
+"""Settings: precedence, coercion, the config file, refusals and secret handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ccgate.config import Settings, is_loopback, load_settings
+from ccgate.errors import ConfigError
+
+KEY = "k" * 24
+
+
+def _load(tmp_path: Path, flags: dict[str, Any] | None = None, **env: str) -> Settings:
+    return load_settings({"data_dir": tmp_path, **(flags or {})}, env)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = _load(tmp_path)
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8787
+    assert settings.auth_mode == "none"
+    assert settings.max_concurrent == 4
+    assert settings.max_queue == 16
+    assert settings.request_timeout == 600
+    assert settings.session_ttl == 86_400
+    assert settings.default_model == "sonnet"
+    assert settings.demo is False
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'ccgate.db'}"
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("port = 1111\nmax_queue = 3\nmax_concurrent = 7\n")
+    settings = load_settings(
+        {"data_dir": tmp_path, "port": 3333},
+        {"CCGATE_PORT": "2222", "CCGATE_MAX_QUEUE": "5"},
+    )
+    assert settings.port == 3333  # flag
+    assert settings.max_queue == 5  # env over file
+    assert settings.max_concurrent == 7  # file over default
+    assert settings.default_model == "sonnet"  # default
+
+
+def test_none_flags_are_skipped(tmp_path: Path) -> None:
+    settings = load_settings({"data_dir": tmp_path, "port": None}, {"CCGATE_PORT": "2222"})
+    assert settings.port == 2222
+
+
+def test_data_dir_from_env_locates_file(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("default_model = 'opus'\n")
+    settings = load_settings({}, {"CCGATE_DATA_DIR": str(tmp_path)})
+    assert settings.default_model == "opus"
+    assert settings.data_path == tmp_path
+
+
+def test_ccgate_table_in_file(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("[ccgate]\nport = 4444\nlog_level = 'debug'\n")
+    settings = _load(tmp_path)
+    assert settings.port == 4444
+    assert settings.log_level == "debug"
+
+
+def test_explicit_config_path(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("port = 5555\n")
+    settings = load_settings({"data_dir": tmp_path / "data"}, {}, path)
+    assert settings.port == 5555
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("port = 5556\n")
+    settings = load_settings({"data_dir": tmp_path}, {"CCGATE_CONFIG": str(path)})
+    assert settings.port == 5556
+
+
+def test_missing_explicit_config_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"data_dir": tmp_path}, {}, tmp_path / "nope.toml")
+
+
+def test_unknown_file_key_refused(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("port = 1\nbogus_setting = 2\n")
+    with pytest.raises(ConfigError, match="bogus_setting"):
+        _load(tmp_path)
+
+
+def test_unknown_key_in_table_refused(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("[ccgate]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        _load(tmp_path)
+
+
+def test_broken_toml_refused(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("port = = 1\n")
+    with pytest.raises(ConfigError, match="ccgate.toml"):
+        _load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_bool_env_coercion(tmp_path: Path, raw: str, expected: bool) -> None:
+    assert _load(tmp_path, CCGATE_DEMO=raw).demo is expected
+
+
+def test_bad_bool_env_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="demo"):
+        _load(tmp_path, CCGATE_DEMO="perhaps")
+
+
+def test_empty_env_for_optional_setting_is_unset(tmp_path: Path) -> None:
+    (tmp_path / "ccgate.toml").write_text("upstream_url = 'http://file.example'\n")
+    settings = _load(tmp_path, CCGATE_UPSTREAM_URL="", CCGATE_UPSTREAM_API_KEY="")
+    assert settings.upstream_url is None
+    assert settings.upstream_api_key is None
+
+
+def test_numeric_env_parsed(tmp_path: Path) -> None:
+    settings = _load(tmp_path, CCGATE_PORT="9000", CCGATE_REQUEST_TIMEOUT="1.5")
+    assert settings.port == 9000
+    assert settings.request_timeout == 1.5
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"CCGATE_PORT": "eighty"}, "port"),
+        ({"CCGATE_PORT": "70000"}, "port"),
+        ({"CCGATE_MAX_CONCURRENT": "0"}, "max_concurrent"),
+        ({"CCGATE_AUTH_MODE": "open"}, "auth_mode"),
+        ({"CCGATE_LOG_LEVEL": "loud"}, "log_level"),
+    ],
+)
+def test_invalid_values_give_readable_config_error(
+    tmp_path: Path, env: dict[str, str], name: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, **env)
+    message = str(info.value)
+    assert name in message
+    assert "Traceback" not in message
+    assert "pydantic" not in message.lower()
+
+
+def test_unknown_flag_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nonsense"):
+        _load(tmp_path, {"nonsense": 1})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
+def test_public_host_without_auth_refused_with_fix(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, {"host": host})
+    message = str(info.value)
+    assert host in message
+    assert "CCGATE_AUTH_MODE" in message
+    assert "CCGATE_API_KEY" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"])
+def test_loopback_hosts_allowed_without_auth(tmp_path: Path, host: str) -> None:
+    assert is_loopback(host)
+    assert _load(tmp_path, {"host": host}).host == host
+
+
+def test_public_host_with_shared_auth_allowed(tmp_path: Path) -> None:
+    settings = _load(tmp_path, CCGATE_HOST="0.0.0.0", CCGATE_AUTH_MODE="shared", CCGATE_API_KEY=KEY)
+    assert settings.host == "0.0.0.0"
+    assert settings.auth_mode == "shared"
+
+
+def test_shared_mode_needs_api_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CCGATE_API_KEY"):
+        _load(tmp_path, CCGATE_AUTH_MODE="shared")
+
+
+def test_shared_mode_needs_long_api_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="16"):
+        _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="short-key")
+    assert _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="x" * 16).api_key
+
+
+def test_multi_mode_needs_admin_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CCGATE_ADMIN_KEY"):
+        _load(tmp_path, CCGATE_AUTH_MODE="multi")
+
+
+def test_secrets_lists_set_client_secrets(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        CCGATE_AUTH_MODE="shared",
+        CCGATE_API_KEY="client-secret-0123456789",
+        CCGATE_ADMIN_KEY="admin-secret-0123456789",
+        CCGATE_UPSTREAM_API_KEY="upstream-0123456789",
+    )
+    assert sorted(settings.secrets()) == ["admin-secret-0123456789", "client-secret-0123456789"]
+    assert _load(tmp_path).secrets() == []
+
+
+def test_secret_values_never_in_repr(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        CCGATE_AUTH_MODE="shared",
+        CCGATE_API_KEY="client-secret-0123456789",
+        CCGATE_ADMIN_KEY="admin-secret-0123456789",
+        CCGATE_UPSTREAM_API_KEY="upstream-secret-0123456789",
+    )
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "client-secret" not in text
+        assert "admin-secret" not in text
+        assert "upstream-secret" not in text
+    assert settings.upstream_api_key is not None
+    assert settings.upstream_api_key.get_secret_value() == "upstream-secret-0123456789"
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = _load(tmp_path)
+    with pytest.raises(ValueError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_every_setting_has_help_text() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
