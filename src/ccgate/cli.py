@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +128,56 @@ def serve(settings: Settings) -> int:
     )
     configure_logging(settings.log_level)
 
+    apps: list[Any] = []
+
     def factory() -> Any:
-        return create_app(settings)
+        app = create_app(settings)
+        apps.append(app)
+        return app
 
     config = uvicorn.Config(
         factory,
         factory=True,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         lifespan="on",
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config, apps)
     server.run(sockets=[sock])
     return 0
+
+
+class _GracefulServer:
+    """Run uvicorn; on SIGINT/SIGTERM mark the gateway draining and exit with status 0."""
+
+    def __init__(self, config: Any, apps: list[Any]) -> None:
+        import uvicorn
+
+        self._apps = apps
+        self._server = uvicorn.Server(config)
+        self._server.capture_signals = self._capture_signals  # type: ignore[method-assign]
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        self._server.run(sockets=sockets)
+
+    @contextlib.contextmanager
+    def _capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal after shutdown, which turns a clean stop into a
+        # death by signal; a gateway that drained and stopped its processes exits 0.
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handle(sig: int, frame: Any) -> None:
+            for app in self._apps:
+                state = getattr(app.state, "ccgate", None)
+                if state is not None:
+                    state.draining = True
+            self._server.handle_exit(sig, frame)
+
+        for sig in previous:
+            signal.signal(sig, handle)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -60,6 +60,9 @@ class Settings(BaseModel):
     max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
     request_timeout: float = Field(600.0, gt=0, description="Whole-turn bound in seconds.")
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="On SIGTERM/SIGINT, how long running turns may finish (seconds)."
+    )
     session_ttl: float = Field(86_400.0, gt=0, description="Idle conversation expiry (seconds).")
     default_model: str = Field("sonnet", description="The model when a request names none.")
     max_body_bytes: int = Field(

@@ -1,0 +1,654 @@
+"""Time-to-first-token of a short streamed reply: through ccgate versus a direct ``claude -p``.
+
+Both variants talk to the same scripted model (``ccgate.demo``) on this machine, so
+the numbers isolate what ccgate adds on top of a cold Claude Code process:
+
+* ``ccgate /v1/messages`` -- a real ``python -m ccgate serve`` subprocess, a streamed
+  Anthropic Messages request sent with httpx. TTFT = the first ``content_block_delta``
+  carrying a ``text_delta``; total = ``message_stop``.
+* ``ccgate /v1/chat/completions`` -- the same server, a streamed OpenAI request.
+  TTFT = the first chunk with non-empty ``delta.content``; total = ``data: [DONE]``.
+* ``direct claude -p`` -- the CLI bundled with claude-agent-sdk, spawned with
+  ``--output-format stream-json --include-partial-messages``. TTFT = spawn until the
+  first ``stream_event`` line with a ``text_delta``; total = spawn until the process exits.
+
+Runs alternate ccgate and direct (messages, direct, chat, direct, ...) so machine
+noise hits both sides alike; the direct variant therefore gets twice as many samples.
+Two warm-up runs of each variant come first and are not counted. The script reports;
+it never asserts on timings and exits 0 once the benchmark ran.
+
+Usage (from the project root, with the project's venv)::
+
+    python bench/ttft.py                # 10 counted runs per ccgate variant
+    python bench/ttft.py --runs 15
+    python bench/ttft.py --quick        # 3 runs, 1 warm-up: a smoke test, not a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ccgate.demo import DemoServer, ScriptedModel
+
+DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
+DEFAULT_MODEL = "sonnet"
+MIN_RUNS = 10
+QUICK_RUNS = 3
+RUN_TIMEOUT = 60.0
+SERVER_START_TIMEOUT = 30.0
+SERVER_STOP_TIMEOUT = 20.0
+
+MESSAGES = "ccgate /v1/messages"
+CHAT = "ccgate /v1/chat/completions"
+DIRECT = "direct claude -p"
+VARIANTS = (MESSAGES, CHAT, DIRECT)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One run: seconds to the first text token and to the end, or why it failed."""
+
+    ttft: float | None
+    total: float | None
+    text: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether the run produced text and finished."""
+        return self.error is None and self.ttft is not None and self.total is not None
+
+
+@dataclass
+class Results:
+    """The counted samples of every variant."""
+
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+
+    def add(self, variant: str, sample: Sample) -> None:
+        """Record one counted sample."""
+        self.samples[variant].append(sample)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def bundled_cli() -> Path:
+    """Return the ``claude`` binary shipped inside the claude-agent-sdk wheel."""
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or spec.origin is None:
+        raise SystemExit("ttft: claude-agent-sdk is not installed in this Python")
+    cli = Path(spec.origin).parent / "_bundled" / "claude"
+    if not cli.is_file():
+        raise SystemExit(f"ttft: no bundled Claude Code CLI at {cli}")
+    return cli
+
+
+def base_env() -> dict[str, str]:
+    """Return the environment both sides start from: no ccgate settings, no proxy for loopback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
+    for name in ("NO_PROXY", "no_proxy"):
+        parts = [p for p in env.get(name, "").split(",") if p]
+        env[name] = ",".join([*parts, "127.0.0.1", "localhost"])
+    return env
+
+
+def sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """Yield the payload of every ``data:`` line of a server-sent event stream."""
+    for line in lines:
+        if line.startswith("data:"):
+            yield line[5:].strip()
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Return ``text`` on one line, shortened to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- ccgate side
+
+
+class Gateway:
+    """A ``python -m ccgate serve`` subprocess pointed at the scripted model."""
+
+    def __init__(self, upstream_url: str, data_dir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / "ccgate-server.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ccgate",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--upstream-url",
+                upstream_url,
+                "--upstream-api-key",
+                "x",
+                "--upstream-retries",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def wait_healthy(self, client: httpx.Client) -> dict[str, Any]:
+        """Poll ``GET /health`` until it answers 200; return its body."""
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(httpx.TransportError):
+                response = client.get(f"{self.url}/health", timeout=2.0)
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"ccgate did not become healthy (exit code {self.proc.poll()}); "
+            f"log: {clip(self.log_tail(), 600)}"
+        )
+
+    def log_tail(self) -> str:
+        """Return the end of the server's combined stdout/stderr."""
+        self._log.flush()
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def stop(self) -> str:
+        """SIGTERM the server and wait for it (SIGKILL after a grace period); say how it went."""
+        try:
+            if self.proc.poll() is not None:
+                return f"already exited with code {self.proc.returncode}"
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait(timeout=5.0)
+                return f"SIGTERM ignored for {SERVER_STOP_TIMEOUT:g} s -> SIGKILL (code {code})"
+            if code == -signal.SIGTERM:
+                # uvicorn re-raises a captured signal once its graceful shutdown is done.
+                return "SIGTERM -> shut down and exited by the re-raised signal (code -15)"
+            return f"SIGTERM -> exited with code {code}"
+        finally:
+            self._log.close()
+
+
+def run_messages(client: httpx.Client, url: str, prompt: str, model: str) -> Sample:
+    """Stream one Anthropic Messages request; time the first text delta and message_stop."""
+    body = {
+        "model": model,
+        "max_tokens": 256,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    headers = {"anthropic-version": "2023-06-01", "x-api-key": "unused"}
+    ttft: float | None = None
+    text: list[str] = []
+    start = time.perf_counter()
+    try:
+        with client.stream("POST", f"{url}/v1/messages", json=body, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+                return Sample(None, None, error=f"HTTP {response.status_code}: {response.text}")
+            for data in sse_data(response.iter_lines()):
+                event = json.loads(data)
+                kind = event.get("type")
+                if kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+                    if ttft is None:
+                        ttft = time.perf_counter() - start
+                    text.append(event["delta"].get("text", ""))
+                elif kind == "message_stop":
+                    return Sample(ttft, time.perf_counter() - start, "".join(text))
+                elif kind == "error":
+                    return Sample(None, None, error=f"stream error: {data}")
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError) as exc:
+        return Sample(None, None, error=f"{type(exc).__name__}: {exc}")
+    return Sample(ttft, None, "".join(text), error="stream ended without message_stop")
+
+
+def run_chat(client: httpx.Client, url: str, prompt: str, model: str) -> Sample:
+    """Stream one OpenAI chat completion; time the first content chunk and ``[DONE]``."""
+    body = {
+        "model": model,
+        "max_tokens": 256,
+        "stream": True,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    ttft: float | None = None
+    text: list[str] = []
+    start = time.perf_counter()
+    try:
+        with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                return Sample(None, None, error=f"HTTP {response.status_code}: {response.text}")
+            for data in sse_data(response.iter_lines()):
+                if data == "[DONE]":
+                    return Sample(ttft, time.perf_counter() - start, "".join(text))
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    return Sample(None, None, error=f"stream error: {data}")
+                for choice in chunk.get("choices", []):
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        if ttft is None:
+                            ttft = time.perf_counter() - start
+                        text.append(content)
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        return Sample(None, None, error=f"{type(exc).__name__}: {exc}")
+    return Sample(ttft, None, "".join(text), error="stream ended without [DONE]")
+
+
+# --------------------------------------------------------------------------- direct side
+
+
+class DirectCLI:
+    """Spawns ``claude -p`` against the scripted model, one cold process per run."""
+
+    def __init__(self, cli: Path, upstream_url: str, root: Path, env: dict[str, str]) -> None:
+        self.cli = cli
+        self.config_dir = root / "direct-config"
+        self.cwd = root / "direct-cwd"
+        self.config_dir.mkdir(mode=0o700)
+        self.cwd.mkdir(mode=0o700)
+        self.stderr_path = root / "direct-stderr.log"
+        # The brief's variables, plus the ones ccgate also sets for its CLI processes
+        # (no retries, no updater, no telemetry), so both sides start the CLI alike.
+        self.env = {
+            **env,
+            "ANTHROPIC_BASE_URL": upstream_url,
+            "ANTHROPIC_API_KEY": "x",
+            "CLAUDE_CONFIG_DIR": str(self.config_dir),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+        }
+
+    def argv(self, prompt: str, model: str) -> list[str]:
+        """Return the command line of one run."""
+        return [
+            str(self.cli),
+            "-p",
+            prompt,
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--tools",
+            "",
+            "--system-prompt",
+            "",
+            "--setting-sources",
+            "",
+            "--model",
+            model,
+        ]
+
+    def run(self, prompt: str, model: str) -> Sample:
+        """Spawn the CLI once; time the first text_delta line and the process exit."""
+        ttft: float | None = None
+        text: list[str] = []
+        is_error = False
+        with self.stderr_path.open("wb") as stderr:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                self.argv(prompt, model),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                cwd=self.cwd,
+                env=self.env,
+            )
+            assert proc.stdout is not None  # stdout=PIPE was asked for
+            try:
+                for raw in proc.stdout:
+                    try:
+                        line = json.loads(raw)
+                    except json.JSONDecodeError:
+                        continue
+                    if line.get("type") == "stream_event":
+                        event = line.get("event") or {}
+                        delta = event.get("delta") or {}
+                        if (
+                            event.get("type") == "content_block_delta"
+                            and delta.get("type") == "text_delta"
+                        ):
+                            if ttft is None:
+                                ttft = time.perf_counter() - start
+                            text.append(delta.get("text", ""))
+                    elif line.get("type") == "result":
+                        is_error = bool(line.get("is_error"))
+                code = proc.wait(timeout=RUN_TIMEOUT)
+                total = time.perf_counter() - start
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return Sample(ttft, None, "".join(text), error="timed out")
+            finally:
+                proc.stdout.close()
+        if code != 0 or is_error:
+            tail = self.stderr_path.read_text(errors="replace")[-400:]
+            return Sample(ttft, total, "".join(text), error=f"exit {code}: {clip(tail)}")
+        if ttft is None:
+            return Sample(None, total, error="no text_delta in the output")
+        return Sample(ttft, total, "".join(text))
+
+    def version(self) -> str:
+        """Return ``claude --version``."""
+        out = subprocess.run(
+            [str(self.cli), "--version"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        return out.stdout.strip() or f"unknown (exit {out.returncode})"
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def leftover_processes(roots: list[Path]) -> list[tuple[int, str]]:
+    """Return processes whose CLAUDE_CONFIG_DIR lies under one of ``roots`` (pid, cmdline)."""
+    prefixes = [str(r) for r in roots]
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for var in environ:
+            if not var.startswith(b"CLAUDE_CONFIG_DIR="):
+                continue
+            value = var.split(b"=", 1)[1].decode(errors="replace")
+            if any(value == p or value.startswith(p + os.sep) for p in prefixes):
+                found.append((int(entry.name), clip(cmdline, 120)))
+                break
+    return found
+
+
+def check_leftovers(roots: list[Path]) -> None:
+    """Print whether any claude process of this benchmark survived; kill those that did."""
+    deadline = time.monotonic() + 5.0
+    found = leftover_processes(roots)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = leftover_processes(roots)
+    dirs = ", ".join(str(r) for r in roots)
+    if not found:
+        print(f"leftover check: no process with CLAUDE_CONFIG_DIR under {dirs} -- OK")
+        return
+    print(f"leftover check: {len(found)} process(es) with CLAUDE_CONFIG_DIR under {dirs}:")
+    for pid, cmdline in found:
+        print(f"  pid {pid}: {cmdline} -- sending SIGKILL")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Return the ``pct`` percentile by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: list[float]) -> tuple[float, float, float] | None:
+    """Return (median, p90, min) in milliseconds, or None without values."""
+    if not values:
+        return None
+    ms = [v * 1000.0 for v in values]
+    return statistics.median(ms), percentile(ms, 90), min(ms)
+
+
+def fmt(stats: tuple[float, float, float] | None) -> list[str]:
+    """Format (median, p90, min) for the table."""
+    return [f"{v:.0f}" for v in stats] if stats else ["-", "-", "-"]
+
+
+def print_table(results: Results) -> None:
+    """Print per-variant statistics and the ccgate/direct ratios."""
+    head = ["variant", "n", "fail", "TTFT med", "p90", "min", "total med", "p90", "min"]
+    rows: list[list[str]] = []
+    medians: dict[str, tuple[float | None, float | None]] = {}
+    for variant in VARIANTS:
+        samples = results.samples[variant]
+        good = [s for s in samples if s.ok]
+        ttft = summary([s.ttft for s in good if s.ttft is not None])
+        total = summary([s.total for s in good if s.total is not None])
+        medians[variant] = (ttft[0] if ttft else None, total[0] if total else None)
+        rows.append(
+            [variant, str(len(good)), str(len(samples) - len(good)), *fmt(ttft), *fmt(total)]
+        )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    print("times in ms (n = counted successful runs)")
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for row in rows:
+        print(line(row))
+    print()
+    direct_ttft, direct_total = medians[DIRECT]
+    for variant in (MESSAGES, CHAT):
+        med_ttft, med_total = medians[variant]
+        print(
+            f"ratio {variant + ' / direct:':<38} median TTFT {ratio(med_ttft, direct_ttft)}   "
+            f"median total {ratio(med_total, direct_total)}"
+        )
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """Format a / b, or '-' when either is missing."""
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def print_failures(results: Results) -> None:
+    """Print the first failure of each variant, if any."""
+    for variant in VARIANTS:
+        failed = [s for s in results.samples[variant] if not s.ok]
+        if failed:
+            print(f"{variant}: {len(failed)} failed run(s); first: {clip(failed[0].error or '')}")
+
+
+def package_version(name: str) -> str:
+    """Return an installed distribution's version, or 'not installed'."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_environment(cli_version: str, health: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print what the numbers were measured on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print("environment")
+    print(f"  claude CLI:        {cli_version}")
+    print(f"  claude-agent-sdk:  {package_version('claude-agent-sdk')}")
+    print(f"  ccgate:            {health.get('version', package_version('ccgate'))}")
+    print(f"  python:            {platform.python_version()} ({sys.executable})")
+    print(f"  platform:          {platform.platform()}")
+    print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
+    print(f"  load average:      {load}")
+    print(f"  prompt:            {args.prompt!r}, model {args.model!r}")
+    print(
+        f"  runs:              {args.runs} per ccgate variant, {2 * args.runs} direct, "
+        f"after {args.warmup} warm-up(s) of each"
+    )
+    print()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python bench/ttft.py",
+        description="TTFT and total time of a short streamed reply: ccgate vs direct claude -p.",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help=f"counted runs per ccgate variant (default {MIN_RUNS}, minimum {MIN_RUNS} "
+        f"unless --quick; the direct variant gets twice as many)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: allow fewer runs (default {QUICK_RUNS}) and 1 warm-up",
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up runs of each variant")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name sent on both sides")
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = QUICK_RUNS if args.quick else MIN_RUNS
+    if args.runs < 1 or (args.runs < MIN_RUNS and not args.quick):
+        parser.error(f"--runs must be at least {MIN_RUNS} (or pass --quick for a smoke test)")
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    return args
+
+
+def schedule(runs: int) -> list[str]:
+    """Return the alternating order: messages, direct, chat, direct, ... (ccgate every other)."""
+    order: list[str] = []
+    for _ in range(runs):
+        order += [MESSAGES, DIRECT, CHAT, DIRECT]
+    return order
+
+
+def benchmark(args: argparse.Namespace, root: Path) -> Results:
+    """Start the model and the gateway, run warm-ups and counted runs; return the samples."""
+    env = base_env()
+    demo = DemoServer(ScriptedModel()).start_in_thread()
+    gateway: Gateway | None = None
+    try:
+        print(f"scripted model:   {demo.url}")
+        direct = DirectCLI(bundled_cli(), demo.url, root, env)
+        gateway = Gateway(demo.url, root / "ccgate-data", env)
+        with httpx.Client(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False) as client:
+            health = gateway.wait_healthy(client)
+            print(f"ccgate server:    {gateway.url} (pid {gateway.proc.pid})")
+            print()
+            print_environment(direct.version(), health, args)
+            url = gateway.url
+            runners: dict[str, Callable[[], Sample]] = {
+                MESSAGES: lambda: run_messages(client, url, args.prompt, args.model),
+                CHAT: lambda: run_chat(client, url, args.prompt, args.model),
+                DIRECT: lambda: direct.run(args.prompt, args.model),
+            }
+            for _ in range(args.warmup):
+                for variant in (MESSAGES, DIRECT, CHAT):
+                    sample = runners[variant]()
+                    if not sample.ok:
+                        print(f"warm-up {variant} failed: {clip(sample.error or '')}")
+            results = Results()
+            order = schedule(args.runs)
+            started = time.monotonic()
+            for i, variant in enumerate(order, 1):
+                results.add(variant, runners[variant]())
+                if i % 8 == 0 or i == len(order):
+                    print(f"  {i}/{len(order)} runs done", flush=True)
+            print(f"measured in {time.monotonic() - started:.1f} s")
+            print()
+            texts = {s.text for v in VARIANTS for s in results.samples[v] if s.ok}
+            print(f"reply text(s) seen: {sorted(clip(t, 80) for t in texts)}")
+            print()
+            return results
+    finally:
+        if gateway is not None:
+            print(f"ccgate server stop: {gateway.stop()}")
+        demo.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the report; return the exit code."""
+    args = parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="ccgate-bench-")).resolve()
+    results: Results | None = None
+    try:
+        try:
+            results = benchmark(args, root)
+        except RuntimeError as exc:
+            print(f"ttft: benchmark could not run: {exc}", file=sys.stderr)
+        check_leftovers([root])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if results is None:
+        return 1
+    print()
+    print_table(results)
+    print_failures(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
