@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -134,17 +135,13 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield path
     left = wait_for_no_processes(path)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
     assert not left, f"CLI processes outlived the test: {left}"
 
 
 @pytest.fixture
-def make_gateway(
-    demo: DemoServer, data_dir: Path
-) -> Iterator[Callable[..., Gateway]]:
+def make_gateway(demo: DemoServer, data_dir: Path) -> Iterator[Callable[..., Gateway]]:
     """Return a factory of gateways pointed at the scripted model; all stop after the test."""
     started: list[Gateway] = []
 

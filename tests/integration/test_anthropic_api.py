@@ -35,7 +35,9 @@ def test_streamed_message_with_thinking(ant: anthropic.Anthropic) -> None:
         model="sonnet",
         max_tokens=4000,
         thinking={"type": "enabled", "budget_tokens": 2000},
-        messages=[{"role": "user", "content": 'ponder [[demo: thinking="hmm, let me see" chunks=3]]'}],
+        messages=[
+            {"role": "user", "content": 'ponder [[demo: thinking="hmm, let me see" chunks=3]]'}
+        ],
     ) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_message()
@@ -72,8 +74,10 @@ def test_images_reach_the_model(ant: anthropic.Anthropic, model: ScriptedModel) 
             {
                 "role": "user",
                 "content": [
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                 "data": PNG}},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                    },
                     {"type": "text", "text": "describe"},
                 ],
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +17,9 @@ import anthropic
 import httpx
 import openai
 import pytest
-from conftest import Gateway, cli_processes, wait_for_no_processes, wait_until
 
 from ccgate.demo import DemoServer, ScriptedModel
+from conftest import Gateway, cli_processes, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 
@@ -47,12 +47,14 @@ def _stream_in_background(url: str, body: dict[str, object]) -> threading.Thread
 def test_disconnect_cancels_the_turn_and_its_process(
     gateway: Gateway, model: ScriptedModel, data_dir: Path
 ) -> None:
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", gateway.url + "/v1/messages", json=STALL) as response:
-            assert wait_until(lambda: bool(cli_processes(data_dir)), within=30)
-            assert wait_until(lambda: bool(model.conversation_requests()), within=30)
-            # Leave mid-turn: closing the response drops the connection.
-            del response
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", gateway.url + "/v1/messages", json=STALL) as response,
+    ):
+        assert wait_until(lambda: bool(cli_processes(data_dir)), within=30)
+        assert wait_until(lambda: bool(model.conversation_requests()), within=30)
+        # Leave mid-turn: closing the response drops the connection.
+        del response
     assert wait_for_no_processes(data_dir) == []
     assert wait_until(lambda: gateway.state.gate.active == 0)
 
@@ -75,9 +77,11 @@ def test_queue_overflow_is_a_429_with_retry_after(
     assert wait_until(lambda: gateway.state.gate.active == 1)
     queued = _stream_in_background(gateway.url + "/v1/messages", STALL)
     assert wait_until(lambda: gateway.state.gate.queued == 1)
-    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as oai:
-        with pytest.raises(openai.RateLimitError) as caught:
-            oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "x"}])
+    with (
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as oai,
+        pytest.raises(openai.RateLimitError) as caught,
+    ):
+        oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "x"}])
     headers = caught.value.response.headers
     assert int(headers["retry-after"]) >= 1
     assert headers["x-should-retry"] == "true"
@@ -102,11 +106,13 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
     gateway = make_gateway(auth_mode="shared", api_key=secret, admin_key="admin-secret-0123456789")
     body = {**STALL}
     thread = threading.Thread(
-        target=lambda: httpx.post(
-            gateway.url + "/v1/messages", json=body, headers={"x-api-key": secret}, timeout=5
-        )
-        if False
-        else _post_quietly(gateway.url, body, secret),
+        target=lambda: (
+            httpx.post(
+                gateway.url + "/v1/messages", json=body, headers={"x-api-key": secret}, timeout=5
+            )
+            if False
+            else _post_quietly(gateway.url, body, secret)
+        ),
         daemon=True,
     )
     thread.start()
@@ -124,10 +130,8 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
 
 
 def _post_quietly(url: str, body: dict[str, object], key: str) -> None:
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": key}, timeout=120)
-    except httpx.HTTPError:
-        pass
 
 
 def test_shared_auth_over_a_real_server(
@@ -135,20 +139,25 @@ def test_shared_auth_over_a_real_server(
 ) -> None:
     key = "a-long-shared-key-for-tests-123"
     gateway = make_gateway(auth_mode="shared", api_key=key)
-    with anthropic.Anthropic(base_url=gateway.url, api_key="wrong-key", max_retries=0) as ant:
-        with pytest.raises(anthropic.AuthenticationError):
-            ant.messages.create(
-                model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "x"}]
-            )
+    with (
+        anthropic.Anthropic(base_url=gateway.url, api_key="wrong-key", max_retries=0) as ant,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
+        ant.messages.create(
+            model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0) as ant:
         reply = ant.messages.create(
             model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "x"}]
         )
     assert reply.content
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0) as oai:
-        assert oai.chat.completions.create(
-            model="sonnet", messages=[{"role": "user", "content": "y"}]
-        ).choices[0].message.content == "You said: y"
+        assert (
+            oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "y"}])
+            .choices[0]
+            .message.content
+            == "You said: y"
+        )
     health = httpx.get(gateway.url + "/health")
     assert health.status_code == 200
     assert key not in health.text and "demo-upstream-key" not in health.text
@@ -200,9 +209,20 @@ def test_shutdown_leaves_no_process(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "ccgate", "serve", "--port", str(port),
-            "--data-dir", str(data_dir), "--upstream-url", demo.url,
-            "--upstream-api-key", "x", "--upstream-retries", "0",
+            sys.executable,
+            "-m",
+            "ccgate",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--upstream-url",
+            demo.url,
+            "--upstream-api-key",
+            "x",
+            "--upstream-retries",
+            "0",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -236,11 +256,11 @@ def _up(url: str) -> bool:
 
 def test_network_bind_without_auth_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ccgate", "serve", "--host", "0.0.0.0", "--data-dir",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "ccgate", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")},
     )
     assert result.returncode == 2
     assert "CCGATE_AUTH_MODE=shared" in result.stderr
-    _ = time

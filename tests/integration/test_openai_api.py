@@ -49,8 +49,18 @@ def test_no_built_in_tool_is_offered_upstream(oai: openai.OpenAI, model: Scripte
     for request in model.model_requests():
         names = {tool.get("name") for tool in request.body.get("tools") or []}
         assert not names & {
-            "Bash", "Read", "Write", "Edit", "Glob", "Grep", "WebFetch", "WebSearch",
-            "Task", "Agent", "NotebookEdit", "TodoWrite",
+            "Bash",
+            "Read",
+            "Write",
+            "Edit",
+            "Glob",
+            "Grep",
+            "WebFetch",
+            "WebSearch",
+            "Task",
+            "Agent",
+            "NotebookEdit",
+            "TodoWrite",
         }, names
 
 
@@ -63,7 +73,9 @@ def test_streamed_completion_with_usage(oai: openai.OpenAI) -> None:
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert "".join(pieces) == "You said: stream me"
     assert len(pieces) >= 2
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -119,7 +131,7 @@ def test_history_reaches_the_model(oai: openai.OpenAI, model: ScriptedModel) -> 
 def test_stop_sequence_cuts_the_text(oai: openai.OpenAI) -> None:
     reply = oai.chat.completions.create(
         model="sonnet",
-        messages=[{"role": "user", "content": "[[demo: say=\"alpha beta STOP gamma\"]]"}],
+        messages=[{"role": "user", "content": '[[demo: say="alpha beta STOP gamma"]]'}],
         stop=["STOP"],
     )
     assert reply.choices[0].message.content == "alpha beta "

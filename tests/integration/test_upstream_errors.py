@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from ccgate.demo import ScriptedModel
+from conftest import Gateway
 
 pytestmark = pytest.mark.cli
 
@@ -74,18 +75,20 @@ def test_openai_errors_are_classified(
 
 
 def test_turn_timeout_is_a_504_and_leaves_no_process(
-    make_gateway: Callable[..., object], model: ScriptedModel
+    make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = make_gateway(request_timeout=2)
-    with anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0) as ant:  # type: ignore[attr-defined]
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            _ask(ant, "stall=60")
+    with (
+        anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0) as ant,
+        pytest.raises(anthropic.APIStatusError) as caught,
+    ):
+        _ask(ant, "stall=60")
     assert caught.value.status_code == 504
     assert "request_timeout" in caught.value.message
 
 
 def test_error_after_output_goes_in_band(
-    make_gateway: Callable[..., object], model: ScriptedModel
+    make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = make_gateway(request_timeout=3)
     body = {
@@ -94,7 +97,7 @@ def test_error_after_output_goes_in_band(
         "stream": True,
         "messages": [{"role": "user", "content": "one two three four [[demo: chunks=4 delay=2]]"}],
     }
-    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, timeout=30) as response:  # type: ignore[attr-defined]
+    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, timeout=30) as response:
         assert response.status_code == 200
         text = response.read().decode()
     assert "text_delta" in text
@@ -103,7 +106,10 @@ def test_error_after_output_goes_in_band(
     chat = {**body, "max_tokens": None}
     del chat["max_tokens"]
     with httpx.stream(
-        "POST", gateway.url + "/v1/chat/completions", json=chat, timeout=30  # type: ignore[attr-defined]
+        "POST",
+        gateway.url + "/v1/chat/completions",
+        json=chat,
+        timeout=30,
     ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     payloads = [json.loads(line[6:]) for line in lines if line != "data: [DONE]"]
@@ -112,15 +118,17 @@ def test_error_after_output_goes_in_band(
 
 
 def test_cli_crash_names_its_exit_code(
-    make_gateway: Callable[..., object], model: ScriptedModel, tmp_path: Path
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, tmp_path: Path
 ) -> None:
     fake = tmp_path / "claude"
     fake.write_text("#!/bin/sh\necho 'boom' >&2\nexit 3\n")
     fake.chmod(0o755)
     gateway = make_gateway(cli_path=fake)
-    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as oai:  # type: ignore[attr-defined]
-        with pytest.raises(openai.APIStatusError) as caught:
-            oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "x"}])
+    with (
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as oai,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "cli_crashed"  # type: ignore[index]
-    print(caught.value.message)
+    assert "exited with code 3" in caught.value.message

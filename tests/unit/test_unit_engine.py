@@ -47,8 +47,12 @@ def _deltas(*texts: str) -> list[AgentEvent]:
 
 async def test_stop_split_across_deltas() -> None:
     source = Source(
-        [TurnStarted("sonnet", False), *_deltas("Hello wo", "rld E", "N", "D after", " more"),
-         Usage(output_tokens=9), TurnEnd()]
+        [
+            TurnStarted("sonnet", False),
+            *_deltas("Hello wo", "rld E", "N", "D after", " more"),
+            Usage(output_tokens=9),
+            TurnEnd(),
+        ]
     )
     out = await _apply(source, ("END",))
     assert _text(out) == "Hello world "

@@ -33,13 +33,25 @@ from ccgate.logs import JSONFormatter
 @pytest.mark.parametrize(
     ("kind", "cls", "status", "openai_status", "openai_type", "anthropic_type"),
     [
-        ("authentication", UpstreamAuthError, 401, 401, "authentication_error",
-         "authentication_error"),
+        (
+            "authentication",
+            UpstreamAuthError,
+            401,
+            401,
+            "authentication_error",
+            "authentication_error",
+        ),
         ("billing", UpstreamBillingError, 402, 402, "insufficient_quota", "billing_error"),
         ("rate_limit", UpstreamRateLimited, 429, 429, "rate_limit_error", "rate_limit_error"),
         ("overloaded", UpstreamOverloaded, 529, 503, "server_error", "overloaded_error"),
-        ("invalid_request", InvalidRequest, 400, 400, "invalid_request_error",
-         "invalid_request_error"),
+        (
+            "invalid_request",
+            InvalidRequest,
+            400,
+            400,
+            "invalid_request_error",
+            "invalid_request_error",
+        ),
         ("timeout", TurnTimeout, 504, 504, "timeout", "api_error"),
         ("cli_crashed", CLICrashed, 502, 502, "server_error", "api_error"),
         ("upstream", UpstreamError, 502, 502, "server_error", "api_error"),
@@ -105,8 +117,14 @@ def test_headers_retry_after_rounding() -> None:
 
 def test_tree_and_codes() -> None:
     assert issubclass(QueueFull, RateLimited)
-    for cls in (UpstreamAuthError, UpstreamBillingError, UpstreamRateLimited,
-                UpstreamOverloaded, TurnTimeout, CLICrashed):
+    for cls in (
+        UpstreamAuthError,
+        UpstreamBillingError,
+        UpstreamRateLimited,
+        UpstreamOverloaded,
+        TurnTimeout,
+        CLICrashed,
+    ):
         assert issubclass(cls, UpstreamError)
     for cls in (InvalidRequest, NotFound, RateLimited, UpstreamError):
         assert issubclass(cls, GatewayError)

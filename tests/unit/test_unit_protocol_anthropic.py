@@ -96,7 +96,9 @@ def test_last_message_must_be_user(sonnet: ModelInfo) -> None:
 
 
 def test_base64_image(sonnet: ModelInfo) -> None:
-    turn = _turn(sonnet, messages=_image({"type": "base64", "media_type": "image/png", "data": PNG}))
+    turn = _turn(
+        sonnet, messages=_image({"type": "base64", "media_type": "image/png", "data": PNG})
+    )
     assert turn.last.parts == (TextPart("look"), ImagePart(media_type="image/png", data=PNG))
 
 
@@ -199,8 +201,9 @@ def test_max_tokens_required() -> None:
 
 
 def test_count_tokens() -> None:
-    small = count_tokens(CountTokensRequest.model_validate({"messages": [{"role": "user",
-                                                                          "content": "hi"}]}))
+    small = count_tokens(
+        CountTokensRequest.model_validate({"messages": [{"role": "user", "content": "hi"}]})
+    )
     big = count_tokens(
         CountTokensRequest.model_validate(
             {"system": "x" * 400, "messages": [{"role": "user", "content": "y" * 400}]}
@@ -340,9 +343,11 @@ def test_empty_turn() -> None:
 def test_stream_error_event() -> None:
     stream = MessageStream("sonnet")
     text = "".join(
-        [*stream.start(), *stream.render(TextDelta("par")), *stream.error(
-            UpstreamRateLimited("slow down", retry_after=3)
-        )]
+        [
+            *stream.start(),
+            *stream.render(TextDelta("par")),
+            *stream.error(UpstreamRateLimited("slow down", retry_after=3)),
+        ]
     )
     events = _events(text)
     assert events[-1] == (
@@ -372,9 +377,12 @@ def _sdk(text: str) -> anthropic.Anthropic:
 
 
 def test_sdk_accumulates_stream() -> None:
-    with _sdk(_render(THINK_THEN_TEXT)) as client, client.messages.stream(
-        model="sonnet", max_tokens=4096, messages=[{"role": "user", "content": "hi"}]
-    ) as stream:
+    with (
+        _sdk(_render(THINK_THEN_TEXT)) as client,
+        client.messages.stream(
+            model="sonnet", max_tokens=4096, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
         texts = list(stream.text_stream)
         final = stream.get_final_message()
     assert "".join(texts) == "Hello"
@@ -391,9 +399,12 @@ def test_sdk_accumulates_stream() -> None:
 
 def test_sdk_stop_sequence() -> None:
     text = _render([TextDelta("a"), TurnEnd("stop_sequence", stop_sequence="END")])
-    with _sdk(text) as client, client.messages.stream(
-        model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
-    ) as stream:
+    with (
+        _sdk(text) as client,
+        client.messages.stream(
+            model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
         final = stream.get_final_message()
     assert final.stop_reason == "stop_sequence"
     assert final.stop_sequence == "END"
@@ -402,9 +413,11 @@ def test_sdk_stop_sequence() -> None:
 def test_sdk_raises_on_error_event() -> None:
     stream = MessageStream("sonnet")
     text = "".join(
-        [*stream.start(), *stream.render(TextDelta("par")), *stream.error(
-            UpstreamRateLimited("slow down")
-        )]
+        [
+            *stream.start(),
+            *stream.render(TextDelta("par")),
+            *stream.error(UpstreamRateLimited("slow down")),
+        ]
     )
     with _sdk(text) as client, pytest.raises(anthropic.APIStatusError, match="slow down"):
         with client.messages.stream(

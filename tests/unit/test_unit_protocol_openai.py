@@ -339,9 +339,13 @@ def test_thinking_not_rendered_as_content() -> None:
 
 def test_stream_error_chunk() -> None:
     stream = ChatStream("sonnet", False)
-    text = "".join([*stream.start(), *stream.render(TextDelta("par")), *stream.error(
-        UpstreamOverloaded("busy upstream")
-    )])
+    text = "".join(
+        [
+            *stream.start(),
+            *stream.render(TextDelta("par")),
+            *stream.error(UpstreamOverloaded("busy upstream")),
+        ]
+    )
     chunks = _chunks(text)
     assert chunks[-2] == {
         "error": {
@@ -396,11 +400,14 @@ def test_sdk_parses_stream() -> None:
 
 def test_sdk_stream_helper_accumulates() -> None:
     text = _render([*TEXT_EVENTS, TurnEnd()], include_usage=True)
-    with _sdk(text) as client, client.chat.completions.stream(
-        model="sonnet",
-        messages=[{"role": "user", "content": "hi"}],
-        stream_options={"include_usage": True},
-    ) as stream:
+    with (
+        _sdk(text) as client,
+        client.chat.completions.stream(
+            model="sonnet",
+            messages=[{"role": "user", "content": "hi"}],
+            stream_options={"include_usage": True},
+        ) as stream,
+    ):
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "Hello"
     assert final.choices[0].finish_reason == "stop"
@@ -409,9 +416,11 @@ def test_sdk_stream_helper_accumulates() -> None:
 def test_sdk_raises_on_error_chunk() -> None:
     stream = ChatStream("sonnet", False)
     text = "".join(
-        [*stream.start(), *stream.render(TextDelta("par")), *stream.error(
-            UpstreamOverloaded("busy upstream")
-        )]
+        [
+            *stream.start(),
+            *stream.render(TextDelta("par")),
+            *stream.error(UpstreamOverloaded("busy upstream")),
+        ]
     )
     with _sdk(text) as client, pytest.raises(openai.APIError, match="busy upstream"):
         list(_create(client, False))
