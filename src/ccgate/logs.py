@@ -11,6 +11,8 @@ from typing import Any
 
 __all__ = ["JSONFormatter", "configure_logging"]
 
+_RESERVED = frozenset({"ts", "level", "logger", "event", "message", "exception"})
+
 
 class JSONFormatter(logging.Formatter):
     """Format a record as one JSON object with an ``event`` name and its fields."""
@@ -39,7 +41,9 @@ class JSONFormatter(logging.Formatter):
                     body["message"] = rest
         else:
             body["message"] = message
-        body.update(fields)
+        for key, value in fields.items():
+            # A field never overrides what the record itself says.
+            body[key if key not in _RESERVED else f"field_{key}"] = value
         if record.exc_info and record.levelno >= logging.ERROR:
             body["exception"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str)

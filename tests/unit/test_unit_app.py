@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -508,6 +509,53 @@ async def test_turn_error_mid_stream_anthropic(
     assert "message_stop" not in names
     assert events[-1][1]["error"]["type"] == "rate_limit_error"
     assert runner.closed_runs == 1
+
+
+class BlockingRunner(FakeRunner):
+    """A runner whose turns wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def _play(self) -> AsyncGenerator[AgentEvent, None]:
+        try:
+            yield TurnStarted("sonnet", False)
+            self.started.set()
+            await self.release.wait()
+            for event in ok_script()[1:]:
+                yield event
+        finally:
+            self.closed_runs += 1
+
+
+@pytest.mark.parametrize(("path", "body"), [(CHAT, chat_body()), (MESSAGES, messages_body())])
+async def test_busy_gateway_answers_429(tmp_path: Path, path: str, body: dict[str, Any]) -> None:
+    runner = BlockingRunner()
+    settings = load_settings(
+        {"data_dir": tmp_path / "data", "max_concurrent": 1, "max_queue": 0}, {}
+    )
+    app = create_app(settings, runner=runner)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+        ) as client,
+    ):
+        first = asyncio.create_task(client.post(path, json=body))
+        await asyncio.wait_for(runner.started.wait(), 5)
+        busy = await client.post(path, json=body)
+        assert busy.status_code == 429
+        assert int(busy.headers["retry-after"]) >= 1
+        assert busy.headers["x-should-retry"] == "true"
+        if path == CHAT:
+            assert assert_openai_error(busy, 429)["type"] == "rate_limit_error"
+        else:
+            assert assert_anthropic_error(busy, 429)["type"] == "rate_limit_error"
+        runner.release.set()
+        assert (await asyncio.wait_for(first, 5)).status_code == 200
+        assert len(runner.turns) == 1
 
 
 # --- auth ---------------------------------------------------------------------------------------

@@ -419,8 +419,11 @@ def test_sdk_raises_on_error_event() -> None:
             *stream.error(UpstreamRateLimited("slow down")),
         ]
     )
-    with _sdk(text) as client, pytest.raises(anthropic.APIStatusError, match="slow down"):
-        with client.messages.stream(
+    with (
+        _sdk(text) as client,
+        pytest.raises(anthropic.APIStatusError, match="slow down"),
+        client.messages.stream(
             model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
-        ) as s:
-            s.get_final_message()
+        ) as s,
+    ):
+        s.get_final_message()

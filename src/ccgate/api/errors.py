@@ -17,6 +17,7 @@ from ccgate.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    RequestTooLarge,
     TurnTimeout,
     UpstreamAuthError,
     UpstreamBillingError,
@@ -119,6 +120,11 @@ def install_error_handlers(app: FastAPI) -> None:
             error.status = 405
         elif exc.status_code == 401:
             error = AuthenticationFailed(str(exc.detail))
+        elif exc.status_code == 413:
+            error = RequestTooLarge(str(exc.detail))
+        elif 400 <= exc.status_code < 500:
+            error = InvalidRequest(str(exc.detail))
+            error.status = exc.status_code
         else:
             error = GatewayError(str(exc.detail))
             error.status = exc.status_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccgate.api.errors import is_anthropic_path
@@ -30,7 +31,6 @@ class BodyLimit:
                 await self._refuse(path, send)
                 return
         seen = 0
-        started = False
 
         async def counted() -> Message:
             nonlocal seen
@@ -38,26 +38,21 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    # FastAPI turns other exceptions raised while reading a body into a 400;
+                    # an HTTPException passes through to the error handlers as a 413.
+                    raise HTTPException(413, self._message())
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        await self.app(scope, counted, send)
 
-        try:
-            await self.app(scope, counted, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(path, send)
-
-    async def _refuse(self, path: str, send: Send) -> None:
-        error = RequestTooLarge(
+    def _message(self) -> str:
+        return (
             f"the request body is larger than {self.limit} bytes (max_body_bytes); "
             "send smaller images or less history"
         )
+
+    async def _refuse(self, path: str, send: Send) -> None:
+        error = RequestTooLarge(self._message())
         body = anthropic.error_body(error) if is_anthropic_path(path) else openai.error_body(error)
         payload = json.dumps(body).encode()
         await send(
@@ -72,7 +67,3 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-
-class _TooLarge(Exception):
-    pass

@@ -1,0 +1,105 @@
+"""Helpers for tests: a real ccgate served from a thread, and checks for leftover CLIs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ccgate.app import create_app
+from ccgate.config import Settings
+
+
+def cli_processes(data_dir: Path) -> list[int]:
+    """Return pids of live Claude Code processes whose config dir is under ``data_dir``."""
+    marker = f"CLAUDE_CONFIG_DIR={data_dir}".encode()
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" in status:
+            continue
+        if any(var.startswith(marker) for var in environ.split(b"\0")):
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for_no_processes(data_dir: Path, within: float = 15.0) -> list[int]:
+    """Wait (bounded) until no CLI process of ``data_dir`` is alive; return what is left."""
+    deadline = time.monotonic() + within
+    while True:
+        left = cli_processes(data_dir)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def wait_until(predicate: Callable[[], bool], within: float = 15.0) -> bool:
+    """Poll ``predicate`` until it holds or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # pragma: no cover - uvicorn API differs
+        pass
+
+
+@dataclass
+class Gateway:
+    """A real ccgate served by uvicorn from a thread."""
+
+    url: str
+    settings: Settings
+    app: Any
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def state(self) -> Any:
+        """Return the running app's state."""
+        return self.app.state.ccgate
+
+    def stop(self) -> None:
+        """Shut the server down and wait for it."""
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def start_gateway(settings: Settings, runner: Any = None) -> Gateway:
+    """Serve ``create_app(settings)`` on a free loopback port from a thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(settings, runner=runner)
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
+    server = _Server(config)
+    server.capture_signals = lambda: _no_signals()  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    if not wait_until(lambda: server.started, within=30):
+        raise RuntimeError("ccgate did not start")
+    return Gateway(f"http://127.0.0.1:{port}", settings, app, server, thread)
+
+
+class _no_signals:  # noqa: N801 - stands in for uvicorn's context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
