@@ -111,8 +111,11 @@ class Settings(BaseModel):
                 "(for example the output of: python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))')."
             )
-        if self.auth_mode == "multi" and self.admin_key is None:
-            raise ConfigError("auth_mode=multi needs admin_key: set CCGATE_ADMIN_KEY.")
+        if self.auth_mode == "multi":
+            raise ConfigError(
+                "auth_mode=multi (per-client keys in the database) is not available in this "
+                "version yet; use auth_mode=shared with CCGATE_API_KEY."
+            )
 
 
 def is_loopback(host: str) -> bool:

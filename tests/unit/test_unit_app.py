@@ -617,7 +617,7 @@ async def test_health_has_no_secrets_and_runs_nothing(tmp_path: Path) -> None:
     settings = load_settings(
         {
             "data_dir": tmp_path / "data",
-            "auth_mode": "multi",
+            "auth_mode": "shared",
             "api_key": API_KEY,
             "admin_key": ADMIN_KEY,
             "upstream_api_key": UPSTREAM_KEY,
@@ -689,3 +689,11 @@ async def test_openapi(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {"/v1/chat/completions", "/v1/messages", "/health"} <= set(paths)
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/health/auth", "/openapi.json", "/docs"])
+async def test_operations_routes_need_the_key_in_shared_mode(
+    shared: httpx.AsyncClient, path: str
+) -> None:
+    assert (await shared.get(path)).status_code == 401
+    assert (await shared.get(path, headers={"x-api-key": API_KEY})).status_code == 200

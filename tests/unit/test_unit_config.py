@@ -195,9 +195,9 @@ def test_shared_mode_needs_long_api_key(tmp_path: Path) -> None:
     assert _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="x" * 16).api_key
 
 
-def test_multi_mode_needs_admin_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="CCGATE_ADMIN_KEY"):
-        _load(tmp_path, CCGATE_AUTH_MODE="multi")
+def test_multi_mode_is_refused_until_keys_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="auth_mode=shared"):
+        _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_ADMIN_KEY="a" * 32)
 
 
 def test_secrets_lists_set_client_secrets(tmp_path: Path) -> None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ccgate import __version__
+from ccgate.api.auth import require_client
 from ccgate.api.state import State
 
 __all__ = ["public_upstream", "router"]
 
 router = APIRouter(tags=["Operations"])
+
+Client = Annotated[str, Depends(require_client)]
 
 
 def public_upstream(url: str | None) -> str:
@@ -53,7 +57,7 @@ async def health(state: State) -> JSONResponse:
 
 
 @router.get("/health/auth")
-async def health_auth(state: State) -> JSONResponse:
+async def health_auth(state: State, client: Client) -> JSONResponse:
     """Probe the upstream for real (cached); 503 only after two failed probes in a row."""
     probe = state.probe
     await probe.check(state)
@@ -62,7 +66,7 @@ async def health_auth(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(state: State) -> str:
+async def metrics(state: State, client: Client) -> str:
     """Expose counters and gauges in Prometheus' text format."""
     c = state.counters
     rows = [

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
@@ -170,12 +171,18 @@ class ClaudeRunner:
                     "or set CCGATE_CLI_PATH",
                 )
             )
-        except ProcessError as exc:
+        except (ProcessError, CLIExited) as exc:
+            code = exc.exit_code
+            detail = (
+                f": {exc.stderr_line[:300]}"
+                if isinstance(exc, CLIExited) and exc.stderr_line
+                else ""
+            )
             await queue.put(
                 TurnError(
                     "cli_crashed",
-                    f"the Claude Code process exited with code {exc.exit_code}",
-                    exit_code=exc.exit_code,
+                    f"the Claude Code process exited with code {code}{detail}",
+                    exit_code=code,
                 )
             )
         except asyncio.CancelledError:
@@ -199,9 +206,10 @@ class ClaudeRunner:
         options.stderr = lambda line: _keep_tail(stderr_tail, line)
         client = ClaudeSDKClient(options)
         completed = False
-        await client.connect()
-        pid = _cli_pid(client)
+        pid: int | None = None
         try:
+            await client.connect()
+            pid = _cli_pid(client)
             if pid is not None:
                 holder["pid"] = pid
                 self._pid_tasks[pid] = asyncio.current_task()  # type: ignore[assignment]
@@ -214,6 +222,13 @@ class ClaudeRunner:
             for event in translator.finish(stderr_tail):
                 await queue.put(event)
             completed = True
+        except Exception as exc:
+            # However the SDK words it, a process that died is a crash with an exit code.
+            code = exc.exit_code if isinstance(exc, ProcessError) else None
+            code = code if code is not None else await _exit_code(client)
+            if code is not None and code != 0:
+                raise CLIExited(code, stderr_tail[-1] if stderr_tail else "") from exc
+            raise
         finally:
             if not completed and pid is not None:
                 # Cancelled or failed mid-turn: the process would otherwise get the SDK's
@@ -291,6 +306,26 @@ def _one_message(turn: TurnRequest) -> AsyncIterator[dict[str, Any]]:
         }
 
     return stream()
+
+
+class CLIExited(Exception):
+    """The CLI process died mid-turn with a non-zero exit code."""
+
+    def __init__(self, exit_code: int, stderr_line: str) -> None:
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code
+        self.stderr_line = stderr_line
+
+
+async def _exit_code(client: ClaudeSDKClient) -> int | None:
+    process = getattr(getattr(client, "_transport", None), "_process", None)
+    if process is None:
+        return None
+    with contextlib.suppress(Exception):
+        with anyio.move_on_after(2):
+            await process.wait()
+    code = getattr(process, "returncode", None)
+    return code if isinstance(code, int) else None
 
 
 def _cli_pid(client: ClaudeSDKClient) -> int | None:

@@ -1,0 +1,30 @@
+"""The OpenAPI schema and its interactive docs, behind the same key as the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+
+from ccgate.api.auth import require_client
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+Client = Annotated[str, Depends(require_client)]
+
+
+@router.get("/openapi.json")
+async def openapi(request: Request, client: Client) -> dict[str, Any]:
+    """Serve the OpenAPI schema of every route."""
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
+
+
+@router.get("/docs")
+async def docs(client: Client) -> HTMLResponse:
+    """Serve Swagger UI for the schema."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="ccgate API")
