@@ -90,12 +90,12 @@ def test_turn_timeout_is_a_504_and_leaves_no_process(
 def test_error_after_output_goes_in_band(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
-    gateway = make_gateway(request_timeout=3)
+    gateway = make_gateway(request_timeout=8)
     body = {
         "model": "sonnet",
         "max_tokens": 100,
         "stream": True,
-        "messages": [{"role": "user", "content": "one two three four [[demo: chunks=4 delay=2]]"}],
+        "messages": [{"role": "user", "content": "one two three four [[demo: chunks=4 delay=5]]"}],
     }
     with httpx.stream("POST", gateway.url + "/v1/messages", json=body, timeout=30) as response:
         assert response.status_code == 200
