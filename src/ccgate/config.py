@@ -33,7 +33,8 @@ class Settings(BaseModel):
     port: int = Field(8787, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     data_dir: Path = Field(
         Path("~/.ccgate"),
-        description="Database, per-worker CLI config dirs, the neutral cwd, ccgate.toml (mode 0700).",
+        description="Database, per-worker CLI config dirs, the neutral cwd and ccgate.toml "
+        "(mode 0700).",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccgate.db."

@@ -1,0 +1,1 @@
+"""Alembic migrations of the ccgate database (run at start by ``Database.migrate``)."""

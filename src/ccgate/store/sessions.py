@@ -1,0 +1,283 @@
+"""Conversation sessions: the contract (:class:`SessionStore`) and its SQL implementation.
+
+Contract of a :class:`SessionStore` (one conformance suite runs it on SQLite
+and Postgres):
+
+- Sessions live in a ``namespace`` (one per client key); nothing crosses
+  namespaces: a key, a fingerprint or an id from one namespace never finds a
+  session of another.
+- ``create`` refuses a ``key`` already used in that namespace
+  (:class:`SessionExists`); ``get`` returns ``None`` for unknown keys.
+- ``record_turn`` is atomic: counters, ``last_used_at`` and the new history
+  fingerprint change together or not at all. Recording the same fingerprint
+  again (a retried request) changes nothing and returns ``False``.
+- ``match`` takes fingerprints of history prefixes, longest first, and returns
+  the session whose stored fingerprint is the longest match, with how many
+  messages that prefix holds.
+- ``expire(before)`` deletes sessions idle since before ``before`` and returns
+  them, so their transcripts can be removed too.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import ColumnElement
+
+from ccgate.store.database import Database
+from ccgate.store.tables import session_fingerprints, sessions
+
+__all__ = ["SessionExists", "SessionRecord", "SessionStore", "SqlSessionStore"]
+
+
+class SessionExists(Exception):
+    """A session with that key already exists in the namespace."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One stored conversation session."""
+
+    id: str
+    namespace: str
+    key: str
+    model: str
+    cli_session_id: str
+    created_at: float
+    last_used_at: float
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    transcript: str | None
+
+
+class SessionStore(Protocol):
+    """Where sessions are kept; see the module docstring for the contract."""
+
+    async def create(
+        self,
+        namespace: str,
+        key: str,
+        model: str,
+        cli_session_id: str,
+        *,
+        transcript: str | None = None,
+        now: float | None = None,
+    ) -> SessionRecord:
+        """Store a new session."""
+        ...
+
+    async def get(self, namespace: str, key: str) -> SessionRecord | None:
+        """Return the session ``key`` of ``namespace``."""
+        ...
+
+    async def list_sessions(self, namespace: str) -> list[SessionRecord]:
+        """Return the namespace's sessions, most recently used first."""
+        ...
+
+    async def record_turn(
+        self,
+        session_id: str,
+        *,
+        fingerprint: str,
+        message_count: int,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        now: float | None = None,
+    ) -> bool:
+        """Count a finished turn and remember the conversation's new fingerprint."""
+        ...
+
+    async def match(
+        self, namespace: str, fingerprints: list[str]
+    ) -> tuple[SessionRecord, int] | None:
+        """Return the session with the longest stored history prefix, and its length."""
+        ...
+
+    async def delete(self, namespace: str, key: str) -> SessionRecord | None:
+        """Delete one session; return it, or ``None`` if it did not exist."""
+        ...
+
+    async def delete_all(self, namespace: str) -> list[SessionRecord]:
+        """Delete every session of the namespace; return them."""
+        ...
+
+    async def expire(self, before: float) -> list[SessionRecord]:
+        """Delete sessions last used before ``before``; return them."""
+        ...
+
+
+def _record(row: object) -> SessionRecord:
+    m = row._mapping  # type: ignore[attr-defined]
+    return SessionRecord(
+        id=m["id"],
+        namespace=m["namespace"],
+        key=m["key"],
+        model=m["model"],
+        cli_session_id=m["cli_session_id"],
+        created_at=m["created_at"],
+        last_used_at=m["last_used_at"],
+        turns=m["turns"],
+        input_tokens=m["input_tokens"],
+        output_tokens=m["output_tokens"],
+        transcript=m["transcript"],
+    )
+
+
+class SqlSessionStore:
+    """A :class:`SessionStore` on SQLAlchemy Core (SQLite or Postgres)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(
+        self,
+        namespace: str,
+        key: str,
+        model: str,
+        cli_session_id: str,
+        *,
+        transcript: str | None = None,
+        now: float | None = None,
+    ) -> SessionRecord:
+        """Store a new session."""
+        stamp = time.time() if now is None else now
+        values = {
+            "id": "sess_" + secrets.token_hex(12),
+            "namespace": namespace,
+            "key": key,
+            "model": model,
+            "cli_session_id": cli_session_id,
+            "created_at": stamp,
+            "last_used_at": stamp,
+            "turns": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "transcript": transcript,
+        }
+        try:
+            async with self._db.engine.begin() as conn:
+                await conn.execute(insert(sessions).values(**values))
+        except IntegrityError:
+            raise SessionExists(f"session {key!r} exists") from None
+        return SessionRecord(**values)  # type: ignore[arg-type]
+
+    async def get(self, namespace: str, key: str) -> SessionRecord | None:
+        """Return the session ``key`` of ``namespace``."""
+        query = select(sessions).where(sessions.c.namespace == namespace, sessions.c.key == key)
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _record(row) if row else None
+
+    async def list_sessions(self, namespace: str) -> list[SessionRecord]:
+        """Return the namespace's sessions, most recently used first."""
+        query = (
+            select(sessions)
+            .where(sessions.c.namespace == namespace)
+            .order_by(sessions.c.last_used_at.desc(), sessions.c.id)
+        )
+        async with self._db.engine.connect() as conn:
+            return [_record(r) for r in await conn.execute(query)]
+
+    async def record_turn(
+        self,
+        session_id: str,
+        *,
+        fingerprint: str,
+        message_count: int,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        now: float | None = None,
+    ) -> bool:
+        """Count a finished turn and remember the conversation's new fingerprint."""
+        stamp = time.time() if now is None else now
+        async with self._db.engine.begin() as conn:
+            namespace = (
+                await conn.execute(select(sessions.c.namespace).where(sessions.c.id == session_id))
+            ).scalar_one_or_none()
+            if namespace is None:
+                return False
+            seen = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(session_fingerprints)
+                    .where(
+                        session_fingerprints.c.namespace == namespace,
+                        session_fingerprints.c.fingerprint == fingerprint,
+                    )
+                )
+            ).scalar_one()
+            if seen:
+                return False
+            await conn.execute(
+                insert(session_fingerprints).values(
+                    namespace=namespace,
+                    fingerprint=fingerprint,
+                    session_id=session_id,
+                    message_count=message_count,
+                    created_at=stamp,
+                )
+            )
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id)
+                .values(
+                    turns=sessions.c.turns + 1,
+                    input_tokens=sessions.c.input_tokens + input_tokens,
+                    output_tokens=sessions.c.output_tokens + output_tokens,
+                    last_used_at=stamp,
+                )
+            )
+        return True
+
+    async def match(
+        self, namespace: str, fingerprints: list[str]
+    ) -> tuple[SessionRecord, int] | None:
+        """Return the session with the longest stored history prefix, and its length."""
+        if not fingerprints:
+            return None
+        query = (
+            select(sessions, session_fingerprints.c.message_count)
+            .join(session_fingerprints, session_fingerprints.c.session_id == sessions.c.id)
+            .where(
+                session_fingerprints.c.namespace == namespace,
+                sessions.c.namespace == namespace,
+                session_fingerprints.c.fingerprint.in_(fingerprints),
+            )
+            .order_by(session_fingerprints.c.message_count.desc(), sessions.c.last_used_at.desc())
+            .limit(1)
+        )
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return _record(row), int(row._mapping["message_count"])
+
+    async def _delete_where(self, *conditions: ColumnElement[bool]) -> list[SessionRecord]:
+        async with self._db.engine.begin() as conn:
+            rows = [_record(r) for r in await conn.execute(select(sessions).where(*conditions))]
+            if rows:
+                ids = [r.id for r in rows]
+                await conn.execute(
+                    delete(session_fingerprints).where(session_fingerprints.c.session_id.in_(ids))
+                )
+                await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
+        return rows
+
+    async def delete(self, namespace: str, key: str) -> SessionRecord | None:
+        """Delete one session; return it, or ``None`` if it did not exist."""
+        rows = await self._delete_where(sessions.c.namespace == namespace, sessions.c.key == key)
+        return rows[0] if rows else None
+
+    async def delete_all(self, namespace: str) -> list[SessionRecord]:
+        """Delete every session of the namespace; return them."""
+        return await self._delete_where(sessions.c.namespace == namespace)
+
+    async def expire(self, before: float) -> list[SessionRecord]:
+        """Delete sessions last used before ``before``; return them."""
+        return await self._delete_where(sessions.c.last_used_at < before)
