@@ -99,3 +99,12 @@ def test_async_url_picks_the_async_drivers() -> None:
         async_url("mysql://u@h/db")
     with pytest.raises(ConfigError):
         async_url("not a url")
+
+
+async def test_two_sessions_may_share_a_history(store: SqlSessionStore) -> None:
+    a = await store.create("ns", "a", "sonnet", "u1", now=1.0)
+    b = await store.create("ns", "b", "sonnet", "u2", now=2.0)
+    assert await store.record_turn(a.id, fingerprint="same", message_count=2, now=3.0)
+    assert await store.record_turn(b.id, fingerprint="same", message_count=2, now=4.0)
+    found = await store.match("ns", ["same"])
+    assert found is not None and found[0].id == b.id

@@ -207,7 +207,7 @@ class SqlSessionStore:
                     select(func.count())
                     .select_from(session_fingerprints)
                     .where(
-                        session_fingerprints.c.namespace == namespace,
+                        session_fingerprints.c.session_id == session_id,
                         session_fingerprints.c.fingerprint == fingerprint,
                     )
                 )

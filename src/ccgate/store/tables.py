@@ -53,15 +53,19 @@ Index("ix_sessions_last_used_at", sessions.c.last_used_at)
 session_fingerprints = Table(
     "session_fingerprints",
     metadata,
-    Column("namespace", String(128), primary_key=True),
-    Column("fingerprint", String(64), primary_key=True),
     Column(
         "session_id",
         String(64),
         ForeignKey("sessions.id", ondelete="CASCADE"),
-        nullable=False,
+        primary_key=True,
     ),
+    Column("fingerprint", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
     Column("message_count", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
 )
-Index("ix_session_fingerprints_session_id", session_fingerprints.c.session_id)
+Index(
+    "ix_session_fingerprints_namespace_fingerprint",
+    session_fingerprints.c.namespace,
+    session_fingerprints.c.fingerprint,
+)

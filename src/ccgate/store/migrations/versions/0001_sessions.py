@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(64), nullable=False),
         sa.Column("message_count", sa.Integer, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
-        sa.PrimaryKeyConstraint("namespace", "fingerprint", name="pk_session_fingerprints"),
+        sa.PrimaryKeyConstraint("session_id", "fingerprint", name="pk_session_fingerprints"),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["sessions.id"],
