@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,6 +22,9 @@ from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
+from ccgate.engine.sessions import ConversationSessions
+from ccgate.store.database import Database
+from ccgate.store.sessions import SqlSessionStore
 
 __all__ = ["create_app"]
 
@@ -36,6 +41,25 @@ def _runner_config(settings: Settings, upstream_url: str | None, key: str | None
         cli_path=settings.cli_path,
         secrets=tuple(settings.secrets()),
     )
+
+
+async def _sweep(sessions: ConversationSessions, ttl: float) -> None:
+    """Expire idle sessions now and then, for as long as the app runs."""
+    interval = min(60.0, max(1.0, ttl / 10))
+    while True:
+        try:
+            removed = await sessions.expire(ttl)
+            if removed:
+                log.info("sessions_expired count=%d", removed)
+        except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
+            log.warning("session_sweep_failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings, *, runner: Runner | None = None, store: Any = None) -> FastAPI:
@@ -60,13 +84,22 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 upstream, key = demo.url, "ccgate-demo"
                 app.state.demo = demo
             settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            database = Database(settings.effective_database_url)
+            stack.push_async_callback(database.close)
+            await database.migrate()
+            sessions = ConversationSessions(
+                SqlSessionStore(database), settings.data_path, settings.data_path / "cwd"
+            )
             the_runner = runner or ClaudeRunner(_runner_config(settings, upstream, key))
             stack.push_async_callback(the_runner.aclose)
+            sweeper = asyncio.create_task(_sweep(sessions, settings.session_ttl))
+            stack.push_async_callback(_stop, sweeper)
             app.state.ccgate = AppState(
                 settings=settings,
                 runner=the_runner,
                 gate=Gate(settings.max_concurrent, settings.max_queue),
                 catalogue=Catalogue.load(),
+                sessions=sessions,
                 upstream=upstream or "",
                 probe=AuthProbe(ttl=settings.health_probe_ttl),
             )

@@ -115,7 +115,7 @@ def test_images_reach_the_model_as_image_blocks(oai: openai.OpenAI, model: Scrip
     assert images[1]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
 
 
-def test_history_reaches_the_model(oai: openai.OpenAI, model: ScriptedModel) -> None:
+def test_history_reaches_the_model_as_real_turns(oai: openai.OpenAI, model: ScriptedModel) -> None:
     oai.chat.completions.create(
         model="sonnet",
         messages=[
@@ -124,8 +124,17 @@ def test_history_reaches_the_model(oai: openai.OpenAI, model: ScriptedModel) -> 
             {"role": "user", "content": "what is my name?"},
         ],
     )
-    text = " ".join(str(b.get("text", "")) for b in _last_user_blocks(model))
-    assert "my name is Ada" in text and "Hello Ada" in text and "what is my name?" in text
+    body = model.conversation_requests()[-1].body
+    turns = [
+        (m["role"], m["content"] if isinstance(m["content"], str) else m["content"][0]["text"])
+        for m in body["messages"]
+        if m["role"] != "system"
+    ]
+    assert turns == [
+        ("user", "my name is Ada"),
+        ("assistant", "Hello Ada"),
+        ("user", "what is my name?"),
+    ]
 
 
 def test_stop_sequence_cuts_the_text(oai: openai.OpenAI) -> None:

@@ -108,3 +108,18 @@ async def test_two_sessions_may_share_a_history(store: SqlSessionStore) -> None:
     assert await store.record_turn(b.id, fingerprint="same", message_count=2, now=4.0)
     found = await store.match("ns", ["same"])
     assert found is not None and found[0].id == b.id
+
+
+async def test_repoint_changes_the_cli_session(store: SqlSessionStore) -> None:
+    made = await store.create("ns", "k", "sonnet", "u1")
+    await store.repoint(made.id, "u2", "opus")
+    got = await store.get("ns", "k")
+    assert got is not None and (got.cli_session_id, got.model) == ("u2", "opus")
+
+
+async def test_head_is_the_longest_recorded_state(store: SqlSessionStore) -> None:
+    made = await store.create("ns", "k", "sonnet", "u1")
+    assert await store.head(made.id) is None
+    await store.record_turn(made.id, fingerprint="two", message_count=2, now=1.0)
+    await store.record_turn(made.id, fingerprint="four", message_count=4, now=2.0)
+    assert await store.head(made.id) == "four"

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import require_client
 from ccgate.api.state import State
-from ccgate.api.turns import collect_turn, stream_turn
+from ccgate.api.turns import SESSION_HEADER, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
@@ -27,12 +27,15 @@ async def messages(
     requested = body.model or state.settings.default_model
     model = state.catalogue.resolve(requested)
     turn = anthropic.to_turn(body, model, requested)
+    key = session_key(request, body.session_id)
     state.counters.requests += 1
     if body.stream:
         renderer = anthropic.MessageStream(requested)
-        return await stream_turn(state, request, turn, renderer, ping=renderer.ping)
-    events = await collect_turn(state, request, turn)
-    return JSONResponse(anthropic.message_from_events(events, requested))
+        return await stream_turn(state, request, turn, renderer, client, key, ping=renderer.ping)
+    events, session = await collect_turn(state, request, turn, client, key)
+    return JSONResponse(
+        anthropic.message_from_events(events, requested), headers={SESSION_HEADER: session}
+    )
 
 
 @router.post("/v1/messages/count_tokens")

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import require_client
 from ccgate.api.state import State
-from ccgate.api.turns import collect_turn, stream_turn
+from ccgate.api.turns import SESSION_HEADER, collect_turn, session_key, stream_turn
 from ccgate.protocol import openai
 
 __all__ = ["router"]
@@ -27,12 +27,16 @@ async def chat_completions(
     requested = body.model or state.settings.default_model
     model = state.catalogue.resolve(requested)
     turn = openai.to_turn(body, model, requested)
+    key = session_key(request, body.session_id)
     state.counters.requests += 1
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await stream_turn(state, request, turn, openai.ChatStream(requested, include_usage))
-    events = await collect_turn(state, request, turn)
-    return JSONResponse(openai.completion_from_events(events, requested))
+        renderer = openai.ChatStream(requested, include_usage)
+        return await stream_turn(state, request, turn, renderer, client, key)
+    events, session = await collect_turn(state, request, turn, client, key)
+    return JSONResponse(
+        openai.completion_from_events(events, requested), headers={SESSION_HEADER: session}
+    )
 
 
 @router.get("/v1/models")

@@ -13,6 +13,7 @@ from ccgate.config import Settings
 from ccgate.engine.gate import Gate
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
+from ccgate.engine.sessions import ConversationSessions
 
 __all__ = ["AppState", "Counters", "State"]
 
@@ -35,6 +36,7 @@ class AppState:
     runner: Runner
     gate: Gate
     catalogue: Catalogue
+    sessions: ConversationSessions
     upstream: str
     started_at: float = field(default_factory=time.time)
     counters: Counters = field(default_factory=Counters)

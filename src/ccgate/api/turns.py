@@ -23,11 +23,31 @@ from starlette.types import Receive, Scope, Send
 
 from ccgate.api.errors import error_for_turn
 from ccgate.api.state import AppState
-from ccgate.engine.events import AgentEvent, TextDelta, ThinkingDelta, TurnEnd, TurnError
+from ccgate.engine.events import (
+    AgentEvent,
+    TextDelta,
+    ThinkingDelta,
+    TurnEnd,
+    TurnError,
+    Usage,
+)
+from ccgate.engine.sessions import SessionTurn
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import GatewayError
 
-__all__ = ["ClientGone", "Renderer", "collect_turn", "stream_turn"]
+__all__ = ["SESSION_HEADER", "ClientGone", "Renderer", "collect_turn", "session_key", "stream_turn"]
+
+SESSION_HEADER = "X-Session-Id"
+
+
+def session_key(request: Request, body_key: str | None) -> str | None:
+    """Return the session key a request names: its headers first, then its body."""
+    for header in ("x-session-id", "x-opencode-session"):
+        value = request.headers.get(header)
+        if value:
+            return value.strip()
+    return body_key.strip() if body_key else None
+
 
 log = logging.getLogger("ccgate.api")
 
@@ -87,29 +107,59 @@ def _log_turn(turn: TurnRequest, started: float, outcome: str, first: float | No
     )
 
 
-async def collect_turn(state: AppState, request: Request, turn: TurnRequest) -> list[AgentEvent]:
-    """Run a whole turn and return its events; raise its error as a GatewayError."""
+def _reply(events: list[AgentEvent]) -> tuple[str, Usage | None, TurnEnd | None]:
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    usage = next((e for e in events if isinstance(e, Usage)), None)
+    end = next((e for e in events if isinstance(e, TurnEnd)), None)
+    return text, usage, end
 
-    async def work() -> list[AgentEvent]:
-        async with state.gate.slot():
+
+async def _settle(state: AppState, bound: SessionTurn, events: list[AgentEvent]) -> None:
+    """Record a finished turn in its session, or make the session rebuild next time."""
+    text, usage, end = _reply(events)
+    if end is None or end.stop_reason == "stop_sequence":
+        # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
+        # client's view may differ, so the next request rebuilds from the client's.
+        state.sessions.abandon(bound)
+        return
+    await state.sessions.finished(
+        bound, text, usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
+    )
+
+
+async def collect_turn(
+    state: AppState, request: Request, turn: TurnRequest, namespace: str, key: str | None
+) -> tuple[list[AgentEvent], str]:
+    """Run a whole turn in its session; return its events and the session key.
+
+    A failed turn raises its error as a GatewayError.
+    """
+
+    async def work() -> tuple[list[AgentEvent], str]:
+        async with state.sessions.turn(namespace, key, turn) as bound:
             events: list[AgentEvent] = []
-            run = state.runner.run(turn)
             try:
-                async for event in run:
-                    events.append(event)
+                async with state.gate.slot():
+                    run = state.runner.run(bound.turn)
+                    try:
+                        async for event in run:
+                            events.append(event)
+                    finally:
+                        await run.aclose()
             finally:
-                await run.aclose()
-            return events
+                with anyio.CancelScope(shield=True):
+                    await _settle(state, bound, events)
+            return events, bound.record.key
 
     started = time.monotonic()
-    events = await until_disconnect(request, work())
+    events, session_key = await until_disconnect(request, work())
     failure = next((e for e in events if isinstance(e, TurnError)), None)
     _log_turn(turn, started, failure.kind if failure else "ok", None)
     if failure is not None:
         state.counters.turns_failed += 1
         raise error_for_turn(failure)
     state.counters.turns_finished += 1
-    return events
+    return events, session_key
 
 
 async def _first_events(
@@ -132,17 +182,23 @@ async def stream_turn(
     request: Request,
     turn: TurnRequest,
     renderer: Renderer,
+    namespace: str,
+    key: str | None,
     *,
-    headers: dict[str, str] | None = None,
     ping: Callable[[], str] | None = None,
 ) -> StreamingResponse:
-    """Start a turn and answer with its events as SSE."""
+    """Start a turn in its session and answer with its events as SSE."""
     stack = AsyncExitStack()
     started = time.monotonic()
+    seen: list[AgentEvent] = []
+    holder: list[SessionTurn] = []
 
     async def begin() -> tuple[AsyncGenerator[AgentEvent, None], list[AgentEvent], bool]:
+        bound = await stack.enter_async_context(state.sessions.turn(namespace, key, turn))
+        holder.append(bound)
+        stack.push_async_callback(lambda: _settle(state, bound, seen))
         await stack.enter_async_context(state.gate.slot())
-        run = state.runner.run(turn)
+        run = state.runner.run(bound.turn)
         stack.push_async_callback(run.aclose)
         first, ended = await _first_events(run, FIRST_EVENT_WAIT)
         return run, first, ended
@@ -170,6 +226,7 @@ async def stream_turn(
                     if isinstance(event, str):
                         yield event
                         continue
+                    seen.append(event)
                     if first_at is None and isinstance(event, TextDelta | ThinkingDelta):
                         first_at = time.monotonic()
                     if isinstance(event, TurnError):
@@ -188,7 +245,7 @@ async def stream_turn(
                 await stack.aclose()
             _log_turn(turn, started, outcome, first_at)
 
-    return SSEResponse(body(), headers=headers)
+    return SSEResponse(body(), headers={SESSION_HEADER: holder[0].record.key})
 
 
 async def _chain(

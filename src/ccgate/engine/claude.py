@@ -234,9 +234,14 @@ class ClaudeRunner:
                 # Cancelled or failed mid-turn: the process would otherwise get the SDK's
                 # graceful-exit grace period before it is terminated.
                 _signal(pid, signal.SIGTERM)
+            query = getattr(client, "_query", None)
             try:
                 await client.disconnect()
             finally:
+                # A cancelled disconnect skips this; an open stream warns when collected.
+                close_stream = getattr(query, "close_receive_stream", None)
+                if close_stream is not None:
+                    close_stream()
                 if pid is not None:
                     self._pid_tasks.pop(pid, None)
 
@@ -246,6 +251,12 @@ class ClaudeRunner:
             path = workdir / "system-prompt.txt"
             path.write_text(system)
             system = {"type": "file", "path": str(path)}
+        resume = session_id = None
+        if turn.session is not None:
+            if turn.session.resume:
+                resume = turn.session.cli_session_id
+            else:
+                session_id = turn.session.cli_session_id
         thinking: Any = None
         if turn.thinking_budget:
             thinking = {"type": "enabled", "budget_tokens": turn.thinking_budget}
@@ -259,6 +270,8 @@ class ClaudeRunner:
             env=self._env(turn, workdir),
             include_partial_messages=True,
             thinking=thinking,
+            resume=resume,
+            session_id=session_id,
             cli_path=self._config.cli_path,
             max_buffer_size=64 * 1024 * 1024,
         )

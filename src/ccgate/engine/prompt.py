@@ -39,11 +39,11 @@ def _transcript(history: tuple[Message, ...]) -> str:
 def user_message_content(turn: TurnRequest) -> list[dict[str, Any]]:
     """Return the content blocks of the turn's user message.
 
-    Earlier turns are flattened into one leading text block until sessions
-    carry them as real turns.
+    In a session the CLI already holds the earlier turns; without one (a bare
+    turn such as a health probe) they are flattened into one leading text block.
     """
     blocks = content_blocks(turn.last.parts)
-    if turn.history:
+    if turn.history and turn.session is None:
         blocks.insert(0, {"type": "text", "text": _transcript(turn.history)})
     if not blocks:
         blocks.append({"type": "text", "text": " "})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ImagePart", "Message", "Part", "TextPart", "TurnRequest"]
+__all__ = ["ImagePart", "Message", "Part", "SessionPlan", "TextPart", "TurnRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,19 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionPlan:
+    """Which Claude Code session a turn runs in.
+
+    ``resume`` means the session's transcript exists (kept from earlier turns or
+    built from the client's history) and the CLI resumes it, receiving only the
+    new user message; otherwise the CLI starts session ``cli_session_id`` fresh.
+    """
+
+    cli_session_id: str
+    resume: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRequest:
     """One turn: the conversation so far, ending with the user's new message.
 
@@ -55,6 +68,7 @@ class TurnRequest:
     stop_sequences: tuple[str, ...] = ()
     thinking_budget: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    session: SessionPlan | None = None
 
     @property
     def last(self) -> Message:

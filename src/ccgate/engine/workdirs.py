@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -25,6 +26,7 @@ class WorkerDirs:
 
     Concurrent CLIs writing one config file corrupt it, so each live process
     leases a slot directory of its own; a slot is reused after release. The
+    slots share one ``projects/`` (session transcripts, one file per session). The
     operator's login (``.credentials.json``) is linked into each slot so a
     ``claude login`` done once serves every worker.
     """
@@ -32,6 +34,8 @@ class WorkerDirs:
     def __init__(self, data_dir: Path) -> None:
         self._root = data_dir.expanduser() / "workers"
         self.neutral_cwd = data_dir.expanduser() / "cwd"
+        #: Session transcripts, shared by every slot so any worker can resume any session.
+        self.projects = data_dir.expanduser() / "projects"
         self._free: list[int] = []
         self._next = 0
         self._lock = threading.Lock()
@@ -55,8 +59,13 @@ class WorkerDirs:
         return slot
 
     def _prepare(self, path: Path) -> None:
-        for directory in (self._root, path, self.neutral_cwd):
+        for directory in (self._root, path, self.neutral_cwd, self.projects):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shared = path / "projects"
+        if not shared.is_symlink():
+            if shared.exists():
+                shutil.rmtree(shared)
+            shared.symlink_to(self.projects, target_is_directory=True)
         creds = user_credentials()
         link = path / ".credentials.json"
         if creds.is_file() and not link.exists() and creds.parent != path:

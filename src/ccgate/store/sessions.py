@@ -93,6 +93,14 @@ class SessionStore(Protocol):
         """Count a finished turn and remember the conversation's new fingerprint."""
         ...
 
+    async def repoint(self, session_id: str, cli_session_id: str, model: str) -> None:
+        """Point a session at a new Claude Code session (its history was rebuilt)."""
+        ...
+
+    async def head(self, session_id: str) -> str | None:
+        """Return the fingerprint of the session's longest recorded conversation."""
+        ...
+
     async def match(
         self, namespace: str, fingerprints: list[str]
     ) -> tuple[SessionRecord, int] | None:
@@ -257,6 +265,30 @@ class SqlSessionStore:
         if row is None:
             return None
         return _record(row), int(row._mapping["message_count"])
+
+    async def repoint(self, session_id: str, cli_session_id: str, model: str) -> None:
+        """Point a session at a new Claude Code session (its history was rebuilt)."""
+        async with self._db.engine.begin() as conn:
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id)
+                .values(cli_session_id=cli_session_id, model=model)
+            )
+
+    async def head(self, session_id: str) -> str | None:
+        """Return the fingerprint of the session's longest recorded conversation."""
+        query = (
+            select(session_fingerprints.c.fingerprint)
+            .where(session_fingerprints.c.session_id == session_id)
+            .order_by(
+                session_fingerprints.c.message_count.desc(),
+                session_fingerprints.c.created_at.desc(),
+            )
+            .limit(1)
+        )
+        async with self._db.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        return str(value) if value is not None else None
 
     async def _delete_where(self, *conditions: ColumnElement[bool]) -> list[SessionRecord]:
         async with self._db.engine.begin() as conn:

@@ -1,0 +1,210 @@
+"""Map conversations to Claude Code sessions: keys, continuation detection, rebuilt history.
+
+A conversation's identity is a chain of fingerprints: ``fp(0)`` hashes the
+system prompt, ``fp(k)`` hashes ``fp(k-1)`` with message ``k``. After every
+turn the store remembers the fingerprint of the whole conversation including
+the reply, so a later request whose earlier messages hash to it continues that
+session (the CLI resumes it and receives only the new message). Anything else
+(first request, edited or truncated history, a retried request) gets a Claude
+Code session built from the history the client sent, so the model always sees
+exactly the client's conversation as real turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ccgate.engine.transcript import transcript_path, write_transcript
+from ccgate.engine.turn import ImagePart, Message, SessionPlan, TextPart, TurnRequest
+from ccgate.errors import InvalidRequest
+from ccgate.store.sessions import SessionExists, SessionRecord, SessionStore
+
+__all__ = ["ConversationSessions", "SessionTurn", "fingerprints"]
+
+log = logging.getLogger("ccgate.sessions")
+
+_KEY_MAX = 256
+
+
+def _canonical(message: Message) -> str:
+    parts: list[object] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            parts.append(part.text)
+        elif isinstance(part, ImagePart):
+            digest = hashlib.sha256((part.data or part.url or "").encode()).hexdigest()
+            parts.append({"image": digest})
+    text_only = all(isinstance(p, str) for p in parts)
+    body: object = "".join(str(p) for p in parts).strip() if text_only else parts
+    return json.dumps([message.role, body], separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprints(system: str | None, messages: tuple[Message, ...]) -> list[str]:
+    """Return ``fp(1) .. fp(n)`` of ``messages`` under ``system``."""
+    current = hashlib.sha256(("system:" + (system or "").strip()).encode()).hexdigest()
+    chain: list[str] = []
+    for message in messages:
+        current = hashlib.sha256((current + _canonical(message)).encode()).hexdigest()
+        chain.append(current)
+    return chain
+
+
+@dataclass
+class SessionTurn:
+    """A turn bound to a session: the turn to run and what to record when it ends."""
+
+    turn: TurnRequest
+    record: SessionRecord
+    continued: bool
+
+
+class ConversationSessions:
+    """Resolve each request's session, and record each finished turn."""
+
+    def __init__(self, store: SessionStore, config_dir: Path, cwd: Path) -> None:
+        self._store = store
+        self._config_dir = config_dir
+        self._cwd = cwd
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def turn(
+        self, namespace: str, key: str | None, turn: TurnRequest
+    ) -> AsyncIterator[SessionTurn]:
+        """Bind ``turn`` to its session for the duration of the block (one turn at a time)."""
+        if key is not None and not (0 < len(key) <= _KEY_MAX):
+            raise InvalidRequest(
+                f"the session key must be 1 to {_KEY_MAX} characters", param="session_id"
+            )
+        chain = fingerprints(turn.system, turn.messages)
+        history_fp = chain[-2] if len(chain) > 1 else None
+        record = await self._find(namespace, key, history_fp, len(turn.messages) - 1)
+        if record is None and key is None:
+            # A brand-new conversation: nobody else can name it yet, so no lock.
+            yield await self._bind(namespace, key, record, history_fp, turn)
+            return
+        lock = self._locks.setdefault(
+            record.id if record else f"new:{namespace}:{key}", asyncio.Lock()
+        )
+        async with lock:
+            if record is None:
+                # Another request may have created this key while we waited.
+                record = await self._store.get(namespace, key or "")
+            yield await self._bind(namespace, key, record, history_fp, turn)
+
+    async def _find(
+        self, namespace: str, key: str | None, history_fp: str | None, count: int
+    ) -> SessionRecord | None:
+        if key is not None:
+            return await self._store.get(namespace, key)
+        if history_fp is None:
+            return None
+        found = await self._store.match(namespace, [history_fp])
+        if found is None or found[1] != count:
+            return None
+        return found[0]
+
+    async def _continues(self, record: SessionRecord, history_fp: str | None) -> bool:
+        # Only the session's newest state continues: a retried request (same last user
+        # message again) or an edit matches an older state and gets a rebuilt session.
+        if history_fp is None or await self._store.head(record.id) != history_fp:
+            return False
+        return transcript_path(self._config_dir, self._cwd, record.cli_session_id).exists()
+
+    async def _bind(
+        self,
+        namespace: str,
+        key: str | None,
+        record: SessionRecord | None,
+        history_fp: str | None,
+        turn: TurnRequest,
+    ) -> SessionTurn:
+        if record is not None and await self._continues(record, history_fp):
+            plan = SessionPlan(cli_session_id=record.cli_session_id, resume=True)
+            return SessionTurn(replace(turn, session=plan), record, continued=True)
+        cli_session_id = str(uuid.uuid4())
+        if turn.history:
+            write_transcript(self._config_dir, self._cwd, cli_session_id, turn.history, turn.model)
+        plan = SessionPlan(cli_session_id=cli_session_id, resume=bool(turn.history))
+        if record is None:
+            record = await self._create(namespace, key, turn.model, cli_session_id)
+        else:
+            self._remove_transcript(record.cli_session_id)
+            await self._store.repoint(record.id, cli_session_id, turn.model)
+            record = replace(record, cli_session_id=cli_session_id, model=turn.model)
+        log.info(
+            "session_bound session=%s continued=false history=%d", record.key, len(turn.history)
+        )
+        return SessionTurn(replace(turn, session=plan), record, continued=False)
+
+    async def _create(
+        self, namespace: str, key: str | None, model: str, cli_session_id: str
+    ) -> SessionRecord:
+        for _ in range(3):
+            try:
+                return await self._store.create(
+                    namespace, key or "ccs_" + secrets.token_hex(12), model, cli_session_id
+                )
+            except SessionExists:
+                if key is not None:
+                    existing = await self._store.get(namespace, key)
+                    if existing is not None:
+                        return existing
+        raise RuntimeError("could not allocate a session key")
+
+    async def finished(
+        self, bound: SessionTurn, reply: str, input_tokens: int, output_tokens: int
+    ) -> None:
+        """Remember the conversation including ``reply`` so its next request continues."""
+        turn = bound.turn
+        full = (*turn.messages, Message("assistant", (TextPart(reply),)))
+        chain = fingerprints(turn.system, full)
+        await self._store.record_turn(
+            bound.record.id,
+            fingerprint=chain[-1],
+            message_count=len(full),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    def abandon(self, bound: SessionTurn) -> None:
+        """Forget the CLI state of a turn that failed or was cut short.
+
+        Its transcript may hold a user message without its answer; the next
+        request rebuilds the session from the client's own history instead.
+        """
+        if bound.turn.session is not None:
+            self._remove_transcript(bound.turn.session.cli_session_id)
+
+    async def expire(self, ttl: float) -> int:
+        """Delete sessions idle longer than ``ttl`` seconds and their transcripts."""
+        gone = await self._store.expire(time.time() - ttl)
+        for record in gone:
+            self._remove_transcript(record.cli_session_id)
+            self._locks.pop(record.id, None)
+        return len(gone)
+
+    async def delete(self, namespace: str, key: str | None) -> list[SessionRecord]:
+        """Delete one session (or all of the namespace's when ``key`` is None)."""
+        if key is None:
+            gone = await self._store.delete_all(namespace)
+        else:
+            one = await self._store.delete(namespace, key)
+            gone = [one] if one else []
+        for record in gone:
+            self._remove_transcript(record.cli_session_id)
+        return gone
+
+    def _remove_transcript(self, cli_session_id: str) -> None:
+        path = transcript_path(self._config_dir, self._cwd, cli_session_id)
+        path.unlink(missing_ok=True)
