@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ccgate import __version__
-from ccgate.api import anthropic_routes, docs, health, openai_routes
+from ccgate.api import anthropic_routes, docs, health, openai_routes, sessions_routes
 from ccgate.api.errors import install_error_handlers
 from ccgate.api.limits import BodyLimit
 from ccgate.api.probe import AuthProbe
@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(sessions_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -194,6 +194,14 @@ class ConversationSessions:
             self._locks.pop(record.id, None)
         return len(gone)
 
+    async def list_sessions(self, namespace: str) -> list[SessionRecord]:
+        """Return the namespace's sessions, most recently used first."""
+        return await self._store.list_sessions(namespace)
+
+    async def get(self, namespace: str, key: str) -> SessionRecord | None:
+        """Return one session of the namespace."""
+        return await self._store.get(namespace, key)
+
     async def delete(self, namespace: str, key: str | None) -> list[SessionRecord]:
         """Delete one session (or all of the namespace's when ``key`` is None)."""
         if key is None:
