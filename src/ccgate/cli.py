@@ -49,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-probe", action="store_true", help="skip the real upstream probe (no model call)"
     )
     commands.add_parser("version", help="print the version")
-    for sub in (serve, doctor):
+    sessions = commands.add_parser("sessions", help="list or remove conversation sessions")
+    actions = sessions.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list sessions (most recently used first)")
+    remove = actions.add_parser("rm", help="remove a session (or --all) and its transcript")
+    remove.add_argument("key", nargs="?", help="the session key")
+    remove.add_argument("--all", dest="everything", action="store_true", help="remove them all")
+    for sub in (listing, remove):
+        sub.add_argument(
+            "--namespace",
+            default=None,
+            help="whose sessions: 'local' (auth_mode none) or 'shared' (auth_mode shared); "
+            "default from the auth mode",
+        )
+    for sub in (serve, doctor, listing, remove):
         sub.add_argument("--config", type=Path, default=None, help="a ccgate.toml to read")
         _add_setting_flags(sub)
     return parser
@@ -77,6 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "sessions":
+        from ccgate.sessions_cli import run_sessions
+
+        return asyncio.run(
+            run_sessions(
+                settings,
+                args.action,
+                args.namespace,
+                getattr(args, "key", None),
+                getattr(args, "everything", False),
+            )
+        )
     from ccgate.doctor import run_doctor
 
     return asyncio.run(run_doctor(settings, probe=not args.no_probe))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -10,7 +14,7 @@ import openai
 import pytest
 
 from ccgate.demo import ScriptedModel
-from gateway_testing import Gateway
+from gateway_testing import Gateway, wait_until
 
 pytestmark = pytest.mark.cli
 
@@ -213,3 +217,42 @@ def test_sessions_survive_a_restart(
     ]
     sessions = {r.headers.get("x-claude-code-session-id") for r in model.conversation_requests()}
     assert len(sessions) == 1
+
+
+def test_idle_sessions_expire_with_their_transcripts(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
+) -> None:
+    gateway = make_gateway(session_ttl=2)
+    _chat(gateway, [{"role": "user", "content": "short-lived"}], **{"X-Session-Id": "brief"})
+    transcripts = list((data_dir / "projects").rglob("*.jsonl"))
+    assert transcripts
+    assert wait_until(
+        lambda: httpx.get(gateway.url + "/v1/sessions").json()["data"] == [], within=20
+    )
+    assert not any(path.exists() for path in transcripts)
+
+
+def test_sessions_command_lists_and_removes(
+    gateway: Gateway, model: ScriptedModel, data_dir: Path
+) -> None:
+    _chat(gateway, [{"role": "user", "content": "cli"}], **{"X-Session-Id": "from-cli-test"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
+    base = [sys.executable, "-m", "ccgate", "sessions"]
+    listed = subprocess.run(
+        [*base, "list", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "from-cli-test" in listed.stdout
+    removed = subprocess.run(
+        [*base, "rm", "from-cli-test", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert httpx.get(gateway.url + "/v1/sessions").json()["data"] == []

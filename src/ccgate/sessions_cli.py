@@ -1,0 +1,57 @@
+"""``ccgate sessions list|rm``: manage conversation sessions in the database directly."""
+
+from __future__ import annotations
+
+import time
+
+from ccgate.config import Settings
+from ccgate.engine.sessions import ConversationSessions
+from ccgate.store.database import Database
+from ccgate.store.sessions import SqlSessionStore
+
+__all__ = ["default_namespace", "run_sessions"]
+
+
+def default_namespace(settings: Settings) -> str:
+    """Return the namespace requests get in the configured auth mode."""
+    return "shared" if settings.auth_mode == "shared" else "local"
+
+
+async def run_sessions(
+    settings: Settings, action: str, namespace: str | None, key: str | None, everything: bool
+) -> int:
+    """Run one sessions command; return the exit code."""
+    ns = namespace or default_namespace(settings)
+    database = Database(settings.effective_database_url)
+    try:
+        await database.migrate()
+        sessions = ConversationSessions(
+            SqlSessionStore(database), settings.data_path, settings.data_path / "cwd"
+        )
+        if action == "list":
+            records = await sessions.list_sessions(ns)
+            if not records:
+                print(f"no sessions in namespace '{ns}'")
+                return 0
+            now = time.time()
+            print(f"{'KEY':<40} {'MODEL':<18} {'TURNS':>5} {'IDLE':>8} {'TOKENS in/out':>16}")
+            for r in records:
+                idle = f"{int(now - r.last_used_at)}s"
+                tokens = f"{r.input_tokens}/{r.output_tokens}"
+                print(f"{r.key:<40} {r.model:<18} {r.turns:>5} {idle:>8} {tokens:>16}")
+            return 0
+        if everything:
+            gone = await sessions.delete(ns, None)
+            print(f"removed {len(gone)} session(s) from namespace '{ns}'")
+            return 0
+        if key is None:
+            print("ccgate: sessions rm needs a KEY or --all")
+            return 2
+        removed = await sessions.delete(ns, key)
+        if not removed:
+            print(f"ccgate: no session '{key}' in namespace '{ns}'")
+            return 1
+        print(f"removed session '{key}'")
+        return 0
+    finally:
+        await database.close()
