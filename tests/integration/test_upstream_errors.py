@@ -132,3 +132,41 @@ def test_cli_crash_names_its_exit_code(
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "cli_crashed"  # type: ignore[index]
     assert "exited with code 3" in caught.value.message
+
+
+def test_max_tokens_ends_with_length(oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    reply = oai.chat.completions.create(
+        model="sonnet",
+        max_tokens=3,
+        messages=[{"role": "user", "content": "please repeat this rather long sentence back"}],
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content == "You said: pl"
+    message = ant.messages.create(
+        model="sonnet",
+        max_tokens=3,
+        messages=[{"role": "user", "content": "please repeat this rather long sentence back"}],
+    )
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens > 0
+
+
+def test_a_broken_stream_never_repeats_text(gateway: Gateway, model: ScriptedModel) -> None:
+    full = "alpha beta gamma delta"
+    body = {
+        "model": "sonnet",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": f'[[demo: cut=2 chunks=4 say="{full}" times=1]]'}],
+    }
+    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, timeout=60) as response:
+        raw = response.read().decode()
+    events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    # Either the whole answer once (the CLI recovered before anything was streamed), or
+    # the part that arrived followed by an in-band error; never the text twice.
+    if events[-1]["type"] == "message_stop":
+        assert text == full
+    else:
+        assert events[-1]["type"] == "error"
+        assert full.startswith(text)

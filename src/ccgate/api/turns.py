@@ -117,7 +117,7 @@ def _reply(events: list[AgentEvent]) -> tuple[str, Usage | None, TurnEnd | None]
 async def _settle(state: AppState, bound: SessionTurn, events: list[AgentEvent]) -> None:
     """Record a finished turn in its session, or make the session rebuild next time."""
     text, usage, end = _reply(events)
-    if end is None or end.stop_reason == "stop_sequence":
+    if end is None or end.stop_reason in ("stop_sequence", "max_tokens", "refusal"):
         # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
         # client's view may differ, so the next request rebuilds from the client's.
         state.sessions.abandon(bound)

@@ -219,6 +219,10 @@ class ClaudeRunner:
             async for message in client.receive_response():
                 for event in translator.feed(message):
                     await queue.put(event)
+                if translator.ended_early:
+                    break
+            if translator.ended_early:
+                return  # finally stops the CLI: it would go on by itself
             for event in translator.finish(stderr_tail):
                 await queue.put(event)
             completed = True
@@ -408,6 +412,11 @@ class Translator:
         self._error_kind: ErrorKind | None = None
         self._error_text = ""
         self._result: ResultMessage | None = None
+        self._message_open = False
+        self._input_tokens = 0
+        #: Set when the turn ended on the stream itself and the CLI must be stopped:
+        #: after max_tokens or a refusal it would quietly ask the model to go on.
+        self.ended_early = False
 
     def feed(self, message: object) -> list[AgentEvent]:
         """Translate one SDK message."""
@@ -427,7 +436,23 @@ class Translator:
     def _stream_event(self, event: dict[str, Any]) -> list[AgentEvent]:
         kind = event.get("type")
         index = int(event.get("index", 0))
-        if kind == "content_block_start":
+        if kind == "message_start":
+            retried = self._message_open
+            self._message_open = True
+            usage = (event.get("message") or {}).get("usage") or {}
+            self._input_tokens = int(usage.get("input_tokens") or 0)
+            if retried and self._streamed_text:
+                # The CLI retried an answer that broke off mid-way; its text would repeat.
+                self.ended_early = True
+                return [
+                    TurnError(
+                        "upstream",
+                        "the upstream connection broke in the middle of the answer; "
+                        "retry the request",
+                    )
+                ]
+            self._blocks.clear()
+        elif kind == "content_block_start":
             block = event.get("content_block") or {}
             btype = str(block.get("type"))
             self._blocks[index] = (btype, str(block.get("id") or ""))
@@ -451,9 +476,17 @@ class Translator:
             if btype == "tool_use" and tool_id:
                 return [ToolCallEnd(tool_id)]
         elif kind == "message_delta":
+            self._message_open = False
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason:
                 self._stop_reason = str(reason)
+            if reason in ("max_tokens", "refusal"):
+                self.ended_early = True
+                output = int(((event.get("usage") or {}).get("output_tokens")) or 0)
+                return [
+                    Usage(input_tokens=self._input_tokens, output_tokens=output),
+                    TurnEnd(_STOP_REASONS[str(reason)]),
+                ]
         return []
 
     def finish(self, stderr_tail: list[str]) -> list[AgentEvent]:
@@ -487,6 +520,11 @@ class Translator:
             text = self._error_text or "; ".join((result.errors or []) if result else [])
             text = text or (result.result if result and result.result else "") or "no details"
             return [*events, TurnError(kind, text[:1000])]
+        if self._message_open and self._streamed_text:
+            # The streamed answer broke off and the CLI got the rest another way (its
+            # non-streaming fallback): what was streamed is incomplete.
+            message = "the upstream connection broke in the middle of the answer; retry the request"
+            return [*events, TurnError("upstream", message)]
         if not self._streamed_text and result is not None and result.result:
             events.insert(0, TextDelta(result.result))
         reason = self._stop_reason or (result.stop_reason if result else None) or "end_turn"
