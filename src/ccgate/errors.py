@@ -12,6 +12,7 @@ turn it into that protocol's shape::
     ├── PermissionDenied              403  key not allowed to do this
     ├── NotFound                      404  unknown model, route or object
     ├── RequestTooLarge               413  body over ``max_body_bytes``
+    ├── ClientGone                    499  the client left before the answer
     ├── RateLimited                   429  a limit of this gateway
     │   └── QueueFull                 429  every slot busy and the queue full
     └── UpstreamError                 502  the model side failed
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationFailed",
     "CLICrashed",
+    "ClientGone",
     "ConfigError",
     "GatewayError",
     "InvalidRequest",
@@ -132,6 +134,15 @@ class RequestTooLarge(GatewayError):
     anthropic_type = "request_too_large"
     code = "request_too_large"
     should_retry = False
+
+
+class ClientGone(GatewayError):
+    """The client disconnected before its answer was ready (nobody reads this)."""
+
+    status = 499
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class RateLimited(GatewayError):

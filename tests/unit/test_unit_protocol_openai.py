@@ -424,3 +424,16 @@ def test_sdk_raises_on_error_chunk() -> None:
     )
     with _sdk(text) as client, pytest.raises(openai.APIError, match="busy upstream"):
         list(_create(client, False))
+
+
+def test_nul_in_system_prompt_is_refused() -> None:
+    from ccgate.engine.models import Catalogue
+    from ccgate.errors import InvalidRequest
+    from ccgate.protocol.openai import ChatCompletionRequest, to_turn
+
+    model = Catalogue.load().resolve("sonnet")
+    body = ChatCompletionRequest.model_validate(
+        {"messages": [{"role": "system", "content": "a\x00b"}, {"role": "user", "content": "x"}]}
+    )
+    with pytest.raises(InvalidRequest, match="NUL"):
+        to_turn(body, model, "sonnet")

@@ -33,9 +33,9 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.sessions import SessionTurn
 from ccgate.engine.turn import TurnRequest
-from ccgate.errors import GatewayError
+from ccgate.errors import ClientGone, GatewayError
 
-__all__ = ["SESSION_HEADER", "ClientGone", "Renderer", "collect_turn", "session_key", "stream_turn"]
+__all__ = ["SESSION_HEADER", "Renderer", "collect_turn", "session_key", "stream_turn"]
 
 SESSION_HEADER = "X-Session-Id"
 
@@ -56,10 +56,6 @@ FIRST_EVENT_WAIT = 10.0
 PING_EVERY = 15.0
 
 T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client disconnected before the answer was ready."""
 
 
 class Renderer(Protocol):
@@ -92,7 +88,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             with contextlib.suppress(BaseException):
                 await task
     if task.cancelled():
-        raise ClientGone
+        log.info("client_gone path=%s", request.url.path)
+        raise ClientGone("the client disconnected before the answer was ready")
     return task.result()
 
 

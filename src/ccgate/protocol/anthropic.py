@@ -17,7 +17,13 @@ from ccgate.engine.events import (
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import Message, Part, TextPart, TurnRequest
 from ccgate.errors import GatewayError, InvalidRequest
-from ccgate.protocol.common import check_image_base64, merge_roles, new_id, url_image
+from ccgate.protocol.common import (
+    check_image_base64,
+    check_system,
+    merge_roles,
+    new_id,
+    url_image,
+)
 
 __all__ = [
     "CountTokensRequest",
@@ -155,8 +161,8 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
         model=model.cli,
         requested_model=requested,
         messages=tuple(messages),
-        system=system_text(req.system),
-        max_tokens=req.max_tokens,
+        system=check_system(system_text(req.system), "system"),
+        max_tokens=min(req.max_tokens, model.max_output),
         stop_sequences=tuple(req.stop_sequences or ()),
         thinking_budget=budget,
         metadata=metadata,

@@ -10,7 +10,14 @@ import secrets
 from ccgate.engine.turn import ImagePart, Message, Part, TextPart
 from ccgate.errors import InvalidRequest
 
-__all__ = ["IMAGE_TYPES", "data_url_image", "merge_roles", "new_id", "url_image"]
+__all__ = [
+    "IMAGE_TYPES",
+    "check_system",
+    "data_url_image",
+    "merge_roles",
+    "new_id",
+    "url_image",
+]
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
@@ -55,6 +62,13 @@ def url_image(url: str, param: str) -> ImagePart:
     raise InvalidRequest(
         f"{param}: image URLs must be https: or data: URLs, got '{url[:40]}'", param=param
     )
+
+
+def check_system(text: str | None, param: str) -> str | None:
+    """Refuse a system prompt the CLI cannot take (it travels as a process argument)."""
+    if text is not None and "\x00" in text:
+        raise InvalidRequest(f"{param}: the system prompt contains a NUL character", param=param)
+    return text
 
 
 def merge_roles(messages: list[Message]) -> list[Message]:

@@ -19,7 +19,7 @@ from ccgate.engine.events import (
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import Message, Part, TextPart, TurnRequest
 from ccgate.errors import GatewayError, InvalidRequest
-from ccgate.protocol.common import merge_roles, new_id, url_image
+from ccgate.protocol.common import check_system, merge_roles, new_id, url_image
 
 __all__ = [
     "ChatCompletionRequest",
@@ -161,11 +161,15 @@ def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> Tur
         model=model.cli,
         requested_model=requested,
         messages=tuple(messages),
-        system="\n\n".join(s for s in system if s) or None,
-        max_tokens=req.max_completion_tokens or req.max_tokens,
+        system=check_system("\n\n".join(s for s in system if s) or None, "messages"),
+        max_tokens=_clamp(req.max_completion_tokens or req.max_tokens, model.max_output),
         stop_sequences=tuple(stops),
         thinking_budget=budget,
     )
+
+
+def _clamp(value: int | None, limit: int) -> int | None:
+    return None if value is None else min(value, limit)
 
 
 def _usage(usage: Usage | None) -> dict[str, Any]:
