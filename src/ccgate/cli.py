@@ -195,8 +195,14 @@ class _GracefulServer:
         def handle(sig: int, frame: Any) -> None:
             for app in self._apps:
                 state = getattr(app.state, "ccgate", None)
-                if state is not None:
+                if state is not None and not state.draining:
                     state.draining = True
+                    # Turns still running just before uvicorn's grace period ends are
+                    # stopped with a clean error rather than cut off mid-response.
+                    grace = max(0.5, state.settings.shutdown_timeout - 1)
+                    asyncio.get_running_loop().call_later(
+                        grace, state.runner.stop_all, "ccgate is shutting down"
+                    )
             self._server.handle_exit(sig, frame)
 
         for sig in previous:

@@ -15,6 +15,7 @@ turn it into that protocol's shape::
     ├── ClientGone                    499  the client left before the answer
     ├── RateLimited                   429  a limit of this gateway
     │   └── QueueFull                 429  every slot busy and the queue full
+    ├── Unavailable                   503  ccgate is shutting down
     └── UpstreamError                 502  the model side failed
         ├── UpstreamAuthError         401  Claude Code's credentials rejected
         ├── UpstreamBillingError      402  the upstream account cannot pay
@@ -39,6 +40,7 @@ __all__ = [
     "RateLimited",
     "RequestTooLarge",
     "TurnTimeout",
+    "Unavailable",
     "UpstreamAuthError",
     "UpstreamBillingError",
     "UpstreamError",
@@ -159,6 +161,16 @@ class QueueFull(RateLimited):
     """Every turn slot is busy and the waiting queue is full."""
 
     code = "gateway_busy"
+
+
+class Unavailable(GatewayError):
+    """ccgate is shutting down and takes no more turns."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    code = "shutting_down"
+    should_retry = True
 
 
 class UpstreamError(GatewayError):

@@ -202,7 +202,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_shutdown_leaves_no_process(
+def test_shutdown_answers_running_turns_and_leaves_no_process(
     demo: DemoServer, model: ScriptedModel, data_dir: Path, sig: signal.Signals
 ) -> None:
     port = _free_port()
@@ -223,19 +223,31 @@ def test_shutdown_leaves_no_process(
             "x",
             "--upstream-retries",
             "0",
+            "--shutdown-timeout",
+            "3",
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    answers: list[httpx.Response] = []
+
+    def wait_for_answer() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            answers.append(
+                httpx.post(url + "/v1/messages", json={**STALL, "stream": False}, timeout=60)
+            )
+
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_until(lambda: _up(url), within=30)
-        _stream_in_background(url + "/v1/messages", STALL)
+        waiter = threading.Thread(target=wait_for_answer, daemon=True)
+        waiter.start()
         assert wait_until(lambda: bool(cli_processes(data_dir)), within=30)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
+        waiter.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -245,6 +257,11 @@ def test_shutdown_leaves_no_process(
     assert proc.returncode == 0, err
     assert wait_for_no_processes(data_dir, within=5) == []
     assert all(json.loads(line) for line in err.splitlines() if line.startswith("{"))
+    # The running turn was answered cleanly, in the protocol's own shape.
+    assert len(answers) == 1
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["type"] == "api_error"
+    assert "shutting down" in answers[0].json()["error"]["message"]
 
 
 def _up(url: str) -> bool:

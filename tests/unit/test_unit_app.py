@@ -67,6 +67,9 @@ class FakeRunner:
     def live_processes(self) -> int:
         return 0
 
+    def stop_all(self, reason: str) -> None:
+        self.stopped = reason
+
     async def aclose(self) -> None:
         self.closed = True
 

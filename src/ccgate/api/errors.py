@@ -19,6 +19,7 @@ from ccgate.errors import (
     NotFound,
     RequestTooLarge,
     TurnTimeout,
+    Unavailable,
     UpstreamAuthError,
     UpstreamBillingError,
     UpstreamError,
@@ -61,6 +62,8 @@ def error_for_turn(event: TurnError) -> GatewayError:
         return InvalidRequest(f"The upstream refused the request: {detail}")
     if event.kind == "timeout":
         return TurnTimeout(detail)
+    if event.kind == "unavailable":
+        return Unavailable(f"{detail}; retry shortly")
     if event.kind == "cli_crashed":
         return CLICrashed(detail)
     return UpstreamError(f"The upstream failed: {detail}")

@@ -33,7 +33,7 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.sessions import SessionTurn
 from ccgate.engine.turn import TurnRequest
-from ccgate.errors import ClientGone, GatewayError
+from ccgate.errors import ClientGone, GatewayError, Unavailable
 
 __all__ = ["SESSION_HEADER", "Renderer", "collect_turn", "session_key", "stream_turn"]
 
@@ -104,6 +104,11 @@ def _log_turn(turn: TurnRequest, started: float, outcome: str, first: float | No
     )
 
 
+def _refuse_when_draining(state: AppState) -> None:
+    if state.draining:
+        raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
+
+
 def _reply(events: list[AgentEvent]) -> tuple[str, Usage | None, TurnEnd | None]:
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     usage = next((e for e in events if isinstance(e, Usage)), None)
@@ -131,6 +136,8 @@ async def collect_turn(
 
     A failed turn raises its error as a GatewayError.
     """
+
+    _refuse_when_draining(state)
 
     async def work() -> tuple[list[AgentEvent], str]:
         async with state.sessions.turn(namespace, key, turn) as bound:
@@ -185,6 +192,7 @@ async def stream_turn(
     ping: Callable[[], str] | None = None,
 ) -> StreamingResponse:
     """Start a turn in its session and answer with its events as SSE."""
+    _refuse_when_draining(state)
     stack = AsyncExitStack()
     started = time.monotonic()
     seen: list[AgentEvent] = []

@@ -87,19 +87,25 @@ class ClaudeRunner:
         self._pid_tasks: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._finishing: set[asyncio.Task[None]] = set()
+        self._stopping: str | None = None
 
     def live_processes(self) -> int:
         """Return how many CLI processes this runner has alive."""
         return len(self._pid_tasks)
 
-    async def aclose(self) -> None:
-        """End every turn; let finished ones exit on their own, stop live ones now."""
+    def stop_all(self, reason: str) -> None:
+        """End every live turn now; each ends with ``TurnError("unavailable", reason)``."""
+        self._stopping = reason
         live = [t for t in self._tasks if t not in self._finishing]
         for pid, task in list(self._pid_tasks.items()):
             if task in live:
                 _signal(pid, signal.SIGTERM)
         for task in live:
             task.cancel()
+
+    async def aclose(self) -> None:
+        """End every turn; let finished ones exit on their own, stop live ones now."""
+        self.stop_all("ccgate is shutting down")
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=15)
 
@@ -186,7 +192,10 @@ class ClaudeRunner:
                 )
             )
         except asyncio.CancelledError:
-            raise
+            if self._stopping is None:
+                raise
+            # Stopped by stop_all: the consumer gets a clean error instead of a cut.
+            await queue.put(TurnError("unavailable", self._stopping))
         except Exception as exc:  # noqa: BLE001 - any SDK failure becomes a turn error
             log.warning("turn_failed error=%s", type(exc).__name__, exc_info=True)
             await queue.put(TurnError("cli_crashed", f"Claude Code failed: {_short(exc)}"))

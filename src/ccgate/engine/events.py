@@ -38,6 +38,7 @@ ErrorKind = Literal[
     "timeout",
     "cli_crashed",
     "upstream",
+    "unavailable",
 ]
 
 

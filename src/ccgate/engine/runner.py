@@ -10,6 +10,7 @@ Contract of a :class:`Runner`:
   before the first event for a request it cannot run at all.
 - Closing the iterator early (``aclose()``, or the consuming task being
   cancelled) stops the turn and ends its CLI process before ``aclose`` returns.
+- ``stop_all(reason)`` ends every live turn at once with ``TurnError("unavailable")``.
 - ``aclose()`` of the runner stops every live turn and leaves no process.
 - ``live_processes()`` counts CLI processes alive right now.
 """
@@ -34,6 +35,10 @@ class Runner(Protocol):
 
     def live_processes(self) -> int:
         """Return how many CLI processes are alive."""
+        ...
+
+    def stop_all(self, reason: str) -> None:
+        """End every live turn now with an ``unavailable`` error."""
         ...
 
     async def aclose(self) -> None:
