@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from ccgate.demo import ScriptedModel
-from gateway_testing import Gateway, wait_until
+from ccgate.demo import DemoServer, ScriptedModel
+from gateway_testing import Gateway, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 
@@ -256,3 +257,77 @@ def test_sessions_command_lists_and_removes(
     )
     assert removed.returncode == 0, removed.stderr
     assert httpx.get(gateway.url + "/v1/sessions").json()["data"] == []
+
+
+def _serve(demo_url: str, data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ccgate",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--upstream-url",
+            demo_url,
+            "--upstream-api-key",
+            "x",
+            "--upstream-retries",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_session_survives_kill_9(demo: DemoServer, model: ScriptedModel, data_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    history = [{"role": "user", "content": "remember this"}]
+    proc = _serve(demo.url, data_dir, port)
+    try:
+        assert wait_until(lambda: _up(url), within=30)
+        first = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "sonnet", "messages": history},
+            timeout=60,
+        ).json()
+        proc.kill()
+        proc.wait()
+        assert wait_for_no_processes(data_dir) == []
+        proc = _serve(demo.url, data_dir, port)
+        assert wait_until(lambda: _up(url), within=30)
+        history += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "after kill -9"},
+        ]
+        second = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "sonnet", "messages": history},
+            timeout=60,
+        )
+        assert second.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert _turns(model) == [
+        ("user", "remember this"),
+        ("assistant", "You said: remember this"),
+        ("user", "after kill -9"),
+    ]
+    sessions = {r.headers.get("x-claude-code-session-id") for r in model.conversation_requests()}
+    assert len(sessions) == 1, "the conversation continued its session, it was not rebuilt"
