@@ -88,7 +88,10 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
             stack.push_async_callback(database.close)
             await database.migrate()
             sessions = ConversationSessions(
-                SqlSessionStore(database), settings.data_path, settings.data_path / "cwd"
+                SqlSessionStore(database),
+                settings.data_path,
+                settings.data_path / "cwd",
+                continuation=settings.session_continuation,
             )
             the_runner = runner or ClaudeRunner(_runner_config(settings, upstream, key))
             stack.push_async_callback(the_runner.aclose)

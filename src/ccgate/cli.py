@@ -29,7 +29,13 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         env = "CCGATE_" + name.upper()
         help_text = f"{field.description} [env {env}]"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 

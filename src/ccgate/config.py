@@ -61,6 +61,11 @@ class Settings(BaseModel):
     max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
     request_timeout: float = Field(600.0, gt=0, description="Whole-turn bound in seconds.")
+    session_continuation: bool = Field(
+        True,
+        description="Continue a known conversation's Claude Code session; off rebuilds the "
+        "session from the client's history on every request.",
+    )
     shutdown_timeout: float = Field(
         10.0, gt=0, description="On SIGTERM/SIGINT, how long running turns may finish (seconds)."
     )

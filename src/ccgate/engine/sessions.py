@@ -71,8 +71,11 @@ class SessionTurn:
 class ConversationSessions:
     """Resolve each request's session, and record each finished turn."""
 
-    def __init__(self, store: SessionStore, config_dir: Path, cwd: Path) -> None:
+    def __init__(
+        self, store: SessionStore, config_dir: Path, cwd: Path, *, continuation: bool = True
+    ) -> None:
         self._store = store
+        self._continuation = continuation
         self._config_dir = config_dir
         self._cwd = cwd
         self._locks: dict[str, asyncio.Lock] = {}
@@ -117,7 +120,9 @@ class ConversationSessions:
     async def _continues(self, record: SessionRecord, history_fp: str | None) -> bool:
         # Only the session's newest state continues: a retried request (same last user
         # message again) or an edit matches an older state and gets a rebuilt session.
-        if history_fp is None or await self._store.head(record.id) != history_fp:
+        if not self._continuation or history_fp is None:
+            return False
+        if await self._store.head(record.id) != history_fp:
             return False
         return transcript_path(self._config_dir, self._cwd, record.cli_session_id).exists()
 
