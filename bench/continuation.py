@@ -47,16 +47,11 @@ Usage (from the project root, with the project's venv)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -69,13 +64,20 @@ import httpx
 
 from ccgate.demo import DemoServer, RecordedRequest, ScriptedModel
 
+# harness.py sits next to this script. ``python bench/continuation.py`` already puts this
+# directory on sys.path; adding it here keeps ``python -P`` and ``python -m bench.continuation``
+# working too.
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+if _BENCH_DIR not in sys.path:
+    sys.path.insert(0, _BENCH_DIR)
+
+from harness import Gateway, base_env, check_leftovers, clip, package_version  # noqa: E402
+
 DEFAULT_TURNS = 20
 DEFAULT_MODEL = "sonnet"
 FILLER_CHARS = 200
 SYSTEM_MESSAGE = "You are a concise assistant. Answer in one sentence."
 RUN_TIMEOUT = 120.0
-SERVER_START_TIMEOUT = 30.0
-SERVER_STOP_TIMEOUT = 20.0
 SESSION_HEADER = "x-claude-code-session-id"
 FILLER_TEXT = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
@@ -121,123 +123,6 @@ class Run:
         for turn in self.turns[:upto]:
             seen.update(turn.cli_sessions)
         return len(seen)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def base_env() -> dict[str, str]:
-    """Return the server's environment: no ccgate settings, no proxy for loopback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
-    for name in ("NO_PROXY", "no_proxy"):
-        parts = [p for p in env.get(name, "").split(",") if p]
-        env[name] = ",".join([*parts, "127.0.0.1", "localhost"])
-    return env
-
-
-def clip(text: str, limit: int = 200) -> str:
-    """Return ``text`` on one line, shortened to ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def package_version(name: str) -> str:
-    """Return an installed distribution's version, or 'not installed'."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-# --------------------------------------------------------------------------- gateway
-
-
-class Gateway:
-    """A ``python -m ccgate serve`` subprocess pointed at the scripted model."""
-
-    def __init__(self, upstream_url: str, data_dir: Path, env: dict[str, str], model: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ccgate",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-                "--upstream-url",
-                upstream_url,
-                "--upstream-api-key",
-                "x",
-                "--upstream-retries",
-                "0",
-                "--default-model",
-                model,
-                "--log-level",
-                "warning",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def wait_healthy(self, client: httpx.Client) -> dict[str, Any]:
-        """Poll ``GET /health`` until it answers 200; return its body."""
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(httpx.TransportError):
-                response = client.get(f"{self.url}/health", timeout=2.0)
-                if response.status_code == 200:
-                    body: dict[str, Any] = response.json()
-                    return body
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"ccgate did not become healthy (exit code {self.proc.poll()}); "
-            f"log: {clip(self.log_tail(), 600)}"
-        )
-
-    def log_tail(self) -> str:
-        """Return the end of the server's combined stdout/stderr."""
-        self._log.flush()
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-2000:]
-        return ""
-
-    def stop(self) -> str:
-        """SIGTERM the server and wait for it (SIGKILL after a grace period); say how it went."""
-        try:
-            if self.proc.poll() is not None:
-                return f"already exited with code {self.proc.returncode}"
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait(timeout=5.0)
-                return f"SIGTERM ignored for {SERVER_STOP_TIMEOUT:g} s -> SIGKILL (code {code})"
-            if code == -signal.SIGTERM:
-                # uvicorn re-raises a captured signal once its graceful shutdown is done.
-                return "SIGTERM -> shut down and exited by the re-raised signal (code -15)"
-            return f"SIGTERM -> exited with code {code}"
-        finally:
-            self._log.close()
 
 
 # --------------------------------------------------------------------------- measuring
@@ -374,12 +259,16 @@ def run_conversation(
     model: str,
 ) -> Run:
     """Start a gateway in ``mode``, play the conversation through it, stop it."""
-    server_env = dict(env)
-    if mode == OFF:
-        server_env["CCGATE_SESSION_CONTINUATION"] = "false"
+    extra_env = {"CCGATE_SESSION_CONTINUATION": "false"} if mode == OFF else {}
     run = Run(mode)
     # Same-length names: the data dir's path appears in the CLI's environment message.
-    gateway = Gateway(demo.url, root / f"data-{MODES.index(mode) + 1}", server_env, model)
+    gateway = Gateway(
+        demo.url,
+        root / f"data-{MODES.index(mode) + 1}",
+        env,
+        default_model=model,
+        extra_env=extra_env,
+    )
     try:
         with httpx.Client(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False) as client:
             health = gateway.wait_healthy(client)
@@ -453,49 +342,6 @@ def measure(
         error=error,
     )
     return turn, bodies[-1] if bodies else None
-
-
-# --------------------------------------------------------------------------- leftovers
-
-
-def leftover_processes(roots: list[Path]) -> list[tuple[int, str]]:
-    """Return processes whose CLAUDE_CONFIG_DIR lies under one of ``roots`` (pid, cmdline)."""
-    prefixes = [str(r) for r in roots]
-    found: list[tuple[int, str]] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for var in environ:
-            if not var.startswith(b"CLAUDE_CONFIG_DIR="):
-                continue
-            value = var.split(b"=", 1)[1].decode(errors="replace")
-            if any(value == p or value.startswith(p + os.sep) for p in prefixes):
-                found.append((int(entry.name), clip(cmdline, 120)))
-                break
-    return found
-
-
-def check_leftovers(roots: list[Path]) -> None:
-    """Print whether any claude process of this benchmark survived; kill those that did."""
-    deadline = time.monotonic() + 5.0
-    found = leftover_processes(roots)
-    while found and time.monotonic() < deadline:
-        time.sleep(0.2)
-        found = leftover_processes(roots)
-    dirs = ", ".join(str(r) for r in roots)
-    if not found:
-        print(f"leftover check: no process with CLAUDE_CONFIG_DIR under {dirs} -- OK")
-        return
-    print(f"leftover check: {len(found)} process(es) with CLAUDE_CONFIG_DIR under {dirs}:")
-    for pid, cmdline in found:
-        print(f"  pid {pid}: {cmdline} -- sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- report

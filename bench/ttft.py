@@ -27,15 +27,11 @@ Usage (from the project root, with the project's venv)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,13 +46,19 @@ import httpx
 
 from ccgate.demo import DemoServer, ScriptedModel
 
+# harness.py sits next to this script. ``python bench/ttft.py`` already puts this directory on
+# sys.path; adding it here keeps ``python -P`` and ``python -m bench.ttft`` working too.
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+if _BENCH_DIR not in sys.path:
+    sys.path.insert(0, _BENCH_DIR)
+
+from harness import Gateway, base_env, check_leftovers, clip, package_version  # noqa: E402
+
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
 MIN_RUNS = 10
 QUICK_RUNS = 3
 RUN_TIMEOUT = 60.0
-SERVER_START_TIMEOUT = 30.0
-SERVER_STOP_TIMEOUT = 20.0
 
 MESSAGES = "ccgate /v1/messages"
 CHAT = "ccgate /v1/chat/completions"
@@ -93,14 +95,6 @@ class Results:
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def bundled_cli() -> Path:
     """Return the ``claude`` binary shipped inside the claude-agent-sdk wheel."""
     spec = importlib.util.find_spec("claude_agent_sdk")
@@ -112,15 +106,6 @@ def bundled_cli() -> Path:
     return cli
 
 
-def base_env() -> dict[str, str]:
-    """Return the environment both sides start from: no ccgate settings, no proxy for loopback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
-    for name in ("NO_PROXY", "no_proxy"):
-        parts = [p for p in env.get(name, "").split(",") if p]
-        env[name] = ",".join([*parts, "127.0.0.1", "localhost"])
-    return env
-
-
 def sse_data(lines: Iterator[str]) -> Iterator[str]:
     """Yield the payload of every ``data:`` line of a server-sent event stream."""
     for line in lines:
@@ -128,91 +113,7 @@ def sse_data(lines: Iterator[str]) -> Iterator[str]:
             yield line[5:].strip()
 
 
-def clip(text: str, limit: int = 200) -> str:
-    """Return ``text`` on one line, shortened to ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 # --------------------------------------------------------------------------- ccgate side
-
-
-class Gateway:
-    """A ``python -m ccgate serve`` subprocess pointed at the scripted model."""
-
-    def __init__(self, upstream_url: str, data_dir: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / "ccgate-server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ccgate",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-                "--upstream-url",
-                upstream_url,
-                "--upstream-api-key",
-                "x",
-                "--upstream-retries",
-                "0",
-                "--log-level",
-                "warning",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def wait_healthy(self, client: httpx.Client) -> dict[str, Any]:
-        """Poll ``GET /health`` until it answers 200; return its body."""
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(httpx.TransportError):
-                response = client.get(f"{self.url}/health", timeout=2.0)
-                if response.status_code == 200:
-                    body: dict[str, Any] = response.json()
-                    return body
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"ccgate did not become healthy (exit code {self.proc.poll()}); "
-            f"log: {clip(self.log_tail(), 600)}"
-        )
-
-    def log_tail(self) -> str:
-        """Return the end of the server's combined stdout/stderr."""
-        self._log.flush()
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-2000:]
-        return ""
-
-    def stop(self) -> str:
-        """SIGTERM the server and wait for it (SIGKILL after a grace period); say how it went."""
-        try:
-            if self.proc.poll() is not None:
-                return f"already exited with code {self.proc.returncode}"
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait(timeout=5.0)
-                return f"SIGTERM ignored for {SERVER_STOP_TIMEOUT:g} s -> SIGKILL (code {code})"
-            if code == -signal.SIGTERM:
-                # uvicorn re-raises a captured signal once its graceful shutdown is done.
-                return "SIGTERM -> shut down and exited by the re-raised signal (code -15)"
-            return f"SIGTERM -> exited with code {code}"
-        finally:
-            self._log.close()
 
 
 def run_messages(client: httpx.Client, url: str, prompt: str, model: str) -> Sample:
@@ -390,49 +291,6 @@ class DirectCLI:
         return out.stdout.strip() or f"unknown (exit {out.returncode})"
 
 
-# --------------------------------------------------------------------------- leftovers
-
-
-def leftover_processes(roots: list[Path]) -> list[tuple[int, str]]:
-    """Return processes whose CLAUDE_CONFIG_DIR lies under one of ``roots`` (pid, cmdline)."""
-    prefixes = [str(r) for r in roots]
-    found: list[tuple[int, str]] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for var in environ:
-            if not var.startswith(b"CLAUDE_CONFIG_DIR="):
-                continue
-            value = var.split(b"=", 1)[1].decode(errors="replace")
-            if any(value == p or value.startswith(p + os.sep) for p in prefixes):
-                found.append((int(entry.name), clip(cmdline, 120)))
-                break
-    return found
-
-
-def check_leftovers(roots: list[Path]) -> None:
-    """Print whether any claude process of this benchmark survived; kill those that did."""
-    deadline = time.monotonic() + 5.0
-    found = leftover_processes(roots)
-    while found and time.monotonic() < deadline:
-        time.sleep(0.2)
-        found = leftover_processes(roots)
-    dirs = ", ".join(str(r) for r in roots)
-    if not found:
-        print(f"leftover check: no process with CLAUDE_CONFIG_DIR under {dirs} -- OK")
-        return
-    print(f"leftover check: {len(found)} process(es) with CLAUDE_CONFIG_DIR under {dirs}:")
-    for pid, cmdline in found:
-        print(f"  pid {pid}: {cmdline} -- sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -510,14 +368,6 @@ def print_failures(results: Results) -> None:
             print(f"{variant}: {len(failed)} failed run(s); first: {clip(failed[0].error or '')}")
 
 
-def package_version(name: str) -> str:
-    """Return an installed distribution's version, or 'not installed'."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def print_environment(cli_version: str, health: dict[str, Any], args: argparse.Namespace) -> None:
     """Print what the numbers were measured on."""
     try:
@@ -593,7 +443,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
     try:
         print(f"scripted model:   {demo.url}")
         direct = DirectCLI(bundled_cli(), demo.url, root, env)
-        gateway = Gateway(demo.url, root / "ccgate-data", env)
+        gateway = Gateway(demo.url, root / "ccgate-data", env, log_path=root / "ccgate-server.log")
         with httpx.Client(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False) as client:
             health = gateway.wait_healthy(client)
             print(f"ccgate server:    {gateway.url} (pid {gateway.proc.pid})")

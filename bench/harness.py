@@ -1,0 +1,222 @@
+"""Plumbing shared by the benchmark scripts in ``bench/`` (``ttft.py``, ``continuation.py``).
+
+* ``free_port``, ``base_env``, ``clip`` and ``package_version`` -- small helpers;
+* ``Gateway`` -- a real ``python -m ccgate serve`` subprocess pointed at an upstream
+  (the scripted model of ``ccgate.demo``), with ``wait_healthy``, ``log_tail`` and ``stop``;
+* ``leftover_processes`` and ``check_leftovers`` -- the final ``/proc`` scan for any
+  process whose ``CLAUDE_CONFIG_DIR`` lies under the benchmark's temporary directory.
+
+The scripts import it as ``from harness import ...``: running ``python bench/<script>.py``
+puts ``bench/`` on ``sys.path`` (each script also adds its own directory when it is missing,
+so ``python -P`` and ``python -m bench.<script>`` work from any directory too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "SERVER_START_TIMEOUT",
+    "SERVER_STOP_TIMEOUT",
+    "Gateway",
+    "base_env",
+    "check_leftovers",
+    "clip",
+    "free_port",
+    "leftover_processes",
+    "package_version",
+]
+
+SERVER_START_TIMEOUT = 30.0
+SERVER_STOP_TIMEOUT = 20.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def base_env() -> dict[str, str]:
+    """Return the environment benchmarks start from: no ccgate settings, no proxy for loopback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
+    for name in ("NO_PROXY", "no_proxy"):
+        parts = [p for p in env.get(name, "").split(",") if p]
+        env[name] = ",".join([*parts, "127.0.0.1", "localhost"])
+    return env
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Return ``text`` on one line, shortened to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def package_version(name: str) -> str:
+    """Return an installed distribution's version, or 'not installed'."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class Gateway:
+    """A ``python -m ccgate serve`` subprocess pointed at the scripted model.
+
+    ``env`` is the server's environment, with ``extra_env`` laid over it (e.g.
+    ``{"CCGATE_SESSION_CONTINUATION": "false"}``). ``default_model`` adds
+    ``--default-model``. The server's stdout and stderr go to ``log_path``, by default
+    ``<data_dir>-server.log`` next to the data dir.
+    """
+
+    def __init__(
+        self,
+        upstream_url: str,
+        data_dir: Path,
+        env: Mapping[str, str],
+        *,
+        default_model: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = SERVER_START_TIMEOUT,
+        stop_timeout: float = SERVER_STOP_TIMEOUT,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.log_path = log_path or data_dir.parent / f"{data_dir.name}-server.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "ccgate",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            "--upstream-url",
+            upstream_url,
+            "--upstream-api-key",
+            "x",
+            "--upstream-retries",
+            "0",
+        ]
+        if default_model is not None:
+            argv += ["--default-model", default_model]
+        argv += ["--log-level", "warning"]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**env, **(extra_env or {})},
+        )
+
+    def wait_healthy(self, client: httpx.Client) -> dict[str, Any]:
+        """Poll ``GET /health`` until it answers 200; return its body."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(httpx.TransportError):
+                response = client.get(f"{self.url}/health", timeout=2.0)
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"ccgate did not become healthy (exit code {self.proc.poll()}); "
+            f"log: {clip(self.log_tail(), 600)}"
+        )
+
+    def log_tail(self) -> str:
+        """Return the end of the server's combined stdout/stderr."""
+        self._log.flush()
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def stop(self) -> str:
+        """SIGTERM the server and wait for it (SIGKILL after a grace period); say how it went."""
+        try:
+            if self.proc.poll() is not None:
+                return f"already exited with code {self.proc.returncode}"
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait(timeout=5.0)
+                return f"SIGTERM ignored for {self.stop_timeout:g} s -> SIGKILL (code {code})"
+            if code == -signal.SIGTERM:
+                # uvicorn re-raises a captured signal once its graceful shutdown is done.
+                return "SIGTERM -> shut down and exited by the re-raised signal (code -15)"
+            return f"SIGTERM -> exited with code {code}"
+        finally:
+            self._log.close()
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def leftover_processes(roots: list[Path]) -> list[tuple[int, str]]:
+    """Return processes whose CLAUDE_CONFIG_DIR lies under one of ``roots`` (pid, cmdline)."""
+    prefixes = [str(r) for r in roots]
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for var in environ:
+            if not var.startswith(b"CLAUDE_CONFIG_DIR="):
+                continue
+            value = var.split(b"=", 1)[1].decode(errors="replace")
+            if any(value == p or value.startswith(p + os.sep) for p in prefixes):
+                found.append((int(entry.name), clip(cmdline, 120)))
+                break
+    return found
+
+
+def check_leftovers(roots: list[Path]) -> None:
+    """Print whether any claude process of this benchmark survived; kill those that did."""
+    deadline = time.monotonic() + 5.0
+    found = leftover_processes(roots)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = leftover_processes(roots)
+    dirs = ", ".join(str(r) for r in roots)
+    if not found:
+        print(f"leftover check: no process with CLAUDE_CONFIG_DIR under {dirs} -- OK")
+        return
+    print(f"leftover check: {len(found)} process(es) with CLAUDE_CONFIG_DIR under {dirs}:")
+    for pid, cmdline in found:
+        print(f"  pid {pid}: {cmdline} -- sending SIGKILL")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
