@@ -7,6 +7,10 @@ a queue. Isolation per process: its own ``CLAUDE_CONFIG_DIR`` (a worker slot
 under the data dir), a neutral empty working directory, ``setting_sources=[]``,
 no built-in tools, the client's system prompt instead of Claude Code's, and an
 environment from which ccgate's own secrets are blanked.
+
+The client's tools are the only tools the model gets: an in-process MCP server
+(``engine.client_tools``) whose calls wait for the client's results. While a
+turn waits for them, ``request_timeout`` does not run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +32,15 @@ from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKClient,
     CLINotFoundError,
+    McpSdkServerConfig,
     ProcessError,
     ResultMessage,
+    ToolResultBlock,
+    UserMessage,
 )
 from claude_agent_sdk.types import StreamEvent
 
+from ccgate.engine.client_tools import SERVER_NAME, client_tool_server
 from ccgate.engine.events import (
     AgentEvent,
     ErrorKind,
@@ -42,12 +50,13 @@ from ccgate.engine.events import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
+    ToolResult,
     TurnEnd,
     TurnError,
     TurnStarted,
     Usage,
 )
-from ccgate.engine.prompt import user_message_content
+from ccgate.engine.prompt import system_prompt, user_message_content
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
 from ccgate.engine.workdirs import WorkerDirs
@@ -58,6 +67,10 @@ log = logging.getLogger("ccgate.engine")
 
 #: System prompts longer than this go through a file: argv strings are capped (128 KiB).
 _INLINE_SYSTEM_PROMPT_MAX = 32 * 1024
+
+#: How long the CLI lets one client tool call run; ccgate ends a turn that waits too
+#: long itself (``tool_result_timeout``), so the CLI's own limit only has to be longer.
+_TOOL_CALL_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -134,7 +147,9 @@ class ClaudeRunner:
                 if item is _END:
                     finished = True
                     return
-                if isinstance(item, TurnEnd | TurnError):
+                if isinstance(item, TurnError) or (
+                    isinstance(item, TurnEnd) and not item.waiting_for
+                ):
                     finished = True
                     self._finishing.add(task)
                 yield item
@@ -158,9 +173,9 @@ class ClaudeRunner:
         """Own one CLI process for one turn, pushing its events into ``queue``."""
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self._config.request_timeout):
+            async with asyncio.timeout(self._config.request_timeout) as clock:
                 with self._dirs.lease() as workdir:
-                    await self._drive(turn, queue, holder, workdir)
+                    await self._drive(turn, queue, holder, workdir, clock)
         except TimeoutError:
             await queue.put(
                 TurnError(
@@ -200,6 +215,8 @@ class ClaudeRunner:
             log.warning("turn_failed error=%s", type(exc).__name__, exc_info=True)
             await queue.put(TurnError("cli_crashed", f"Claude Code failed: {_short(exc)}"))
         finally:
+            if turn.tool_box is not None:
+                turn.tool_box.close("the turn ended")
             log.debug("turn_owner_done ms=%d", (time.monotonic() - started) * 1000)
             queue.put_nowait(_END)
 
@@ -209,6 +226,7 @@ class ClaudeRunner:
         queue: asyncio.Queue[Any],
         holder: dict[str, int],
         workdir: Path,
+        clock: asyncio.Timeout,
     ) -> None:
         options = self._options(turn, workdir)
         stderr_tail: list[str] = []
@@ -223,11 +241,17 @@ class ClaudeRunner:
                 holder["pid"] = pid
                 self._pid_tasks[pid] = asyncio.current_task()  # type: ignore[assignment]
             await queue.put(TurnStarted(model=turn.model, cold_start=True))
-            await client.query(_one_message(turn))
-            translator = Translator()
+            if turn.session is None or turn.session.deferred_call is None:
+                await client.query(_one_message(turn))
+            # else: the CLI re-runs the deferred call at start and goes on by itself.
+            translator = Translator(frozenset(t.name for t in turn.offered_tools()))
+            paused = _Pause(clock)
             async for message in client.receive_response():
+                paused.resume()
                 for event in translator.feed(message):
                     await queue.put(event)
+                    if isinstance(event, TurnEnd) and event.waiting_for:
+                        paused.start()
                 if translator.ended_early:
                     break
             if translator.ended_early:
@@ -259,7 +283,7 @@ class ClaudeRunner:
                     self._pid_tasks.pop(pid, None)
 
     def _options(self, turn: TurnRequest, workdir: Path) -> ClaudeAgentOptions:
-        system: Any = turn.system or ""
+        system: Any = system_prompt(turn)
         if len(system.encode()) > _INLINE_SYSTEM_PROMPT_MAX:
             path = workdir / "system-prompt.txt"
             path.write_text(system)
@@ -273,8 +297,17 @@ class ClaudeRunner:
         thinking: Any = None
         if turn.thinking_budget:
             thinking = {"type": "enabled", "budget_tokens": turn.thinking_budget}
+        servers: dict[str, Any] = {}
+        allowed: list[str] = []
+        offered = turn.offered_tools()
+        if offered and turn.tool_box is not None:
+            server = client_tool_server(offered, turn.tool_box)
+            servers[SERVER_NAME] = McpSdkServerConfig(type="sdk", name=SERVER_NAME, instance=server)
+            allowed.append(f"mcp__{SERVER_NAME}")
         return ClaudeAgentOptions(
             tools=[],
+            mcp_servers=servers,
+            allowed_tools=allowed,
             setting_sources=[],
             strict_mcp_config=True,
             system_prompt=system,
@@ -298,6 +331,11 @@ class ClaudeRunner:
                 "DISABLE_AUTOUPDATER": "1",
                 "DISABLE_TELEMETRY": "1",
                 "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
+                # Client tools keep their own names (no mcp__<server>__ prefix) and wait
+                # as long as ccgate lets them.
+                "CLAUDE_AGENT_SDK_MCP_NO_PREFIX": "1",
+                "MCP_TOOL_TIMEOUT": str(_TOOL_CALL_LIMIT_MS),
+                "MAX_MCP_OUTPUT_TOKENS": "1000000",
             }
         )
         if self._config.upstream_url:
@@ -332,6 +370,25 @@ def _one_message(turn: TurnRequest) -> AsyncIterator[dict[str, Any]]:
         }
 
     return stream()
+
+
+class _Pause:
+    """Stop the turn's ``request_timeout`` while it waits for client tool results."""
+
+    def __init__(self, clock: asyncio.Timeout) -> None:
+        self._clock = clock
+        self._left: float | None = None
+
+    def start(self) -> None:
+        when = self._clock.when()
+        if when is not None:
+            self._left = max(0.0, when - asyncio.get_running_loop().time())
+            self._clock.reschedule(None)
+
+    def resume(self) -> None:
+        if self._left is not None:
+            self._clock.reschedule(asyncio.get_running_loop().time() + self._left)
+            self._left = None
 
 
 class CLIExited(Exception):
@@ -412,17 +469,26 @@ def _kind_for_status(status: int | None) -> ErrorKind | None:
 
 
 class Translator:
-    """Turn the SDK's messages of one turn into neutral agent events."""
+    """Turn the SDK's messages of one turn into neutral agent events.
 
-    def __init__(self) -> None:
+    ``client_tools`` names the client's tools: a message that calls any of them
+    ends a segment with ``TurnEnd("tool_use", waiting_for=ids)`` and that
+    segment's ``Usage``; the CLI then waits in the tool handlers.
+    """
+
+    def __init__(self, client_tools: frozenset[str] = frozenset()) -> None:
+        self._client_tools = client_tools
         self._blocks: dict[int, tuple[str, str]] = {}
+        self._calls: list[str] = []
         self._streamed_text = False
         self._stop_reason: str | None = None
         self._error_kind: ErrorKind | None = None
         self._error_text = ""
         self._result: ResultMessage | None = None
         self._message_open = False
-        self._input_tokens = 0
+        self._message_usage = Usage()
+        self._segment = Usage()
+        self._reported = Usage()
         #: Set when the turn ended on the stream itself and the CLI must be stopped:
         #: after max_tokens or a refusal it would quietly ask the model to go on.
         self.ended_early = False
@@ -438,6 +504,12 @@ class Translator:
                 self._error_text = " ".join(
                     getattr(block, "text", "") for block in message.content
                 ).strip()
+        elif isinstance(message, UserMessage) and isinstance(message.content, list):
+            return [
+                ToolResult(block.tool_use_id, ok=not block.is_error)
+                for block in message.content
+                if isinstance(block, ToolResultBlock)
+            ]
         elif isinstance(message, ResultMessage):
             self._result = message
         return []
@@ -449,7 +521,7 @@ class Translator:
             retried = self._message_open
             self._message_open = True
             usage = (event.get("message") or {}).get("usage") or {}
-            self._input_tokens = int(usage.get("input_tokens") or 0)
+            self._message_usage = _usage_of(usage, output=False)
             if retried and self._streamed_text:
                 # The CLI retried an answer that broke off mid-way; its text would repeat.
                 self.ended_early = True
@@ -461,12 +533,17 @@ class Translator:
                     )
                 ]
             self._blocks.clear()
+            self._calls.clear()
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
             btype = str(block.get("type"))
+            name = str(block.get("name"))
+            if btype == "tool_use" and name not in self._client_tools:
+                btype = "other_tool_use"  # the CLI answers it itself (unknown tool)
             self._blocks[index] = (btype, str(block.get("id") or ""))
             if btype == "tool_use":
-                return [ToolCallStart(str(block.get("id")), str(block.get("name")))]
+                self._calls.append(str(block.get("id")))
+                return [ToolCallStart(str(block.get("id")), name)]
         elif kind == "content_block_delta":
             delta = event.get("delta") or {}
             dtype = delta.get("type")
@@ -477,39 +554,55 @@ class Translator:
                 return [ThinkingDelta(str(delta.get("thinking", "")))]
             if dtype == "signature_delta":
                 return [ThinkingDelta("", signature=str(delta.get("signature", "")))]
-            if dtype == "input_json_delta":
-                tool_id = self._blocks.get(index, ("", ""))[1]
+            btype, tool_id = self._blocks.get(index, ("", ""))
+            if dtype == "input_json_delta" and btype == "tool_use":
                 return [ToolCallDelta(tool_id, str(delta.get("partial_json", "")))]
         elif kind == "content_block_stop":
             btype, tool_id = self._blocks.pop(index, ("", ""))
             if btype == "tool_use" and tool_id:
                 return [ToolCallEnd(tool_id)]
         elif kind == "message_delta":
-            self._message_open = False
-            reason = (event.get("delta") or {}).get("stop_reason")
-            if reason:
-                self._stop_reason = str(reason)
-            if reason in ("max_tokens", "refusal"):
-                self.ended_early = True
-                output = int(((event.get("usage") or {}).get("output_tokens")) or 0)
-                return [
-                    Usage(input_tokens=self._input_tokens, output_tokens=output),
-                    TurnEnd(_STOP_REASONS[str(reason)]),
-                ]
+            return self._message_delta(event)
         return []
+
+    def _message_delta(self, event: dict[str, Any]) -> list[AgentEvent]:
+        self._message_open = False
+        reason = (event.get("delta") or {}).get("stop_reason")
+        if reason:
+            self._stop_reason = str(reason)
+        output = int(((event.get("usage") or {}).get("output_tokens")) or 0)
+        self._segment = _add(self._segment, replace(self._message_usage, output_tokens=output))
+        if reason in ("max_tokens", "refusal"):
+            self.ended_early = True
+            return [self._take_segment(), TurnEnd(_STOP_REASONS[str(reason)])]
+        if reason == "tool_use" and self._calls:
+            waiting = tuple(self._calls)
+            self._calls.clear()
+            self._streamed_text = False
+            return [self._take_segment(), TurnEnd("tool_use", waiting_for=waiting)]
+        return []
+
+    def _take_segment(self) -> Usage:
+        """Return the usage since the last segment ended, and count it as reported."""
+        segment, self._segment = self._segment, Usage()
+        self._reported = _add(self._reported, segment)
+        return segment
 
     def finish(self, stderr_tail: list[str]) -> list[AgentEvent]:
         """Return the closing events once the result (or the end of output) arrived."""
         result = self._result
         events: list[AgentEvent] = []
         if result is not None and result.usage:
-            u = result.usage
+            total = _usage_of(result.usage, output=True)
+            r = self._reported
             events.append(
                 Usage(
-                    input_tokens=int(u.get("input_tokens") or 0),
-                    output_tokens=int(u.get("output_tokens") or 0),
-                    cache_read_tokens=int(u.get("cache_read_input_tokens") or 0),
-                    cache_creation_tokens=int(u.get("cache_creation_input_tokens") or 0),
+                    input_tokens=max(0, total.input_tokens - r.input_tokens),
+                    output_tokens=max(0, total.output_tokens - r.output_tokens),
+                    cache_read_tokens=max(0, total.cache_read_tokens - r.cache_read_tokens),
+                    cache_creation_tokens=max(
+                        0, total.cache_creation_tokens - r.cache_creation_tokens
+                    ),
                     cost_usd=result.total_cost_usd,
                 )
             )
@@ -537,4 +630,24 @@ class Translator:
         if not self._streamed_text and result is not None and result.result:
             events.insert(0, TextDelta(result.result))
         reason = self._stop_reason or (result.stop_reason if result else None) or "end_turn"
-        return [*events, TurnEnd(_STOP_REASONS.get(reason, "end_turn"))]
+        stop = _STOP_REASONS.get(reason, "end_turn")
+        # A tool_use stop here means the model called a tool the CLI answered itself.
+        return [*events, TurnEnd("end_turn" if stop == "tool_use" else stop)]
+
+
+def _usage_of(usage: dict[str, Any], *, output: bool) -> Usage:
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0) if output else 0,
+        cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
+        cache_creation_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+    )
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
+        cache_creation_tokens=a.cache_creation_tokens + b.cache_creation_tokens,
+    )

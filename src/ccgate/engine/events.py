@@ -1,18 +1,26 @@
 """The neutral agent events every turn produces, whatever the wire protocol.
 
-A turn's stream is zero or more content events, at most one :class:`Usage`,
-and exactly one terminal event: :class:`TurnEnd` or :class:`TurnError`.
+A turn's stream is one or more *segments*. A segment is zero or more content
+events, at most one :class:`Usage`, and a :class:`TurnEnd` or :class:`TurnError`.
+Every segment but the last ends with ``TurnEnd("tool_use", waiting_for=ids)``:
+the model called the client's tools and the turn waits, alive, for their
+results; the next segment follows once they are delivered. The last segment's
+end (a ``TurnEnd`` with nothing to wait for, or a ``TurnError``) ends the turn.
 Renderers (``protocol/``) turn these into OpenAI chunks, Anthropic events or
 loop SSE events; nothing here knows the Agent SDK.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "AgentEvent",
+    "CallSummary",
+    "calls_of",
     "ErrorKind",
     "StopReason",
     "TextDelta",
@@ -98,7 +106,7 @@ class ToolResult:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts and cost of the whole turn, as the CLI reported them."""
+    """Token counts and cost of a segment (the turn's share since the last ``Usage``)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -109,10 +117,15 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class TurnEnd:
-    """The turn finished normally."""
+    """The turn (or, with ``waiting_for``, a segment of it) finished normally.
+
+    ``waiting_for`` holds the ids of the client tool calls the turn now waits
+    for; it is empty when the turn is over.
+    """
 
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
+    waiting_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +150,36 @@ AgentEvent = (
     | TurnEnd
     | TurnError
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """A tool call put together from its events: ``arguments`` is its JSON text."""
+
+    tool_use_id: str
+    name: str
+    arguments: str
+
+    def input(self) -> dict[str, Any]:
+        """Return the arguments as an object (``{}`` when they are not one)."""
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+def calls_of(events: Iterable[AgentEvent]) -> list[CallSummary]:
+    """Return the tool calls the events make, in order; a call without arguments gets ``{}``."""
+    names: dict[str, str] = {}
+    pieces: dict[str, list[str]] = {}
+    for event in events:
+        if isinstance(event, ToolCallStart):
+            names[event.tool_use_id] = event.name
+            pieces[event.tool_use_id] = []
+        elif isinstance(event, ToolCallDelta) and event.tool_use_id in pieces:
+            pieces[event.tool_use_id].append(event.partial_json)
+    return [
+        CallSummary(call_id, name, "".join(pieces[call_id]) or "{}")
+        for call_id, name in names.items()
+    ]

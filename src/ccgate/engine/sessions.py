@@ -8,6 +8,11 @@ session (the CLI resumes it and receives only the new message). Anything else
 (first request, edited or truncated history, a retried request) gets a Claude
 Code session built from the history the client sent, so the model always sees
 exactly the client's conversation as real turns.
+
+A request that carries tool results is continued by its live turn when that
+turn still waits (``engine.live``); one that reaches this module found no such
+turn, and gets a session rebuilt from its history whose last tool call the CLI
+re-runs with the client's result (``engine.transcript``).
 """
 
 from __future__ import annotations
@@ -19,13 +24,21 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ccgate.engine.transcript import transcript_path, write_transcript
-from ccgate.engine.turn import ImagePart, Message, SessionPlan, TextPart, TurnRequest
+from ccgate.engine.turn import (
+    ImagePart,
+    Message,
+    Part,
+    SessionPlan,
+    TextPart,
+    ToolCallPart,
+    TurnRequest,
+)
 from ccgate.errors import InvalidRequest
 from ccgate.store.sessions import SessionExists, SessionRecord, SessionStore
 
@@ -36,17 +49,25 @@ log = logging.getLogger("ccgate.sessions")
 _KEY_MAX = 256
 
 
+def _canonical_part(part: Part) -> object:
+    if isinstance(part, TextPart):
+        return part.text
+    if isinstance(part, ImagePart):
+        return {"image": hashlib.sha256((part.data or part.url or "").encode()).hexdigest()}
+    if isinstance(part, ToolCallPart):
+        return {"call": part.id, "name": part.name, "input": part.input}
+    content = [_canonical_part(p) for p in part.content]
+    return {"result": part.tool_use_id, "content": content, "error": part.is_error}
+
+
 def _canonical(message: Message) -> str:
-    parts: list[object] = []
-    for part in message.parts:
-        if isinstance(part, TextPart):
-            parts.append(part.text)
-        elif isinstance(part, ImagePart):
-            digest = hashlib.sha256((part.data or part.url or "").encode()).hexdigest()
-            parts.append({"image": digest})
+    # Empty texts are left out: a client may send content "" beside its tool calls.
+    parts = [_canonical_part(p) for p in message.parts if p != TextPart("")]
     text_only = all(isinstance(p, str) for p in parts)
     body: object = "".join(str(p) for p in parts).strip() if text_only else parts
-    return json.dumps([message.role, body], separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        [message.role, body], separators=(",", ":"), ensure_ascii=False, sort_keys=True
+    )
 
 
 def fingerprints(system: str | None, messages: tuple[Message, ...]) -> list[str]:
@@ -79,6 +100,9 @@ class ConversationSessions:
         self._config_dir = config_dir
         self._cwd = cwd
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Ends a session's turn that waits for tool results (set by the turn manager): a
+        #: request for that session which is not its continuation supersedes it.
+        self.supersede: Callable[[str], Awaitable[None]] | None = None
 
     @asynccontextmanager
     async def turn(
@@ -96,6 +120,8 @@ class ConversationSessions:
             # A brand-new conversation: nobody else can name it yet, so no lock.
             yield await self._bind(namespace, key, record, history_fp, turn)
             return
+        if record is not None and self.supersede is not None:
+            await self.supersede(record.id)
         lock = self._locks.setdefault(
             record.id if record else f"new:{namespace}:{key}", asyncio.Lock()
         )
@@ -134,13 +160,25 @@ class ConversationSessions:
         history_fp: str | None,
         turn: TurnRequest,
     ) -> SessionTurn:
-        if record is not None and await self._continues(record, history_fp):
+        results = turn.last if turn.last.tool_results else None
+        if results is None and record is not None and await self._continues(record, history_fp):
             plan = SessionPlan(cli_session_id=record.cli_session_id, resume=True)
             return SessionTurn(replace(turn, session=plan), record, continued=True)
         cli_session_id = str(uuid.uuid4())
         if turn.history:
-            write_transcript(self._config_dir, self._cwd, cli_session_id, turn.history, turn.model)
-        plan = SessionPlan(cli_session_id=cli_session_id, resume=bool(turn.history))
+            write_transcript(
+                self._config_dir,
+                self._cwd,
+                cli_session_id,
+                turn.history,
+                turn.model,
+                results=results,
+            )
+        plan = SessionPlan(
+            cli_session_id=cli_session_id,
+            resume=bool(turn.history),
+            deferred_call=results.tool_results[-1].tool_use_id if results else None,
+        )
         if record is None:
             record = await self._create(namespace, key, turn.model, cli_session_id)
         else:
@@ -168,11 +206,16 @@ class ConversationSessions:
         raise RuntimeError("could not allocate a session key")
 
     async def finished(
-        self, bound: SessionTurn, reply: str, input_tokens: int, output_tokens: int
+        self, bound: SessionTurn, reply: Message, input_tokens: int, output_tokens: int
     ) -> None:
-        """Remember the conversation including ``reply`` so its next request continues."""
+        """Remember the conversation including ``reply`` so its next request continues.
+
+        ``reply`` may end with tool calls (the turn waits for their results): a
+        request that carries them then finds this session even when the waiting
+        turn is gone.
+        """
         turn = bound.turn
-        full = (*turn.messages, Message("assistant", (TextPart(reply),)))
+        full = (*turn.messages, reply)
         chain = fingerprints(turn.system, full)
         await self._store.record_turn(
             bound.record.id,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ccgate.engine.prompt import content_blocks
-from ccgate.engine.turn import Message
+from ccgate.engine.turn import Message, ToolResultPart
 
 __all__ = ["project_dir", "transcript_path", "write_transcript"]
 
@@ -40,47 +40,100 @@ def _stamp(offset: int) -> str:
 
 
 def write_transcript(
-    config_dir: Path, cwd: Path, session_id: str, history: tuple[Message, ...], model: str
+    config_dir: Path,
+    cwd: Path,
+    session_id: str,
+    history: tuple[Message, ...],
+    model: str,
+    *,
+    results: Message | None = None,
 ) -> Path:
     """Write ``history`` as the transcript of a new session ``session_id`` and return its path.
 
     The history must alternate and start with a user message (the front doors
-    merge consecutive roles); an assistant message may be empty.
+    merge consecutive roles); an assistant message may be empty. ``results``,
+    a user message holding the results of the last assistant message's tool
+    calls, ends the transcript with its last call deferred (see the module
+    docstring); that call's id is ``results.tool_results[-1].tool_use_id``.
     """
     path = transcript_path(config_dir, cwd, session_id)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    parent: str | None = None
-    lines: list[str] = []
-    for index, message in enumerate(history):
-        entry_id = str(uuid.uuid4())
-        blocks = content_blocks(message.parts) or [{"type": "text", "text": " "}]
-        entry: dict[str, Any] = {
-            "parentUuid": parent,
-            "isSidechain": False,
-            "userType": "external",
-            "cwd": str(cwd),
-            "sessionId": session_id,
-            "version": _VERSION,
-            "type": message.role,
-            "uuid": entry_id,
-            "timestamp": _stamp(index),
-        }
-        if message.role == "user":
-            entry["message"] = {"role": "user", "content": blocks}
-        else:
-            entry["message"] = {
-                "id": f"msg_ccgate_{entry_id.replace('-', '')[:24]}",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": blocks,
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }
-        lines.append(json.dumps(entry, separators=(",", ":")))
-        parent = entry_id
+    writer = _Writer(cwd, session_id, model)
+    for message in history:
+        writer.message(message.role, content_blocks(message.parts))
+    if results is not None:
+        deferred = results.tool_results[-1]
+        rest = tuple(p for p in results.parts if p is not deferred)
+        if rest:
+            writer.message("user", content_blocks(rest), tool_result=True)
+        writer.deferred(deferred, history[-1])
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(writer.lines) + "\n")
     tmp.replace(path)
     return path
+
+
+class _Writer:
+    """Build transcript entries linked by ``parentUuid``."""
+
+    def __init__(self, cwd: Path, session_id: str, model: str) -> None:
+        self._cwd = cwd
+        self._session_id = session_id
+        self._model = model
+        self._parent: str | None = None
+        self.lines: list[str] = []
+
+    def _entry(self, kind: str, **fields: Any) -> None:
+        entry_id = str(uuid.uuid4())
+        entry: dict[str, Any] = {
+            "parentUuid": self._parent,
+            "isSidechain": False,
+            "userType": "external",
+            "cwd": str(self._cwd),
+            "sessionId": self._session_id,
+            "version": _VERSION,
+            "type": kind,
+            "uuid": entry_id,
+            "timestamp": _stamp(len(self.lines)),
+            **fields,
+        }
+        self.lines.append(json.dumps(entry, separators=(",", ":")))
+        self._parent = entry_id
+
+    def message(
+        self, role: str, blocks: list[dict[str, Any]], *, tool_result: bool = False
+    ) -> None:
+        blocks = blocks or [{"type": "text", "text": " "}]
+        if role == "user":
+            extra = {"toolUseResult": "client result"} if tool_result else {}
+            self._entry("user", message={"role": "user", "content": blocks}, **extra)
+            return
+        calls = any(b["type"] == "tool_use" for b in blocks)
+        self._entry(
+            "assistant",
+            message={
+                "id": f"msg_ccgate_{uuid.uuid4().hex[:24]}",
+                "type": "message",
+                "role": "assistant",
+                "model": self._model,
+                "content": blocks,
+                "stop_reason": "tool_use" if calls else "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+        )
+
+    def deferred(self, result: ToolResultPart, calls: Message) -> None:
+        call = next(c for c in calls.tool_calls if c.id == result.tool_use_id)
+        self._entry(
+            "attachment",
+            attachment={
+                "type": "hook_deferred_tool",
+                "toolUseID": call.id,
+                "toolName": call.name,
+                "toolInput": call.input,
+                "hookName": "ccgate",
+                "hookEvent": "PreToolUse",
+                "permissionMode": "default",
+            },
+        )

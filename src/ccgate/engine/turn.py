@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["ImagePart", "Message", "Part", "SessionPlan", "TextPart", "TurnRequest"]
+if TYPE_CHECKING:
+    from ccgate.engine.toolbox import ToolResultBox
+
+__all__ = [
+    "ImagePart",
+    "Message",
+    "Part",
+    "SessionPlan",
+    "TextPart",
+    "ToolCallPart",
+    "ToolChoice",
+    "ToolResultPart",
+    "ToolSpec",
+    "TurnRequest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +38,25 @@ class ImagePart:
     url: str | None = None
 
 
-Part = TextPart | ImagePart
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """The assistant called the client's tool ``name`` (call ``id``) with ``input``."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    """The client's result of call ``tool_use_id``: text and images, possibly an error."""
+
+    tool_use_id: str
+    content: tuple[TextPart | ImagePart, ...]
+    is_error: bool = False
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +70,39 @@ class Message:
         """Return the message's text parts joined."""
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
 
+    @property
+    def tool_calls(self) -> tuple[ToolCallPart, ...]:
+        """Return the tool calls of an assistant message."""
+        return tuple(p for p in self.parts if isinstance(p, ToolCallPart))
+
+    @property
+    def tool_results(self) -> tuple[ToolResultPart, ...]:
+        """Return the tool results of a user message."""
+        return tuple(p for p in self.parts if isinstance(p, ToolResultPart))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the client defines: offered to the model under exactly this name."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """How the model may use the client's tools.
+
+    ``mode`` is ``auto`` (it decides), ``none`` (no tools are offered),
+    ``required`` (it should call one) or ``tool`` (it should call ``name``).
+    ``parallel`` is False when the client asked for at most one call at a time.
+    """
+
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None
+    parallel: bool = True
+
 
 @dataclass(frozen=True, slots=True)
 class SessionPlan:
@@ -50,6 +115,10 @@ class SessionPlan:
 
     cli_session_id: str
     resume: bool
+    #: The transcript ends with a deferred call of the client's tool: the CLI re-runs it
+    #: at start (its result is already in the turn's tool box) and continues without a
+    #: new prompt. Used when tool results arrive for a turn that is no longer alive.
+    deferred_call: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +127,9 @@ class TurnRequest:
 
     ``model`` is the name the CLI understands (already resolved from the
     catalogue); ``requested_model`` is what the client asked for and echoes back.
+    ``tools`` are the client's tools (``offered_tools`` says which the model
+    gets under ``tool_choice``); ``tool_box`` is where the turn's tool calls
+    wait for the client's results (set when the turn has tools).
     """
 
     model: str
@@ -69,6 +141,9 @@ class TurnRequest:
     thinking_budget: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     session: SessionPlan | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    tool_box: ToolResultBox | None = field(default=None, compare=False, repr=False)
 
     @property
     def last(self) -> Message:
@@ -79,3 +154,24 @@ class TurnRequest:
     def history(self) -> tuple[Message, ...]:
         """Return the messages before the new one."""
         return self.messages[:-1]
+
+    def offered_tools(self) -> tuple[ToolSpec, ...]:
+        """Return the tools the model is offered under ``tool_choice``.
+
+        A call the CLI must re-run (``session.deferred_call``) keeps its tool
+        offered whatever the choice, or the CLI could not hand back its result.
+        """
+        choice = self.tool_choice
+        if choice.mode == "none":
+            offered: tuple[ToolSpec, ...] = ()
+        elif choice.mode == "tool":
+            offered = tuple(t for t in self.tools if t.name == choice.name)
+        else:
+            offered = self.tools
+        deferred = self.session.deferred_call if self.session else None
+        if deferred is not None:
+            call = next((c for m in self.messages for c in m.tool_calls if c.id == deferred), None)
+            if call is not None and all(t.name != call.name for t in offered):
+                spec = next((t for t in self.tools if t.name == call.name), None)
+                offered += (spec or ToolSpec(call.name, "", {"type": "object"}),)
+        return offered
