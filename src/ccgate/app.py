@@ -20,6 +20,7 @@ from ccgate.api.state import AppState
 from ccgate.config import Settings
 from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
+from ccgate.engine.live import TurnManager
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
@@ -97,12 +98,18 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
             stack.push_async_callback(the_runner.aclose)
             sweeper = asyncio.create_task(_sweep(sessions, settings.session_ttl))
             stack.push_async_callback(_stop, sweeper)
+            gate = Gate(settings.max_concurrent, settings.max_queue)
+            turns = TurnManager(
+                the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
+            )
+            stack.push_async_callback(turns.aclose)
             app.state.ccgate = AppState(
                 settings=settings,
                 runner=the_runner,
-                gate=Gate(settings.max_concurrent, settings.max_queue),
+                gate=gate,
                 catalogue=Catalogue.load(),
                 sessions=sessions,
+                turns=turns,
                 upstream=upstream or "",
                 probe=AuthProbe(ttl=settings.health_probe_ttl),
             )

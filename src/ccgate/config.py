@@ -61,6 +61,12 @@ class Settings(BaseModel):
     max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
     request_timeout: float = Field(600.0, gt=0, description="Whole-turn bound in seconds.")
+    tool_result_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="How long a turn waits, alive, for the client's tool results (seconds); "
+        "results that come later still reach the model through the session.",
+    )
     session_continuation: bool = Field(
         True,
         description="Continue a known conversation's Claude Code session; off rebuilds the "

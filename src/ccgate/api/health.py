@@ -46,6 +46,7 @@ async def health(state: State) -> JSONResponse:
         "turns": {
             "active": state.gate.active,
             "queued": state.gate.queued,
+            "waiting_for_tools": state.turns.parked,
             "max_concurrent": state.settings.max_concurrent,
             "max_queue": state.settings.max_queue,
         },
@@ -75,6 +76,12 @@ async def metrics(state: State, client: Client) -> str:
         ("ccgate_turns_failed_total", "counter", "Turns that failed.", c.turns_failed),
         ("ccgate_turns_active", "gauge", "Turns holding a slot.", state.gate.active),
         ("ccgate_turns_queued", "gauge", "Requests waiting for a slot.", state.gate.queued),
+        (
+            "ccgate_turns_waiting_for_tools",
+            "gauge",
+            "Turns waiting for the client's tool results.",
+            state.turns.parked,
+        ),
         (
             "ccgate_cli_processes",
             "gauge",

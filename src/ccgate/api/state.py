@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from ccgate.api.probe import AuthProbe
 from ccgate.config import Settings
 from ccgate.engine.gate import Gate
+from ccgate.engine.live import TurnManager
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
@@ -37,6 +38,7 @@ class AppState:
     gate: Gate
     catalogue: Catalogue
     sessions: ConversationSessions
+    turns: TurnManager
     upstream: str
     started_at: float = field(default_factory=time.time)
     counters: Counters = field(default_factory=Counters)

@@ -1,4 +1,8 @@
-"""Run a turn for a route: the gate, the first event, streaming, pings, disconnects.
+"""Run a turn for a route: the first event, streaming, pings, disconnects.
+
+Each request is answered with one segment of a turn (``engine.live``): the
+whole turn, or, when the model calls the client's tools, the part up to those
+calls; the request carrying their results gets the next segment.
 
 A streamed answer waits for the turn's first content (or its failure, or
 ``FIRST_EVENT_WAIT``) before it commits to ``200``, so a failure that happens
@@ -13,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -27,11 +30,11 @@ from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
     ThinkingDelta,
+    ToolCallStart,
     TurnEnd,
     TurnError,
-    Usage,
 )
-from ccgate.engine.sessions import SessionTurn
+from ccgate.engine.live import LiveTurn, ends_segment
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, GatewayError, Unavailable
 
@@ -109,30 +112,25 @@ def _refuse_when_draining(state: AppState) -> None:
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
 
 
-def _reply(events: list[AgentEvent]) -> tuple[str, Usage | None, TurnEnd | None]:
-    text = "".join(e.text for e in events if isinstance(e, TextDelta))
-    usage = next((e for e in events if isinstance(e, Usage)), None)
-    end = next((e for e in events if isinstance(e, TurnEnd)), None)
-    return text, usage, end
+def _outcome(end: AgentEvent | None) -> str:
+    if isinstance(end, TurnError):
+        return end.kind
+    if isinstance(end, TurnEnd):
+        return "tool_use" if end.waiting_for else "ok"
+    return "cancelled"
 
 
-async def _settle(state: AppState, bound: SessionTurn, events: list[AgentEvent]) -> None:
-    """Record a finished turn in its session, or make the session rebuild next time."""
-    text, usage, end = _reply(events)
-    if end is None or end.stop_reason in ("stop_sequence", "max_tokens", "refusal"):
-        # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
-        # client's view may differ, so the next request rebuilds from the client's.
-        state.sessions.abandon(bound)
-        return
-    await state.sessions.finished(
-        bound, text, usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
-    )
+def _count(state: AppState, end: AgentEvent | None) -> None:
+    if isinstance(end, TurnError):
+        state.counters.turns_failed += 1
+    elif isinstance(end, TurnEnd) and not end.waiting_for:
+        state.counters.turns_finished += 1
 
 
 async def collect_turn(
     state: AppState, request: Request, turn: TurnRequest, namespace: str, key: str | None
 ) -> tuple[list[AgentEvent], str]:
-    """Run a whole turn in its session; return its events and the session key.
+    """Run a turn (or its next segment) in its session; return its events and the session key.
 
     A failed turn raises its error as a GatewayError.
     """
@@ -140,43 +138,44 @@ async def collect_turn(
     _refuse_when_draining(state)
 
     async def work() -> tuple[list[AgentEvent], str]:
-        async with state.sessions.turn(namespace, key, turn) as bound:
-            events: list[AgentEvent] = []
-            try:
-                async with state.gate.slot():
-                    run = state.runner.run(bound.turn)
-                    try:
-                        async for event in run:
-                            events.append(event)
-                    finally:
-                        await run.aclose()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _settle(state, bound, events)
-            return events, bound.record.key
+        live = await state.turns.open(namespace, key, turn)
+        events: list[AgentEvent] = []
+        try:
+            while not (events and ends_segment(events[-1])):
+                events.append(await live.next_event())
+        except StopAsyncIteration:
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await state.turns.end_segment(live, events)
+        return events, live.session_key
 
     started = time.monotonic()
     events, session_key = await until_disconnect(request, work())
-    failure = next((e for e in events if isinstance(e, TurnError)), None)
-    _log_turn(turn, started, failure.kind if failure else "ok", None)
-    if failure is not None:
-        state.counters.turns_failed += 1
-        raise error_for_turn(failure)
-    state.counters.turns_finished += 1
+    end = events[-1] if events else None
+    _log_turn(turn, started, _outcome(end), None)
+    _count(state, end)
+    if isinstance(end, TurnError):
+        raise error_for_turn(end)
     return events, session_key
 
 
-async def _first_events(
-    run: AsyncGenerator[AgentEvent, None], wait: float
-) -> tuple[list[AgentEvent], bool]:
-    """Pull events until content or the end arrives, or ``wait`` passes; say if it ended."""
+async def _first_events(live: LiveTurn, wait: float) -> tuple[list[AgentEvent], bool]:
+    """Pull events until content or the segment's end arrives, or ``wait`` passes.
+
+    Say whether the segment ended.
+    """
     pulled: list[AgentEvent] = []
     with anyio.move_on_after(wait):
-        async for event in run:
-            pulled.append(event)
-            if isinstance(event, TurnEnd | TurnError):
+        while True:
+            try:
+                event = await live.next_event()
+            except StopAsyncIteration:
                 return pulled, True
-            if isinstance(event, TextDelta | ThinkingDelta):
+            pulled.append(event)
+            if ends_segment(event):
+                return pulled, True
+            if _is_content(event):
                 break
     return pulled, False
 
@@ -191,72 +190,72 @@ async def stream_turn(
     *,
     ping: Callable[[], str] | None = None,
 ) -> StreamingResponse:
-    """Start a turn in its session and answer with its events as SSE."""
+    """Start a turn (or its next segment) in its session and answer with its events as SSE."""
     _refuse_when_draining(state)
-    stack = AsyncExitStack()
     started = time.monotonic()
     seen: list[AgentEvent] = []
-    holder: list[SessionTurn] = []
+    holder: list[LiveTurn] = []
 
-    async def begin() -> tuple[AsyncGenerator[AgentEvent, None], list[AgentEvent], bool]:
-        bound = await stack.enter_async_context(state.sessions.turn(namespace, key, turn))
-        holder.append(bound)
-        stack.push_async_callback(lambda: _settle(state, bound, seen))
-        await stack.enter_async_context(state.gate.slot())
-        run = state.runner.run(bound.turn)
-        stack.push_async_callback(run.aclose)
-        first, ended = await _first_events(run, FIRST_EVENT_WAIT)
-        return run, first, ended
+    async def begin() -> tuple[list[AgentEvent], bool]:
+        live = await state.turns.open(namespace, key, turn)
+        holder.append(live)
+        return await _first_events(live, FIRST_EVENT_WAIT)
+
+    async def finish() -> None:
+        if holder:
+            with anyio.CancelScope(shield=True):
+                await state.turns.end_segment(holder[0], seen)
 
     try:
-        run, first, ended = await until_disconnect(request, begin())
+        first, ended = await until_disconnect(request, begin())
     except BaseException:
-        await stack.aclose()
+        await finish()
         raise
-    if ended and isinstance(first[-1], TurnError) and not _has_content(first):
-        await stack.aclose()
-        state.counters.turns_failed += 1
+    seen.extend(first)
+    if ended and isinstance(first[-1], TurnError) and not any(map(_is_content, first)):
+        await finish()
+        _count(state, first[-1])
         _log_turn(turn, started, first[-1].kind, None)
         raise error_for_turn(first[-1])
+    live = holder[0]
 
     async def body() -> AsyncIterator[str]:
-        outcome = "cancelled"
-        first_at: float | None = time.monotonic() if _has_content(first) else None
+        end: AgentEvent | None = None
+        first_at: float | None = time.monotonic() if any(map(_is_content, first)) else None
         try:
             for line in renderer.start():
                 yield line
-            chain = contextlib.aclosing(_chain(first, None if ended else run, ping))
+            chain = contextlib.aclosing(_chain(first, None if ended else live, ping, seen))
             async with chain as events:
                 async for event in events:
                     if isinstance(event, str):
                         yield event
                         continue
-                    seen.append(event)
-                    if first_at is None and isinstance(event, TextDelta | ThinkingDelta):
+                    if first_at is None and _is_content(event):
                         first_at = time.monotonic()
                     if isinstance(event, TurnError):
-                        outcome = event.kind
-                        state.counters.turns_failed += 1
+                        end = event
                         for line in renderer.error(error_for_turn(event)):
                             yield line
                         return
                     for line in renderer.render(event):
                         yield line
                     if isinstance(event, TurnEnd):
-                        outcome = "ok"
-                        state.counters.turns_finished += 1
+                        end = event
         finally:
             with anyio.CancelScope(shield=True):
-                await stack.aclose()
-            _log_turn(turn, started, outcome, first_at)
+                await finish()
+            _count(state, end)
+            _log_turn(turn, started, _outcome(end), first_at)
 
-    return SSEResponse(body(), headers={SESSION_HEADER: holder[0].record.key})
+    return SSEResponse(body(), headers={SESSION_HEADER: live.session_key})
 
 
 async def _chain(
     first: list[AgentEvent],
-    rest: AsyncGenerator[AgentEvent, None] | None,
+    rest: LiveTurn | None,
     ping: Callable[[], str] | None,
+    seen: list[AgentEvent],
 ) -> AsyncGenerator[AgentEvent | str, None]:
     for event in first:
         yield event
@@ -266,7 +265,7 @@ async def _chain(
     try:
         while True:
             if pending is None:
-                pending = asyncio.ensure_future(rest.__anext__())
+                pending = asyncio.ensure_future(rest.next_event())
             done, _ = await asyncio.wait({pending}, timeout=PING_EVERY)
             if not done:
                 yield ping() if ping else ": ping\n\n"
@@ -278,8 +277,9 @@ async def _chain(
             finally:
                 if done:
                     pending = None
+            seen.append(event)
             yield event
-            if isinstance(event, TurnEnd | TurnError):
+            if ends_segment(event):
                 return
     finally:
         if pending is not None and not pending.done():
@@ -288,8 +288,8 @@ async def _chain(
                 await pending
 
 
-def _has_content(events: list[AgentEvent]) -> bool:
-    return any(isinstance(e, TextDelta | ThinkingDelta) for e in events)
+def _is_content(event: AgentEvent) -> bool:
+    return isinstance(event, TextDelta | ThinkingDelta | ToolCallStart)
 
 
 class SSEResponse(StreamingResponse):

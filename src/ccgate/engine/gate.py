@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ccgate.errors import QueueFull
@@ -16,7 +16,9 @@ class Gate:
     """Admit at most ``slots`` holders; queue at most ``queue`` more; refuse the rest.
 
     A waiter that is cancelled (its client went away) leaves the queue; a slot
-    is released on every exit path of :meth:`slot`.
+    is released on every exit path of :meth:`slot`. ``on_wait``, when set, is
+    called whenever a request finds no free slot (a holder that can give its
+    slot up, such as a turn waiting for tool results, may then do so).
     """
 
     def __init__(self, slots: int, queue: int, *, retry_after: float = 2.0) -> None:
@@ -25,6 +27,7 @@ class Gate:
         self._retry_after = retry_after
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.on_wait: Callable[[], None] | None = None
 
     @property
     def active(self) -> int:
@@ -49,6 +52,8 @@ class Gate:
         if self._active < self._slots and not self.queued:
             self._active += 1
             return
+        if self.on_wait is not None:
+            self.on_wait()
         if self.queued >= self._queue_limit:
             raise QueueFull(
                 f"ccgate is busy: {self._active} turns running and {self.queued} waiting "

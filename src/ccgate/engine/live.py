@@ -1,0 +1,263 @@
+"""Live turns: a turn that waits for the client's tool results outlives its request.
+
+A request starts a turn (:meth:`TurnManager.open`): its session is bound, a
+concurrency slot taken and the runner started. The request's answer is one
+*segment* of the turn's events. When the segment ends with the model calling
+client tools (``TurnEnd("tool_use", waiting_for=ids)``), the turn is *parked*:
+its CLI process, slot and session stay, and the conversation so far is
+recorded in the session. The client's next request carrying the results of
+exactly those calls, in the same conversation and namespace, *claims* the
+parked turn: the results go to the waiting tool handlers and that request's
+answer is the next segment of the same turn.
+
+A parked turn ends (its process stops, its slot is freed) when
+
+- no result comes within ``tool_timeout`` seconds,
+- a request of its session arrives that is not its continuation (the client
+  edited the conversation or gave up on the calls),
+- a request has to queue for a slot: the oldest parked turn yields its slot,
+- ccgate shuts down.
+
+Results that arrive after that still reach the model: the request then goes
+through its session, which rebuilds the turn from the client's history
+(``engine.sessions``). Nothing here knows a wire protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+
+from ccgate.engine.events import (
+    AgentEvent,
+    TextDelta,
+    TurnEnd,
+    TurnError,
+    Usage,
+    calls_of,
+)
+from ccgate.engine.gate import Gate
+from ccgate.engine.runner import Runner
+from ccgate.engine.sessions import ConversationSessions, SessionTurn, fingerprints
+from ccgate.engine.toolbox import ToolResultBox
+from ccgate.engine.turn import Message, Part, TextPart, ToolCallPart, TurnRequest
+
+__all__ = ["LiveTurn", "TurnManager", "ends_segment", "reply_message"]
+
+log = logging.getLogger("ccgate.engine")
+
+
+def ends_segment(event: AgentEvent) -> bool:
+    """Tell whether ``event`` ends the segment a request answers."""
+    return isinstance(event, TurnEnd | TurnError)
+
+
+def reply_message(events: list[AgentEvent]) -> Message:
+    """Return the assistant message a segment's events make: its text, then its tool calls."""
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    calls = [ToolCallPart(c.tool_use_id, c.name, c.input()) for c in calls_of(events)]
+    parts: list[Part] = [TextPart(text)] if text or not calls else []
+    return Message("assistant", (*parts, *calls))
+
+
+@dataclass(eq=False)
+class LiveTurn:
+    """One turn in progress, possibly spanning several requests (one per round of tools)."""
+
+    namespace: str
+    bound: SessionTurn
+    stack: AsyncExitStack
+    box: ToolResultBox | None
+    events: AsyncGenerator[AgentEvent, None] | None = None
+    #: The calls the parked turn waits for, and the fingerprint of the conversation
+    #: the model answered with them (a continuation must carry the same).
+    waiting_for: tuple[str, ...] = ()
+    prior: str | None = None
+    parked_at: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    closed: bool = field(default=False)
+
+    @property
+    def session_key(self) -> str:
+        """Return the key of the session the turn runs in."""
+        return self.bound.record.key
+
+    async def next_event(self) -> AgentEvent:
+        """Return the turn's next event (``StopAsyncIteration`` when it has no more)."""
+        assert self.events is not None
+        return await self.events.__anext__()
+
+    async def close(self) -> None:
+        """End the turn: stop its process, free its slot, release its session."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.box is not None:
+            self.box.close("the turn ended")
+        await self.stack.aclose()
+
+
+class TurnManager:
+    """Start turns, park those that wait for tool results, and continue them."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        gate: Gate,
+        sessions: ConversationSessions,
+        *,
+        tool_timeout: float,
+    ) -> None:
+        self._runner = runner
+        self._gate = gate
+        self._sessions = sessions
+        self._tool_timeout = tool_timeout
+        #: Parked turns, oldest first; and the same by (namespace, call id) and session id.
+        self._parked: dict[LiveTurn, None] = {}
+        self._by_call: dict[tuple[str, str], LiveTurn] = {}
+        self._by_session: dict[str, LiveTurn] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        sessions.supersede = self._supersede
+        gate.on_wait = self._yield_slot
+
+    @property
+    def parked(self) -> int:
+        """Return how many turns wait for tool results."""
+        return len(self._parked)
+
+    async def open(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn:
+        """Return the parked turn that ``turn`` continues (results delivered), or a new turn.
+
+        May raise a :class:`ccgate.errors.GatewayError` (busy, bad session key).
+        """
+        live = self._claim(namespace, key, turn)
+        if live is not None:
+            return live
+        box = ToolResultBox() if turn.tools or turn.last.tool_results else None
+        if box is not None:
+            box.deliver(turn.last.tool_results)  # a rebuilt turn re-runs its last call
+        stack = AsyncExitStack()
+        try:
+            bound = await stack.enter_async_context(
+                self._sessions.turn(namespace, key, replace(turn, tool_box=box))
+            )
+            live = LiveTurn(namespace, bound, stack, box)
+            await stack.enter_async_context(self._gate.slot())
+            events = self._runner.run(bound.turn)
+            stack.push_async_callback(events.aclose)
+            live.events = events
+        except BaseException:
+            await stack.aclose()
+            raise
+        return live
+
+    async def end_segment(self, live: LiveTurn, events: list[AgentEvent]) -> None:
+        """Record a segment the client received; park the turn if it waits, else end it."""
+        end = events[-1] if events and ends_segment(events[-1]) else None
+        try:
+            if isinstance(end, TurnEnd) and end.waiting_for and not live.closed:
+                await self._record(live, events)
+                self._park(live, end.waiting_for)
+                return
+            if isinstance(end, TurnEnd) and end.stop_reason in ("end_turn", "tool_use"):
+                await self._record(live, events)
+            else:
+                # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
+                # client's view may differ, so the next request rebuilds from the client's.
+                self._sessions.abandon(live.bound)
+        except BaseException:
+            await live.close()
+            raise
+        await live.close()
+
+    async def _record(self, live: LiveTurn, events: list[AgentEvent]) -> None:
+        usage = next((e for e in events if isinstance(e, Usage)), Usage())
+        await self._sessions.finished(
+            live.bound, reply_message(events), usage.input_tokens, usage.output_tokens
+        )
+
+    def _park(self, live: LiveTurn, calls: tuple[str, ...]) -> None:
+        turn = live.bound.turn
+        live.waiting_for = calls
+        live.prior = fingerprints(turn.system, turn.messages)[-1]
+        live.parked_at = time.monotonic()
+        self._parked[live] = None
+        for call in calls:
+            self._by_call[(live.namespace, call)] = live
+        self._by_session[live.bound.record.id] = live
+        live.timer = asyncio.get_running_loop().call_later(
+            self._tool_timeout, self._drop, live, "tool_wait_expired"
+        )
+        log.info("turn_parked session=%s calls=%d", live.session_key, len(calls))
+
+    def _unpark(self, live: LiveTurn) -> None:
+        self._parked.pop(live, None)
+        for call in live.waiting_for:
+            if self._by_call.get((live.namespace, call)) is live:
+                del self._by_call[(live.namespace, call)]
+        if self._by_session.get(live.bound.record.id) is live:
+            del self._by_session[live.bound.record.id]
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+
+    def _claim(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn | None:
+        """Return the parked turn whose calls ``turn`` answers in the same conversation."""
+        results = turn.last.tool_results
+        # Anything besides results (text, images) cannot join a running turn: such a
+        # request rebuilds the turn from its history instead.
+        if not results or len(results) != len(turn.last.parts) or len(turn.messages) < 3:
+            return None
+        live = self._by_call.get((namespace, results[0].tool_use_id))
+        if live is None or live.closed or key not in (None, live.session_key):
+            return None
+        same = {r.tool_use_id for r in results} == set(live.waiting_for)
+        if not same or fingerprints(turn.system, turn.messages[:-2])[-1] != live.prior:
+            # Its calls were answered in another conversation: nothing will continue it.
+            self._drop(live, "diverged")
+            return None
+        self._unpark(live)
+        live.bound.turn = replace(live.bound.turn, messages=turn.messages)
+        assert live.box is not None
+        live.box.deliver(results)
+        log.info(
+            "turn_continued session=%s waited_ms=%.0f",
+            live.session_key,
+            (time.monotonic() - live.parked_at) * 1000,
+        )
+        return live
+
+    def _drop(self, live: LiveTurn, why: str) -> None:
+        """End a parked turn in the background."""
+        self._unpark(live)
+        log.info("turn_dropped session=%s reason=%s", live.session_key, why)
+        task = asyncio.get_running_loop().create_task(live.close(), name="ccgate-drop-turn")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _supersede(self, session_id: str) -> None:
+        live = self._by_session.get(session_id)
+        if live is not None:
+            self._unpark(live)
+            log.info("turn_dropped session=%s reason=superseded", live.session_key)
+            await live.close()
+
+    def _yield_slot(self) -> None:
+        """A request must wait for a slot: the oldest parked turn gives up its own."""
+        oldest = next(iter(self._parked), None)
+        if oldest is not None:
+            self._drop(oldest, "slot_needed")
+
+    async def aclose(self) -> None:
+        """End every parked turn."""
+        for live in list(self._parked):
+            self._unpark(live)
+            with contextlib.suppress(Exception):
+                await live.close()
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=15)
