@@ -171,9 +171,14 @@ def test_unknown_model_is_a_404(oai: openai.OpenAI) -> None:
         (
             {
                 "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"properties": {"x": 5}}},
+                    }
+                ],
             },
-            "tools",
+            "not a valid JSON Schema",
         ),
     ],
 )

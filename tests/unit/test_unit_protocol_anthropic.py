@@ -124,28 +124,6 @@ def test_bad_images_refused_naming_param(sonnet: ModelInfo, source: dict[str, An
     assert "messages.0.content.1" in error.message
 
 
-@pytest.mark.parametrize("kind", ["tool_use", "tool_result"])
-def test_tool_blocks_refused(sonnet: ModelInfo, kind: str) -> None:
-    block: dict[str, Any] = (
-        {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
-        if kind == "tool_use"
-        else {"type": "tool_result", "tool_use_id": "t1", "content": "r"}
-    )
-    error = _refused(
-        sonnet,
-        messages=[
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": [block]},
-            {"role": "user", "content": "go on"},
-        ],
-    )
-    assert error.param == "messages.1.content.0"
-
-
-def test_tools_refused(sonnet: ModelInfo) -> None:
-    assert _refused(sonnet, tools=[{"name": "f", "input_schema": {}}]).param == "tools"
-
-
 def test_earlier_thinking_blocks_dropped(sonnet: ModelInfo) -> None:
     turn = _turn(
         sonnet,

@@ -155,7 +155,7 @@ def test_unknown_part_type_refused(sonnet: ModelInfo) -> None:
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
         ({"logprobs": True}, "logprobs"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
@@ -180,7 +180,7 @@ def test_harmless_params_ignored(sonnet: ModelInfo) -> None:
     assert turn.last.text() == "hi"
 
 
-def test_tool_messages_refused(sonnet: ModelInfo) -> None:
+def test_tool_result_without_its_call_refused(sonnet: ModelInfo) -> None:
     error = _refused(
         sonnet,
         messages=[

@@ -11,11 +11,25 @@ from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
     ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
     TurnEnd,
     Usage,
+    calls_of,
 )
 from ccgate.engine.models import ModelInfo
-from ccgate.engine.turn import Message, Part, TextPart, TurnRequest
+from ccgate.engine.turn import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    ToolSpec,
+    TurnRequest,
+)
 from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.protocol.common import (
     check_image_base64,
@@ -24,6 +38,7 @@ from ccgate.protocol.common import (
     new_id,
     url_image,
 )
+from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
     "CountTokensRequest",
@@ -44,6 +59,14 @@ class ContentBlock(_Loose):
     type: str
     text: str | None = None
     source: dict[str, Any] | None = None
+    # tool_use
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+    # tool_result
+    tool_use_id: str | None = None
+    content: str | list[dict[str, Any]] | None = None
+    is_error: bool | None = None
 
 
 class InputMessage(_Loose):
@@ -106,19 +129,53 @@ def _parts(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
             parts.append(_image(block, where))
         elif block.type in ("thinking", "redacted_thinking"):
             continue  # earlier thinking is the model's own; it is not resent
-        elif block.type in ("tool_use", "tool_result"):
-            raise InvalidRequest(
-                f"{where}: {block.type} blocks need client-tool support, which this ccgate "
-                "version does not have yet",
-                param=where,
-            )
+        elif block.type == "tool_use":
+            parts.append(_tool_use(block, where))
+        elif block.type == "tool_result":
+            parts.append(_tool_result(block, where))
         else:
             raise InvalidRequest(
                 f"{where}: content blocks of type '{block.type}' are not supported; "
-                "use 'text' or 'image'",
+                "use 'text', 'image', 'tool_use' or 'tool_result'",
                 param=where,
             )
     return tuple(parts)
+
+
+def _tool_use(block: ContentBlock, where: str) -> ToolCallPart:
+    if not block.id or not block.name or not isinstance(block.input, dict):
+        raise InvalidRequest(
+            f"{where}: a tool_use block needs 'id', 'name' and an 'input' object", param=where
+        )
+    return ToolCallPart(block.id, block.name, block.input)
+
+
+def _tool_result(block: ContentBlock, where: str) -> ToolResultPart:
+    if not block.tool_use_id:
+        raise InvalidRequest(f"{where}: a tool_result block needs 'tool_use_id'", param=where)
+    content: list[TextPart | ImagePart] = []
+    raw = block.content
+    if isinstance(raw, str):
+        content.append(TextPart(raw))
+    for j, item in enumerate(raw if isinstance(raw, list) else []):
+        inner = ContentBlock.model_validate(item) if isinstance(item, dict) else None
+        param = f"{where}.content.{j}"
+        if inner is not None and inner.type == "text":
+            content.append(TextPart(inner.text or ""))
+        elif inner is not None and inner.type == "image":
+            image = _image(inner, param)
+            if not isinstance(image, ImagePart) or image.data is None:
+                raise InvalidRequest(
+                    f"{param}: images in tool results must be base64 data", param=param
+                )
+            content.append(image)
+        else:
+            kind = inner.type if inner is not None else type(item).__name__
+            raise InvalidRequest(
+                f"{param}: tool results may hold 'text' and 'image' blocks, not '{kind}'",
+                param=param,
+            )
+    return ToolResultPart(block.tool_use_id, tuple(content), bool(block.is_error))
 
 
 def system_text(system: str | list[SystemBlock] | None) -> str | None:
@@ -130,19 +187,57 @@ def system_text(system: str | list[SystemBlock] | None) -> str | None:
     return "\n\n".join(b.text for b in system if b.text) or None
 
 
+def _tools(req: MessagesRequest) -> tuple[ToolSpec, ...]:
+    specs: list[ToolSpec] = []
+    for i, tool in enumerate(req.tools or []):
+        param = f"tools.{i}"
+        kind = tool.get("type", "custom")
+        if kind not in ("custom", None):
+            raise InvalidRequest(
+                f"{param}: tools of type '{kind}' (server or built-in tools) are not "
+                "supported; define custom tools with name, description and input_schema",
+                param=param,
+            )
+        if "input_schema" not in tool:
+            raise InvalidRequest(f"{param}: a tool needs an 'input_schema'", param=param)
+        specs.append(
+            tool_spec(tool.get("name"), tool.get("description"), tool["input_schema"], param)
+        )
+    return check_tools(specs, "tools")
+
+
+def _choice(req: MessagesRequest, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+    raw = req.tool_choice
+    if raw is None:
+        return ToolChoice()
+    parallel = not raw.get("disable_parallel_tool_use", False)
+    kind = raw.get("type")
+    if kind == "auto":
+        choice = ToolChoice("auto", parallel=parallel)
+    elif kind == "none":
+        choice = ToolChoice("none", parallel=parallel)
+    elif kind == "any":
+        choice = ToolChoice("required", parallel=parallel)
+    elif kind == "tool" and isinstance(raw.get("name"), str):
+        choice = ToolChoice("tool", name=raw["name"], parallel=parallel)
+    else:
+        raise InvalidRequest(
+            "tool_choice.type must be 'auto', 'any', 'none' or 'tool' (with 'name')",
+            param="tool_choice",
+        )
+    return check_choice(choice, tools, "tool_choice")
+
+
 def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnRequest:
     """Translate a Messages request into a turn, or raise InvalidRequest."""
-    if req.tools:
-        raise InvalidRequest(
-            "tools: client-defined tools are not supported by this ccgate version yet",
-            param="tools",
-        )
-    messages = merge_roles(
-        [
-            Message(m.role, _parts(m.content, f"messages.{i}.content"))
-            for i, m in enumerate(req.messages)
-        ]
-    )
+    tools = _tools(req)
+    choice = _choice(req, tools)
+    items = [
+        (f"messages.{i}", Message(m.role, _parts(m.content, f"messages.{i}.content")))
+        for i, m in enumerate(req.messages)
+    ]
+    check_tool_flow(items, tools if req.tools is not None else None)
+    messages = merge_roles([m for _, m in items])
     if messages[-1].role != "user":
         raise InvalidRequest(
             "messages: the last message must have role 'user' (prefilling the assistant's "
@@ -166,6 +261,8 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
         stop_sequences=tuple(req.stop_sequences or ()),
         thinking_budget=budget,
         metadata=metadata,
+        tools=tools,
+        tool_choice=choice,
     )
 
 
@@ -178,6 +275,10 @@ def count_tokens(req: CountTokensRequest) -> int:
         else:
             for block in message.content:
                 chars += len(block.text or "") + (1600 * 4 if block.type == "image" else 0)
+                if block.type == "tool_use":
+                    chars += len(json.dumps(block.input)) + len(block.name or "")
+                elif block.type == "tool_result":
+                    chars += len(json.dumps(block.content))
     chars += len(json.dumps(req.tools)) if req.tools else 0
     return max(1, chars // 4)
 
@@ -193,9 +294,20 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
 
 
 def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
-    """Build a ``message`` from a finished turn's events."""
+    """Build a ``message`` from a finished turn's (or segment's) events."""
     content: list[dict[str, Any]] = []
+    calls = {c.tool_use_id: c for c in calls_of(events)}
     for event in events:
+        if isinstance(event, ToolCallStart):
+            call = calls[event.tool_use_id]
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call.tool_use_id,
+                    "name": call.name,
+                    "input": call.input(),
+                }
+            )
         if isinstance(event, ThinkingDelta):
             if not content or content[-1]["type"] != "thinking":
                 content.append({"type": "thinking", "thinking": "", "signature": ""})
@@ -252,17 +364,18 @@ class MessageStream:
         """Return a keep-alive ``ping``."""
         return _event("ping", {})
 
-    def _switch(self, kind: str) -> list[str]:
-        if self._open == kind:
+    def _switch(self, kind: str, block: dict[str, Any] | None = None) -> list[str]:
+        if self._open == kind and block is None:
             return []
         out = self._close()
         self._index += 1
         self._open = kind
-        block: dict[str, Any] = (
-            {"type": "thinking", "thinking": "", "signature": ""}
-            if kind == "thinking"
-            else {"type": "text", "text": ""}
-        )
+        if block is None:
+            block = (
+                {"type": "thinking", "thinking": "", "signature": ""}
+                if kind == "thinking"
+                else {"type": "text", "text": ""}
+            )
         out.append(_event("content_block_start", {"index": self._index, "content_block": block}))
         return out
 
@@ -286,6 +399,15 @@ class MessageStream:
             if event.signature:
                 out.append(self._delta({"type": "signature_delta", "signature": event.signature}))
             return out
+        if isinstance(event, ToolCallStart):
+            block = {"type": "tool_use", "id": event.tool_use_id, "name": event.name, "input": {}}
+            return self._switch("tool_use", block)
+        if isinstance(event, ToolCallDelta) and self._open == "tool_use":
+            if not event.partial_json:
+                return []
+            return [self._delta({"type": "input_json_delta", "partial_json": event.partial_json})]
+        if isinstance(event, ToolCallEnd) and self._open == "tool_use":
+            return self._close()
         if isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, TurnEnd):

@@ -72,12 +72,18 @@ def check_system(text: str | None, param: str) -> str | None:
 
 
 def merge_roles(messages: list[Message]) -> list[Message]:
-    """Merge consecutive messages of the same role, as the Messages API requires."""
+    """Merge consecutive messages of the same role, as the Messages API requires.
+
+    Texts that meet are separated by a blank line; tool calls and results are kept
+    as they are.
+    """
     merged: list[Message] = []
     for message in messages:
         if merged and merged[-1].role == message.role:
             previous = merged[-1]
-            glue: tuple[Part, ...] = (TextPart("\n\n"),) if previous.parts else ()
+            meet = previous.parts[-1:] + message.parts[:1]
+            texts = len(meet) == 2 and all(isinstance(p, TextPart | ImagePart) for p in meet)
+            glue: tuple[Part, ...] = (TextPart("\n\n"),) if texts else ()
             merged[-1] = Message(message.role, previous.parts + glue + message.parts)
         else:
             merged.append(message)

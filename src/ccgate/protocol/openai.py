@@ -12,14 +12,28 @@ from ccgate.engine.events import (
     AgentEvent,
     StopReason,
     TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
     TurnEnd,
     TurnError,
     Usage,
+    calls_of,
 )
 from ccgate.engine.models import ModelInfo
-from ccgate.engine.turn import Message, Part, TextPart, TurnRequest
+from ccgate.engine.turn import (
+    Message,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    ToolSpec,
+    TurnRequest,
+)
 from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.protocol.common import check_system, merge_roles, new_id, url_image
+from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
     "ChatCompletionRequest",
@@ -81,7 +95,9 @@ class ChatCompletionRequest(_Loose):
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     reasoning_effort: str | None = None
@@ -112,11 +128,11 @@ def _parts(content: str | list[ContentPart] | None, param: str) -> tuple[Part, .
 def _refuse_meaning_changers(req: ChatCompletionRequest) -> None:
     if req.n is not None and req.n > 1:
         raise InvalidRequest("n > 1 is not supported: ask once per choice", param="n")
-    if req.tools or req.functions:
+    if req.functions or req.function_call:
         raise InvalidRequest(
-            "client-defined tools are not supported by this ccgate version yet; "
-            "send the request without 'tools'",
-            param="tools",
+            "'functions' and 'function_call' are deprecated and not supported; "
+            "define the same functions in 'tools' (type 'function') and use 'tool_choice'",
+            param="functions",
         )
     if req.logprobs:
         raise InvalidRequest("logprobs are not available from Claude Code", param="logprobs")
@@ -129,26 +145,115 @@ def _refuse_meaning_changers(req: ChatCompletionRequest) -> None:
         )
 
 
+def _tools(req: ChatCompletionRequest) -> tuple[ToolSpec, ...]:
+    specs: list[ToolSpec] = []
+    for i, tool in enumerate(req.tools or []):
+        param = f"tools[{i}]"
+        if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+            raise InvalidRequest(
+                f"{param}: only tools of type 'function' with a 'function' object are "
+                f"supported, got type {tool.get('type')!r}",
+                param=param,
+            )
+        fn = tool["function"]
+        schema = fn.get("parameters", {"type": "object", "properties": {}})
+        specs.append(tool_spec(fn.get("name"), fn.get("description"), schema, param))
+    return check_tools(specs, "tools")
+
+
+def _choice(req: ChatCompletionRequest, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+    parallel = req.parallel_tool_calls is not False
+    raw = req.tool_choice
+    if raw is None or raw == "auto":
+        return ToolChoice("auto", parallel=parallel)
+    if raw in ("none", "required"):
+        mode: Literal["none", "required"] = "none" if raw == "none" else "required"
+        return check_choice(ToolChoice(mode, parallel=parallel), tools, "tool_choice")
+    fn = raw.get("function") if isinstance(raw, dict) else None
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(fn, dict):
+        name = fn.get("name")
+        choice = ToolChoice("tool", name=str(name), parallel=parallel)
+        return check_choice(choice, tools, "tool_choice")
+    raise InvalidRequest(
+        "tool_choice must be 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": "..."}}',
+        param="tool_choice",
+    )
+
+
+def _calls(msg: ChatMessage, param: str) -> tuple[ToolCallPart, ...]:
+    calls: list[ToolCallPart] = []
+    for j, call in enumerate(msg.tool_calls or []):
+        where = f"{param}.tool_calls[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        call_id = call.get("id") if isinstance(call, dict) else None
+        if not isinstance(call_id, str) or not call_id or not isinstance(fn, dict):
+            raise InvalidRequest(
+                f"{where}: a tool call needs an 'id' and a 'function' with 'name' and 'arguments'",
+                param=where,
+            )
+        name, raw = fn.get("name"), fn.get("arguments") or "{}"
+        try:
+            args = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            args = None
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise InvalidRequest(
+                f"{where}.function: 'name' must be a string and 'arguments' a JSON object "
+                "(as a string)",
+                param=where,
+            )
+        calls.append(ToolCallPart(call_id, name, args))
+    return tuple(calls)
+
+
+def _result(msg: ChatMessage, param: str, names: dict[str, str]) -> ToolResultPart:
+    call_id = msg.tool_call_id
+    if not call_id:
+        raise InvalidRequest(
+            f"{param}: a tool message needs the 'tool_call_id' of the call it answers",
+            param=param,
+        )
+    if msg.name is not None and call_id in names and msg.name != names[call_id]:
+        raise InvalidRequest(
+            f"{param}: the result names the tool '{msg.name}', but the call '{call_id}' "
+            f"was of '{names[call_id]}'",
+            param=param,
+        )
+    parts = _parts(msg.content, f"{param}.content")
+    if any(not isinstance(p, TextPart) for p in parts):
+        raise InvalidRequest(f"{param}.content: a tool result may only hold text", param=param)
+    return ToolResultPart(call_id, tuple(p for p in parts if isinstance(p, TextPart)))
+
+
 def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> TurnRequest:
     """Translate a chat completion request into a turn, or raise InvalidRequest."""
     _refuse_meaning_changers(req)
+    tools = _tools(req)
+    choice = _choice(req, tools)
     system: list[str] = []
-    messages: list[Message] = []
+    items: list[tuple[str, Message]] = []
+    names: dict[str, str] = {}
     for i, msg in enumerate(req.messages):
         param = f"messages[{i}]"
         if msg.role in ("system", "developer"):
             text = "".join(p.text for p in _parts(msg.content, param) if isinstance(p, TextPart))
             system.append(text)
-        elif msg.role in ("tool", "function") or msg.tool_calls:
+        elif msg.role == "function":
             raise InvalidRequest(
-                f"{param}: tool calls and tool results need client-tool support, which this "
-                "ccgate version does not have yet",
+                f"{param}: role 'function' is deprecated; answer tool calls with role 'tool'",
                 param=param,
             )
+        elif msg.role == "tool":
+            items.append((param, Message("user", (_result(msg, param, names),))))
+        elif msg.role == "assistant":
+            calls = _calls(msg, param)
+            names.update((c.id, c.name) for c in calls)
+            items.append((param, Message("assistant", _parts(msg.content, param) + calls)))
         else:
-            role: Literal["user", "assistant"] = "user" if msg.role == "user" else "assistant"
-            messages.append(Message(role, _parts(msg.content, f"{param}.content")))
-    messages = merge_roles(messages)
+            items.append((param, Message("user", _parts(msg.content, f"{param}.content"))))
+    check_tool_flow(items, tools if req.tools is not None else None)
+    messages = merge_roles([m for _, m in items])
     if not messages or messages[-1].role != "user":
         raise InvalidRequest(
             "the last message must come from the user (role 'user')", param="messages"
@@ -165,6 +270,8 @@ def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> Tur
         max_tokens=_clamp(req.max_completion_tokens or req.max_tokens, model.max_output),
         stop_sequences=tuple(stops),
         thinking_budget=budget,
+        tools=tools,
+        tool_choice=choice,
     )
 
 
@@ -183,11 +290,30 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
     }
 
 
+def _tool_calls(events: list[AgentEvent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.tool_use_id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in calls_of(events)
+    ]
+
+
 def completion_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
-    """Build a ``chat.completion`` from a finished turn's events."""
+    """Build a ``chat.completion`` from a finished turn's (or segment's) events."""
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     usage = next((e for e in events if isinstance(e, Usage)), None)
     end = next((e for e in events if isinstance(e, TurnEnd)), TurnEnd())
+    calls = _tool_calls(events)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -197,7 +323,7 @@ def completion_from_events(events: list[AgentEvent], model: str) -> dict[str, An
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": FINISH_REASONS[end.stop_reason],
             }
@@ -228,6 +354,8 @@ class ChatStream:
         self._include_usage = include_usage
         self._usage: Usage | None = None
         self._started = False
+        #: Tool call id -> (its index in tool_calls, whether arguments were sent).
+        self._calls: dict[str, list[Any]] = {}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
         body = {
@@ -251,6 +379,27 @@ class ChatStream:
         """Return the SSE lines for one event."""
         if isinstance(event, TextDelta):
             return [self._chunk({"content": event.text})]
+        if isinstance(event, ToolCallStart):
+            self._calls[event.tool_use_id] = [len(self._calls), False]
+            call = {
+                "index": self._calls[event.tool_use_id][0],
+                "id": event.tool_use_id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        if isinstance(event, ToolCallDelta | ToolCallEnd) and event.tool_use_id in self._calls:
+            state = self._calls[event.tool_use_id]
+            if isinstance(event, ToolCallDelta) and event.partial_json:
+                state[1] = True
+                piece = event.partial_json
+            elif isinstance(event, ToolCallEnd) and not state[1]:
+                piece = "{}"  # a call without arguments still carries a JSON object
+            else:
+                return []
+            return [
+                self._chunk({"tool_calls": [{"index": state[0], "function": {"arguments": piece}}]})
+            ]
         if isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, TurnEnd):
