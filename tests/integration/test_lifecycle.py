@@ -87,7 +87,13 @@ def test_queue_overflow_is_a_429_with_retry_after(
     assert headers["x-should-retry"] == "true"
     assert "max_concurrent=1" in caught.value.message
     health = httpx.get(gateway.url + "/health").json()
-    assert health["turns"] == {"active": 1, "queued": 1, "max_concurrent": 1, "max_queue": 1}
+    assert health["turns"] == {
+        "active": 1,
+        "queued": 1,
+        "waiting_for_tools": 0,
+        "max_concurrent": 1,
+        "max_queue": 1,
+    }
     gateway.stop()
     busy.join(timeout=30)
     queued.join(timeout=30)

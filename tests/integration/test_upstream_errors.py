@@ -121,7 +121,9 @@ def test_cli_crash_names_its_exit_code(
     make_gateway: Callable[..., Gateway], model: ScriptedModel, tmp_path: Path
 ) -> None:
     fake = tmp_path / "claude"
-    fake.write_text("#!/bin/sh\necho 'boom' >&2\nexit 3\n")
+    # It reads its first input line before dying, so the exit code is seen however busy the
+    # machine is (a CLI that dies before the SDK writes to it is reported by its last words).
+    fake.write_text("#!/bin/sh\nread line\necho 'boom' >&2\nexit 3\n")
     fake.chmod(0o755)
     gateway = make_gateway(cli_path=fake)
     with (
@@ -131,7 +133,7 @@ def test_cli_crash_names_its_exit_code(
         oai.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "cli_crashed"  # type: ignore[index]
-    assert "exited with code 3" in caught.value.message
+    assert "exited with code 3: boom" in caught.value.message
 
 
 def test_max_tokens_ends_with_length(oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:

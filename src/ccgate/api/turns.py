@@ -195,6 +195,8 @@ async def stream_turn(
     started = time.monotonic()
     seen: list[AgentEvent] = []
     holder: list[LiveTurn] = []
+    finished: list[bool] = []
+    streaming: list[bool] = []
 
     async def begin() -> tuple[list[AgentEvent], bool]:
         live = await state.turns.open(namespace, key, turn)
@@ -202,9 +204,13 @@ async def stream_turn(
         return await _first_events(live, FIRST_EVENT_WAIT)
 
     async def finish() -> None:
-        if holder:
+        # Once: from the body's end, or from the response when the body never ran.
+        if holder and not finished:
+            finished.append(True)
+            # A body that never ran delivered nothing: the turn must not wait for results.
+            delivered = seen if streaming else []
             with anyio.CancelScope(shield=True):
-                await state.turns.end_segment(holder[0], seen)
+                await state.turns.end_segment(holder[0], delivered)
 
     try:
         first, ended = await until_disconnect(request, begin())
@@ -222,6 +228,7 @@ async def stream_turn(
     async def body() -> AsyncIterator[str]:
         end: AgentEvent | None = None
         first_at: float | None = time.monotonic() if any(map(_is_content, first)) else None
+        streaming.append(True)
         try:
             for line in renderer.start():
                 yield line
@@ -248,7 +255,7 @@ async def stream_turn(
             _count(state, end)
             _log_turn(turn, started, _outcome(end), first_at)
 
-    return SSEResponse(body(), headers={SESSION_HEADER: live.session_key})
+    return SSEResponse(body(), {SESSION_HEADER: live.session_key}, on_close=finish)
 
 
 async def _chain(
@@ -298,27 +305,39 @@ class SSEResponse(StreamingResponse):
     Starlette skips the watch on ASGI 2.4 servers and notices a disconnect only
     at the next write; a turn that is thinking or stalled writes nothing for a
     while, and its CLI process must end as soon as the client is gone.
+    ``on_close`` runs when the response is over however it ended, even if the
+    body never started (the client left before the first byte).
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[str], headers: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        headers: dict[str, str] | None,
+        on_close: Callable[[], Awaitable[None]],
+    ) -> None:
         super().__init__(
             content,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
         )
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
+        try:
+            async with anyio.create_task_group() as group:
 
-            async def respond() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                finally:
-                    group.cancel_scope.cancel()
+                async def respond() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass
+                    finally:
+                        group.cancel_scope.cancel()
 
-            group.start_soon(respond)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+                group.start_soon(respond)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._on_close()

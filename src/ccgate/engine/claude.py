@@ -31,6 +31,7 @@ from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
     ClaudeSDKClient,
+    CLIConnectionError,
     CLINotFoundError,
     McpSdkServerConfig,
     ProcessError,
@@ -199,10 +200,11 @@ class ClaudeRunner:
                 if isinstance(exc, CLIExited) and exc.stderr_line
                 else ""
             )
+            how = f" with code {code}" if code is not None else ""
             await queue.put(
                 TurnError(
                     "cli_crashed",
-                    f"the Claude Code process exited with code {code}{detail}",
+                    f"the Claude Code process exited{how}{detail}",
                     exit_code=code,
                 )
             )
@@ -263,8 +265,12 @@ class ClaudeRunner:
             # However the SDK words it, a process that died is a crash with an exit code.
             code = exc.exit_code if isinstance(exc, ProcessError) else None
             code = code if code is not None else await _exit_code(client)
+            tail = stderr_tail[-1] if stderr_tail else ""
             if code is not None and code != 0:
-                raise CLIExited(code, stderr_tail[-1] if stderr_tail else "") from exc
+                raise CLIExited(code, tail) from exc
+            if code is None and isinstance(exc, CLIConnectionError) and tail:
+                # The SDK dropped the process (and its exit code) when it failed to start.
+                raise CLIExited(None, tail) from exc
             raise
         finally:
             if not completed and pid is not None:
@@ -392,9 +398,9 @@ class _Pause:
 
 
 class CLIExited(Exception):
-    """The CLI process died mid-turn with a non-zero exit code."""
+    """The CLI process died mid-turn with a non-zero exit code (``None``: not known)."""
 
-    def __init__(self, exit_code: int, stderr_line: str) -> None:
+    def __init__(self, exit_code: int | None, stderr_line: str) -> None:
         super().__init__(f"exit code {exit_code}")
         self.exit_code = exit_code
         self.stderr_line = stderr_line
