@@ -249,7 +249,8 @@ class ClaudeRunner:
             translator = Translator(frozenset(t.name for t in turn.offered_tools()))
             paused = _Pause(clock)
             async for message in client.receive_response():
-                paused.resume()
+                if _moves_on(message):
+                    paused.resume()
                 for event in translator.feed(message):
                     await queue.put(event)
                     if isinstance(event, TurnEnd) and event.waiting_for:
@@ -376,6 +377,18 @@ def _one_message(turn: TurnRequest) -> AsyncIterator[dict[str, Any]]:
         }
 
     return stream()
+
+
+def _moves_on(message: object) -> bool:
+    """Tell whether a message shows the turn working again after waiting for tool results.
+
+    While it waits, the CLI still sends the rest of the calling message
+    (``message_stop``, the assembled ``AssistantMessage``); it moves on with the
+    tools' results, a new model call, or the end of the turn.
+    """
+    if isinstance(message, StreamEvent):
+        return message.event.get("type") == "message_start"
+    return isinstance(message, UserMessage | ResultMessage)
 
 
 class _Pause:
