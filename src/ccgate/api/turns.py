@@ -240,15 +240,17 @@ async def stream_turn(
                         continue
                     if first_at is None and _is_content(event):
                         first_at = time.monotonic()
-                    if isinstance(event, TurnError):
+                    if ends_segment(event):
+                        # Record (and park) the turn before the client sees its end: a client
+                        # that answers tool calls at once must find the turn waiting.
                         end = event
+                        await finish()
+                    if isinstance(event, TurnError):
                         for line in renderer.error(error_for_turn(event)):
                             yield line
                         return
                     for line in renderer.render(event):
                         yield line
-                    if isinstance(event, TurnEnd):
-                        end = event
         finally:
             with anyio.CancelScope(shield=True):
                 await finish()

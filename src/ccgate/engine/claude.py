@@ -41,6 +41,7 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import StreamEvent
 
+from ccgate.engine.cli_info import find_cli
 from ccgate.engine.client_tools import SERVER_NAME, client_tool_server
 from ccgate.engine.events import (
     AgentEvent,
@@ -57,6 +58,7 @@ from ccgate.engine.events import (
     TurnStarted,
     Usage,
 )
+from ccgate.engine.launcher import tethered
 from ccgate.engine.prompt import system_prompt, user_message_content
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
@@ -99,9 +101,13 @@ class ClaudeRunner:
         self._config = config
         self._dirs = WorkerDirs(config.data_dir)
         self._pid_tasks: dict[int, asyncio.Task[None]] = {}
+        #: Processes that wait for client tool results: they are killed outright, since a
+        #: gentler stop lets the CLI answer the call itself and ask the model once more.
+        self._waiting: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finishing: set[asyncio.Task[None]] = set()
         self._stopping: str | None = None
+        self._cli: Path | None = None
 
     def live_processes(self) -> int:
         """Return how many CLI processes this runner has alive."""
@@ -113,7 +119,7 @@ class ClaudeRunner:
         live = [t for t in self._tasks if t not in self._finishing]
         for pid, task in list(self._pid_tasks.items()):
             if task in live:
-                _signal(pid, signal.SIGTERM)
+                _signal(pid, self._stop_signal(pid))
         for task in live:
             task.cancel()
 
@@ -163,7 +169,7 @@ class ClaudeRunner:
             # graceful-exit grace period.
             if not finished and not task.done():
                 if "pid" in holder:
-                    _signal(holder["pid"], signal.SIGTERM)
+                    _signal(holder["pid"], self._stop_signal(holder["pid"]))
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.shield(asyncio.gather(task, return_exceptions=True))
@@ -247,7 +253,7 @@ class ClaudeRunner:
                 await client.query(_one_message(turn))
             # else: the CLI re-runs the deferred call at start and goes on by itself.
             translator = Translator(frozenset(t.name for t in turn.offered_tools()))
-            paused = _Pause(clock)
+            paused = _Pause(clock, self._waiting, pid)
             async for message in client.receive_response():
                 if _moves_on(message):
                     paused.resume()
@@ -277,7 +283,7 @@ class ClaudeRunner:
             if not completed and pid is not None:
                 # Cancelled or failed mid-turn: the process would otherwise get the SDK's
                 # graceful-exit grace period before it is terminated.
-                _signal(pid, signal.SIGTERM)
+                _signal(pid, self._stop_signal(pid))
             query = getattr(client, "_query", None)
             try:
                 await client.disconnect()
@@ -288,6 +294,15 @@ class ClaudeRunner:
                     close_stream()
                 if pid is not None:
                     self._pid_tasks.pop(pid, None)
+                    self._waiting.discard(pid)
+
+    def _cli_path(self) -> Path | None:
+        if self._cli is None:
+            self._cli = tethered(find_cli(self._config.cli_path), self._config.data_dir)
+        return self._cli or self._config.cli_path
+
+    def _stop_signal(self, pid: int) -> signal.Signals:
+        return signal.SIGKILL if pid in self._waiting else signal.SIGTERM
 
     def _options(self, turn: TurnRequest, workdir: Path) -> ClaudeAgentOptions:
         system: Any = system_prompt(turn)
@@ -325,7 +340,7 @@ class ClaudeRunner:
             thinking=thinking,
             resume=resume,
             session_id=session_id,
-            cli_path=self._config.cli_path,
+            cli_path=self._cli_path(),
             max_buffer_size=64 * 1024 * 1024,
         )
 
@@ -392,19 +407,30 @@ def _moves_on(message: object) -> bool:
 
 
 class _Pause:
-    """Stop the turn's ``request_timeout`` while it waits for client tool results."""
+    """While a turn waits for client tool results: stop its ``request_timeout``, mark its pid."""
 
-    def __init__(self, clock: asyncio.Timeout) -> None:
+    def __init__(self, clock: asyncio.Timeout, waiting: set[int], pid: int | None) -> None:
         self._clock = clock
+        self._waiting = waiting
+        self._pid = pid
         self._left: float | None = None
+        self._on = False
 
     def start(self) -> None:
+        self._on = True
+        if self._pid is not None:
+            self._waiting.add(self._pid)
         when = self._clock.when()
         if when is not None:
             self._left = max(0.0, when - asyncio.get_running_loop().time())
             self._clock.reschedule(None)
 
     def resume(self) -> None:
+        if not self._on:
+            return
+        self._on = False
+        if self._pid is not None:
+            self._waiting.discard(self._pid)
         if self._left is not None:
             self._clock.reschedule(asyncio.get_running_loop().time() + self._left)
             self._left = None

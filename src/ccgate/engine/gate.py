@@ -17,8 +17,9 @@ class Gate:
 
     A waiter that is cancelled (its client went away) leaves the queue; a slot
     is released on every exit path of :meth:`slot`. ``on_wait``, when set, is
-    called whenever a request finds no free slot (a holder that can give its
-    slot up, such as a turn waiting for tool results, may then do so).
+    called whenever a request finds no free slot; it returns True when a holder
+    gives its slot up for it (a turn waiting for tool results), and that
+    request may then wait for the slot even when the queue is full.
     """
 
     def __init__(self, slots: int, queue: int, *, retry_after: float = 2.0) -> None:
@@ -27,7 +28,7 @@ class Gate:
         self._retry_after = retry_after
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self.on_wait: Callable[[], None] | None = None
+        self.on_wait: Callable[[], bool] | None = None
 
     @property
     def active(self) -> int:
@@ -52,9 +53,9 @@ class Gate:
         if self._active < self._slots and not self.queued:
             self._active += 1
             return
-        if self.on_wait is not None:
-            self.on_wait()
-        if self.queued >= self._queue_limit:
+        # A holder giving its slot up makes room for one more waiter, even past the limit.
+        freeing = self.on_wait() if self.on_wait is not None else False
+        if self.queued >= self._queue_limit + int(freeing):
             raise QueueFull(
                 f"ccgate is busy: {self._active} turns running and {self.queued} waiting "
                 f"(max_concurrent={self._slots}, max_queue={self._queue_limit}); "

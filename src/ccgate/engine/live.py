@@ -97,9 +97,12 @@ class LiveTurn:
         if self.closed:
             return
         self.closed = True
-        if self.box is not None:
-            self.box.close("the turn ended")
-        await self.stack.aclose()
+        try:
+            await self.stack.aclose()
+        finally:
+            # Only now: a call answered earlier would let the CLI go on with the model.
+            if self.box is not None:
+                self.box.close("the turn ended")
 
 
 class TurnManager:
@@ -247,11 +250,12 @@ class TurnManager:
             log.info("turn_dropped session=%s reason=superseded", live.session_key)
             await live.close()
 
-    def _yield_slot(self) -> None:
+    def _yield_slot(self) -> bool:
         """A request must wait for a slot: the oldest parked turn gives up its own."""
         oldest = next(iter(self._parked), None)
         if oldest is not None:
             self._drop(oldest, "slot_needed")
+        return oldest is not None
 
     async def aclose(self) -> None:
         """End every parked turn."""
