@@ -605,6 +605,23 @@ def test_results_after_the_tool_wait_expired_reach_the_model(
     assert len(runs) == 2 and _deferred(runs[1]) == "toolu_paris"
 
 
+def test_waiting_for_results_does_not_count_against_request_timeout(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, runs: list[TurnRequest]
+) -> None:
+    gateway = make_gateway(request_timeout=2)
+    messages: list[Any] = [{"role": "user", "content": _ask(ONE_CALL)}]
+    with _oai(gateway) as client:
+        said = _chat(client, messages, stream=False)
+        assert said.finish == "tool_calls"
+        # The client's tool takes longer than the whole-turn bound; the turn still waits.
+        assert not wait_until(lambda: gateway.state.turns.parked == 0, within=4)
+        results = [("toolu_paris", _weather("Paris"), False)]
+        messages += [said.message(), *_tool_messages(results)]
+        answer = _chat(client, messages, stream=False)
+    assert answer.text == f"Tool results: toolu_paris={_weather('Paris')}"
+    assert len(runs) == 1, "the waiting turn was continued"
+
+
 def test_results_after_kill_9_reach_the_model(
     demo: DemoServer, model: ScriptedModel, data_dir: Path
 ) -> None:
