@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -12,20 +13,36 @@ from typing import Any
 from fastapi import FastAPI
 
 from ccgate import __version__
-from ccgate.api import anthropic_routes, docs, health, openai_routes, sessions_routes
+from ccgate.api import (
+    admin_routes,
+    anthropic_routes,
+    docs,
+    health,
+    openai_routes,
+    sessions_routes,
+    usage_routes,
+)
+from ccgate.api.accounting import Accounting
 from ccgate.api.errors import install_error_handlers
 from ccgate.api.limits import BodyLimit
+from ccgate.api.metrics import Gauges, Metrics
 from ccgate.api.probe import AuthProbe
-from ccgate.api.state import AppState
+from ccgate.api.state import AppState, Counters
 from ccgate.config import Settings
+from ccgate.engine.cache import ResponseCache
 from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
+from ccgate.engine.keys import KeyManager
 from ccgate.engine.live import TurnManager
 from ccgate.engine.models import Catalogue
+from ccgate.engine.quotas import Quotas, windows_at
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
+from ccgate.store.keys import SqlKeyStore
 from ccgate.store.sessions import SqlSessionStore
+from ccgate.store.usage import SqlUsageStore
 
 __all__ = ["create_app"]
 
@@ -44,16 +61,20 @@ def _runner_config(settings: Settings, upstream_url: str | None, key: str | None
     )
 
 
-async def _sweep(sessions: ConversationSessions, ttl: float) -> None:
-    """Expire idle sessions now and then, for as long as the app runs."""
+async def _sweep(sessions: ConversationSessions, counters: SqlCounterStore, ttl: float) -> None:
+    """Expire idle sessions and old quota windows now and then, for as long as the app runs."""
     interval = min(60.0, max(1.0, ttl / 10))
     while True:
         try:
             removed = await sessions.expire(ttl)
             if removed:
                 log.info("sessions_expired count=%d", removed)
+            minute, day, month = windows_at(time.time())
+            await counters.sweep("minute", minute.start - 3600)
+            await counters.sweep("day", day.start - 2 * 86_400)
+            await counters.sweep("month", month.start - 40 * 86_400)
         except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
-            log.warning("session_sweep_failed", exc_info=True)
+            log.warning("sweep_failed", exc_info=True)
         await asyncio.sleep(interval)
 
 
@@ -85,6 +106,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 upstream, key = demo.url, "ccgate-demo"
                 app.state.demo = demo
             settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            settings.data_path.chmod(0o700)  # ccgate's own: nobody else reads keys or transcripts
             database = Database(settings.effective_database_url)
             stack.push_async_callback(database.close)
             await database.migrate()
@@ -96,13 +118,30 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
             )
             the_runner = runner or ClaudeRunner(_runner_config(settings, upstream, key))
             stack.push_async_callback(the_runner.aclose)
-            sweeper = asyncio.create_task(_sweep(sessions, settings.session_ttl))
+            counters = SqlCounterStore(database)
+            sweeper = asyncio.create_task(_sweep(sessions, counters, settings.session_ttl))
             stack.push_async_callback(_stop, sweeper)
             gate = Gate(settings.max_concurrent, settings.max_queue)
             turns = TurnManager(
                 the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
             )
             stack.push_async_callback(turns.aclose)
+            cache = ResponseCache(settings.cache_ttl, settings.cache_max_entries)
+            counts = Counters()
+
+            def gauges() -> Gauges:
+                return Gauges(
+                    active=gate.active,
+                    queued=gate.queued,
+                    waiting_for_tools=turns.parked,
+                    cli_processes=the_runner.live_processes(),
+                    cached_answers=len(cache),
+                    turns_finished=counts.turns_finished,
+                    turns_failed=counts.turns_failed,
+                )
+
+            metrics = Metrics(gauges, per_key=settings.metrics_per_key)
+            ledger = SqlUsageStore(database)
             app.state.ccgate = AppState(
                 settings=settings,
                 runner=the_runner,
@@ -110,6 +149,12 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 catalogue=Catalogue.load(),
                 sessions=sessions,
                 turns=turns,
+                keys=KeyManager(SqlKeyStore(database)),
+                accounting=Accounting(Quotas(counters), ledger, metrics),
+                ledger=ledger,
+                metrics=metrics,
+                cache=cache,
+                counters=counts,
                 upstream=upstream or "",
                 probe=AuthProbe(ttl=settings.health_probe_ttl),
             )
@@ -133,6 +178,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(sessions_routes.router)
+    app.include_router(usage_routes.router)
+    app.include_router(admin_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

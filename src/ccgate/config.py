@@ -21,6 +21,16 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "is_loopback"]
 
 ENV_PREFIX = "CCGATE_"
 
+#: Keys shown in the documentation, refused as real keys.
+EXAMPLE_KEYS = frozenset(
+    {
+        "replace-with-a-long-random-key",
+        "replace-with-a-long-random-admin-key-of-32-characters",
+        "change-me",
+        "changeme",
+    }
+)
+
 AuthMode = Literal["none", "shared", "multi"]
 
 
@@ -57,7 +67,11 @@ class Settings(BaseModel):
         "none", description="none (loopback only), shared (one api_key) or multi (keys in the DB)."
     )
     api_key: SecretStr | None = Field(None, description="The client key of auth_mode=shared.")
-    admin_key: SecretStr | None = Field(None, description="The key of the admin API.")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="The key of the admin API (/admin/*): at least 32 random characters; "
+        "unset turns the admin API off.",
+    )
     max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
     request_timeout: float = Field(600.0, gt=0, description="Whole-turn bound in seconds.")
@@ -79,6 +93,18 @@ class Settings(BaseModel):
     default_model: str = Field("sonnet", description="The model when a request names none.")
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
+    )
+    cache_ttl: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a stateless, tool-free answer is reused for the same key's "
+        "identical request (0 turns the response cache and singleflight off).",
+    )
+    cache_max_entries: int = Field(
+        1000, ge=1, le=1_000_000, description="Answers the response cache keeps at most."
+    )
+    metrics_per_key: bool = Field(
+        False, description="Label /metrics series with the key's name (auth_mode=multi)."
     )
     health_probe_ttl: float = Field(
         60.0, ge=0, description="How long /health/auth reuses a probe result (seconds)."
@@ -116,18 +142,24 @@ class Settings(BaseModel):
                 "or bind to 127.0.0.1."
             )
         if self.auth_mode == "shared" and (
-            self.api_key is None or len(self.api_key.get_secret_value()) < 16
+            self.api_key is None
+            or len(self.api_key.get_secret_value()) < 16
+            or self.api_key.get_secret_value().lower() in EXAMPLE_KEYS
         ):
             raise ConfigError(
-                "auth_mode=shared needs api_key of at least 16 characters: set CCGATE_API_KEY "
+                "auth_mode=shared needs api_key of at least 16 characters, not an example from "
+                "the documentation: set CCGATE_API_KEY "
                 "(for example the output of: python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))')."
             )
-        if self.auth_mode == "multi":
-            raise ConfigError(
-                "auth_mode=multi (per-client keys in the database) is not available in this "
-                "version yet; use auth_mode=shared with CCGATE_API_KEY."
-            )
+        if self.admin_key is not None:
+            admin = self.admin_key.get_secret_value()
+            if len(admin) < 32 or admin.lower() in EXAMPLE_KEYS:
+                raise ConfigError(
+                    "admin_key must be at least 32 characters and not an example from the "
+                    "documentation: set CCGATE_ADMIN_KEY to the output of python3 -c 'import "
+                    "secrets; print(secrets.token_urlsafe(32))'."
+                )
 
 
 def is_loopback(host: str) -> bool:

@@ -14,7 +14,8 @@ turn it into that protocol's shape::
     ├── RequestTooLarge               413  body over ``max_body_bytes``
     ├── ClientGone                    499  the client left before the answer
     ├── RateLimited                   429  a limit of this gateway
-    │   └── QueueFull                 429  every slot busy and the queue full
+    │   ├── QueueFull                 429  every slot busy and the queue full
+    │   └── QuotaExceeded             429  a limit of the caller's key
     ├── Unavailable                   503  ccgate is shutting down
     └── UpstreamError                 502  the model side failed
         ├── UpstreamAuthError         401  Claude Code's credentials rejected
@@ -37,6 +38,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "QueueFull",
+    "QuotaExceeded",
     "RateLimited",
     "RequestTooLarge",
     "TurnTimeout",
@@ -161,6 +163,27 @@ class QueueFull(RateLimited):
     """Every turn slot is busy and the waiting queue is full."""
 
     code = "gateway_busy"
+
+
+class QuotaExceeded(RateLimited):
+    """A limit of the caller's key is reached (``param`` names it).
+
+    Limits that reset within a minute may be retried (``Retry-After``); day and
+    month limits may not (``x-should-retry: false``).
+    """
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        retry_after: float | None = None,
+        should_retry: bool = False,
+    ) -> None:
+        super().__init__(message, param=limit, retry_after=retry_after)
+        self.should_retry = should_retry
 
 
 class Unavailable(GatewayError):

@@ -108,8 +108,10 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
 ) -> None:
     secret = "ccg_shared_secret_value_0123456789"
     monkeypatch.setenv("CCGATE_API_KEY", secret)
-    monkeypatch.setenv("CCGATE_ADMIN_KEY", "admin-secret-0123456789")
-    gateway = make_gateway(auth_mode="shared", api_key=secret, admin_key="admin-secret-0123456789")
+    monkeypatch.setenv("CCGATE_ADMIN_KEY", "admin-secret-0123456789-abcdefghijklm")
+    gateway = make_gateway(
+        auth_mode="shared", api_key=secret, admin_key="admin-secret-0123456789-abcdefghijklm"
+    )
     body = {**STALL}
     thread = threading.Thread(
         target=lambda: (
@@ -126,7 +128,7 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
     pid = cli_processes(data_dir)[0]
     environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
     assert secret not in environ
-    assert "admin-secret-0123456789" not in environ
+    assert "admin-secret-0123456789-abcdefghijklm" not in environ
     variables = dict(v.split("=", 1) for v in environ.split("\0") if "=" in v)
     assert variables["ANTHROPIC_API_KEY"] == "demo-upstream-key"
     assert variables["CLAUDE_CONFIG_DIR"].startswith(str(data_dir))

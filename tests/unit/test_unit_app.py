@@ -700,3 +700,33 @@ async def test_operations_routes_need_the_key_in_shared_mode(
 ) -> None:
     assert (await shared.get(path)).status_code == 401
     assert (await shared.get(path, headers={"x-api-key": API_KEY})).status_code == 200
+
+
+class SlowStartRunner(FakeRunner):
+    """A runner whose turn is silent for a while before it answers."""
+
+    async def _play(self) -> AsyncGenerator[AgentEvent, None]:
+        await asyncio.sleep(0.6)
+        async for event in super()._play():
+            yield event
+
+
+async def test_a_silent_start_longer_than_the_first_event_wait_is_still_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream commits to 200 after the wait; the turn itself must go on, not be cut.
+    monkeypatch.setattr("ccgate.api.turns.FIRST_EVENT_WAIT", 0.1)
+    runner = SlowStartRunner()
+    settings = load_settings({"data_dir": tmp_path / "data"}, {})
+    app = create_app(settings, runner=runner)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+        ) as client,
+    ):
+        response = await client.post(CHAT, json=chat_body(stream=True))
+    chunks = sse_data(response.text)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    assert text == "Hello"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"

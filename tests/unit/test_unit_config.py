@@ -195,9 +195,23 @@ def test_shared_mode_needs_long_api_key(tmp_path: Path) -> None:
     assert _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="x" * 16).api_key
 
 
-def test_multi_mode_is_refused_until_keys_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="auth_mode=shared"):
-        _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_ADMIN_KEY="a" * 32)
+def test_multi_mode_may_bind_the_network(tmp_path: Path) -> None:
+    settings = _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_HOST="0.0.0.0")
+    assert settings.auth_mode == "multi" and settings.admin_key is None
+
+
+@pytest.mark.parametrize(
+    "admin_key",
+    ["too-short-0123456789", "replace-with-a-long-random-admin-key-of-32-characters"],
+)
+def test_weak_or_example_admin_keys_are_refused(tmp_path: Path, admin_key: str) -> None:
+    with pytest.raises(ConfigError, match="admin_key must be at least 32 characters"):
+        _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_ADMIN_KEY=admin_key)
+
+
+def test_the_documented_shared_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not an example"):
+        _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="replace-with-a-long-random-key")
 
 
 def test_secrets_lists_set_client_secrets(tmp_path: Path) -> None:
@@ -205,10 +219,13 @@ def test_secrets_lists_set_client_secrets(tmp_path: Path) -> None:
         tmp_path,
         CCGATE_AUTH_MODE="shared",
         CCGATE_API_KEY="client-secret-0123456789",
-        CCGATE_ADMIN_KEY="admin-secret-0123456789",
+        CCGATE_ADMIN_KEY="admin-secret-0123456789-abcdefghij",
         CCGATE_UPSTREAM_API_KEY="upstream-0123456789",
     )
-    assert sorted(settings.secrets()) == ["admin-secret-0123456789", "client-secret-0123456789"]
+    assert sorted(settings.secrets()) == [
+        "admin-secret-0123456789-abcdefghij",
+        "client-secret-0123456789",
+    ]
     assert _load(tmp_path).secrets() == []
 
 
@@ -217,7 +234,7 @@ def test_secret_values_never_in_repr(tmp_path: Path) -> None:
         tmp_path,
         CCGATE_AUTH_MODE="shared",
         CCGATE_API_KEY="client-secret-0123456789",
-        CCGATE_ADMIN_KEY="admin-secret-0123456789",
+        CCGATE_ADMIN_KEY="admin-secret-0123456789-abcdefghij",
         CCGATE_UPSTREAM_API_KEY="upstream-secret-0123456789",
     )
     for text in (repr(settings), str(settings), settings.model_dump_json()):

@@ -95,6 +95,9 @@ def test_translator_ends_a_segment_at_client_tool_calls() -> None:
         for m in _message([("text", "Hi."), ("get_weather", "a"), ("get_weather", "b")], "tool_use")
         for e in translator.feed(m)
     ]
+    # What the model call uses is known from its start, in case the turn is cut.
+    assert events[0] == Usage(input_tokens=7, partial=True)
+    events = events[1:]
     assert events[0] == TextDelta("Hi.")
     assert events[1:4] == [
         ToolCallStart("a", "get_weather"),
@@ -108,7 +111,7 @@ def test_translator_ends_a_segment_at_client_tool_calls() -> None:
     )
     assert translator.feed(results) == [ToolResult("a", ok=True), ToolResult("b", ok=False)]
     after = [e for m in _message([("text", "Done.")], "end_turn", 20) for e in translator.feed(m)]
-    assert after == [TextDelta("Done.")]
+    assert after == [Usage(input_tokens=20, partial=True), TextDelta("Done.")]
     translator.feed(_result(27, 6))
     closing = translator.finish([])
     # The last segment's usage is the turn's total less what earlier segments reported.

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ccgate.api.auth import require_client
+from ccgate.api.auth import Client
 from ccgate.api.state import State
-from ccgate.api.turns import SESSION_HEADER, collect_turn, session_key, stream_turn
+from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["Anthropic-compatible"])
-
-Client = Annotated[str, Depends(require_client)]
 
 
 @router.post("/v1/messages", response_model=None)
@@ -26,16 +22,17 @@ async def messages(
     """Answer a Messages request, streamed (SSE events) or as one JSON message."""
     requested = body.model or state.settings.default_model
     model = state.catalogue.resolve(requested)
+    client.check_model(model)
     turn = anthropic.to_turn(body, model, requested)
-    key = session_key(request, body.session_id)
-    state.counters.requests += 1
+    session = session_key(request, body.session_id)
+    ticket = await admit(state, client, "/v1/messages", model, requested)
     if body.stream:
         renderer = anthropic.MessageStream(requested)
-        return await stream_turn(state, request, turn, renderer, client, key, ping=renderer.ping)
-    events, session = await collect_turn(state, request, turn, client, key)
-    return JSONResponse(
-        anthropic.message_from_events(events, requested), headers={SESSION_HEADER: session}
-    )
+        return await stream_turn(
+            state, request, turn, ticket, session, renderer, ping=renderer.ping
+        )
+    events, headers = await collect_turn(state, request, turn, ticket, session)
+    return JSONResponse(anthropic.message_from_events(events, requested), headers=headers)
 
 
 @router.post("/v1/messages/count_tokens")
@@ -44,5 +41,5 @@ async def count_tokens(
 ) -> dict[str, int]:
     """Estimate a request's input tokens without running a turn."""
     if body.model:
-        state.catalogue.resolve(body.model)
+        client.check_model(state.catalogue.resolve(body.model))
     return {"input_tokens": anthropic.count_tokens(body)}

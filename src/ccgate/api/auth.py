@@ -1,15 +1,45 @@
-"""Client authentication: which caller is this, and may it use the gateway."""
+"""Client authentication: which caller is this, and may it use the gateway (or the admin API)."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from ccgate.api.state import AppState
-from ccgate.errors import AuthenticationFailed
+from ccgate.engine.models import ModelInfo
+from ccgate.errors import AuthenticationFailed, PermissionDenied
+from ccgate.store.keys import KeyRecord
 
-__all__ = ["client_key", "require_client"]
+if TYPE_CHECKING:
+    from ccgate.api.state import AppState
+
+__all__ = ["Admin", "Caller", "Client", "client_key", "require_admin", "require_client"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: a namespace (``local``, ``shared`` or a key's id) and its key, if any."""
+
+    namespace: str
+    key: KeyRecord | None = None
+
+    @property
+    def name(self) -> str:
+        """Return the caller's name for people (the key's name, else the namespace)."""
+        return self.key.name if self.key is not None else self.namespace
+
+    def check_model(self, model: ModelInfo) -> None:
+        """Refuse a model outside the key's list with 403."""
+        allowed = self.key.models if self.key is not None else None
+        if allowed is not None and model.id not in allowed:
+            raise PermissionDenied(
+                f"this API key may not use the model '{model.id}'; it may use: "
+                f"{', '.join(allowed) or 'no model'}",
+                param="model",
+                code="model_not_allowed",
+            )
 
 
 def client_key(request: Request) -> str | None:
@@ -22,19 +52,42 @@ def client_key(request: Request) -> str | None:
     return key or None
 
 
-def require_client(request: Request) -> str:
-    """Check the caller's key for the auth mode in force; return the caller's namespace."""
+def _equal(presented: str, expected: str) -> bool:
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+async def require_client(request: Request) -> Caller:
+    """Check the caller's key for the auth mode in force; return the caller."""
     state: AppState = request.app.state.ccgate
     settings = state.settings
     if settings.auth_mode == "none":
-        return "local"
+        return Caller("local")
     presented = client_key(request)
     if presented is None:
         raise AuthenticationFailed(
             "no API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         )
-    if settings.auth_mode == "shared" and settings.api_key is not None:
-        expected = settings.api_key.get_secret_value()
-        if hmac.compare_digest(presented.encode(), expected.encode()):
-            return "shared"
-    raise AuthenticationFailed("invalid API key")
+    if settings.auth_mode == "shared":
+        if settings.api_key is not None and _equal(presented, settings.api_key.get_secret_value()):
+            return Caller("shared")
+        raise AuthenticationFailed("invalid API key")
+    key = await state.keys.authenticate(presented)
+    return Caller(key.id, key)
+
+
+def require_admin(request: Request) -> None:
+    """Check the admin key (``admin_key``) of an admin request."""
+    state: AppState = request.app.state.ccgate
+    expected = state.settings.admin_key
+    if expected is None:
+        raise AuthenticationFailed(
+            "the admin API is off: start ccgate with CCGATE_ADMIN_KEY set to a random key of "
+            "at least 32 characters"
+        )
+    presented = client_key(request)
+    if presented is None or not _equal(presented, expected.get_secret_value()):
+        raise AuthenticationFailed("invalid admin key")
+
+
+Client = Annotated[Caller, Depends(require_client)]
+Admin = Annotated[None, Depends(require_admin)]

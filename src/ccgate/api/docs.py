@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from ccgate.api.auth import require_client
+from ccgate.api.auth import Client
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-
-Client = Annotated[str, Depends(require_client)]
 
 
 @router.get("/openapi.json")

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccgate import __version__
-from ccgate.api.auth import require_client
+from ccgate.api.auth import Client
 from ccgate.api.state import State
 
 __all__ = ["public_upstream", "router"]
 
 router = APIRouter(tags=["Operations"])
-
-Client = Annotated[str, Depends(require_client)]
 
 
 def public_upstream(url: str | None) -> str:
@@ -66,30 +64,7 @@ async def health_auth(state: State, client: Client) -> JSONResponse:
     return JSONResponse(body, status_code=503 if probe.status() == "unhealthy" else 200)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(state: State, client: Client) -> str:
-    """Expose counters and gauges in Prometheus' text format."""
-    c = state.counters
-    rows = [
-        ("ccgate_requests_total", "counter", "Requests that started a turn.", c.requests),
-        ("ccgate_turns_finished_total", "counter", "Turns that finished.", c.turns_finished),
-        ("ccgate_turns_failed_total", "counter", "Turns that failed.", c.turns_failed),
-        ("ccgate_turns_active", "gauge", "Turns holding a slot.", state.gate.active),
-        ("ccgate_turns_queued", "gauge", "Requests waiting for a slot.", state.gate.queued),
-        (
-            "ccgate_turns_waiting_for_tools",
-            "gauge",
-            "Turns waiting for the client's tool results.",
-            state.turns.parked,
-        ),
-        (
-            "ccgate_cli_processes",
-            "gauge",
-            "Live Claude Code processes.",
-            state.runner.live_processes(),
-        ),
-    ]
-    lines: list[str] = []
-    for name, kind, help_text, value in rows:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-    return "\n".join(lines) + "\n"
+@router.get("/metrics")
+async def metrics(state: State, client: Client) -> Response:
+    """Expose counters, histograms and gauges in Prometheus' text format."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ccgate.api.auth import require_client
+from ccgate.api.auth import Client
 from ccgate.api.state import State
-from ccgate.api.turns import SESSION_HEADER, collect_turn, session_key, stream_turn
+from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import openai
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["OpenAI-compatible"])
-
-Client = Annotated[str, Depends(require_client)]
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -26,17 +24,16 @@ async def chat_completions(
     """Answer a chat completion, streamed (SSE chunks) or as one JSON object."""
     requested = body.model or state.settings.default_model
     model = state.catalogue.resolve(requested)
+    client.check_model(model)
     turn = openai.to_turn(body, model, requested)
-    key = session_key(request, body.session_id)
-    state.counters.requests += 1
+    session = session_key(request, body.session_id)
+    ticket = await admit(state, client, "/v1/chat/completions", model, requested)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = openai.ChatStream(requested, include_usage)
-        return await stream_turn(state, request, turn, renderer, client, key)
-    events, session = await collect_turn(state, request, turn, client, key)
-    return JSONResponse(
-        openai.completion_from_events(events, requested), headers={SESSION_HEADER: session}
-    )
+        return await stream_turn(state, request, turn, ticket, session, renderer)
+    events, headers = await collect_turn(state, request, turn, ticket, session)
+    return JSONResponse(openai.completion_from_events(events, requested), headers=headers)
 
 
 @router.get("/v1/models")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from ccgate.api.auth import require_client
+from ccgate.api.auth import Client
 from ccgate.api.state import State
 from ccgate.errors import NotFound
 from ccgate.store.sessions import SessionRecord
@@ -15,8 +15,6 @@ from ccgate.store.sessions import SessionRecord
 __all__ = ["router", "session_object"]
 
 router = APIRouter(tags=["Sessions"])
-
-Client = Annotated[str, Depends(require_client)]
 
 
 def session_object(record: SessionRecord, ttl: float, now: float | None = None) -> dict[str, Any]:
@@ -40,14 +38,14 @@ def session_object(record: SessionRecord, ttl: float, now: float | None = None) 
 async def list_sessions(state: State, client: Client) -> dict[str, Any]:
     """List the caller's sessions, most recently used first."""
     ttl = state.settings.session_ttl
-    records = await state.sessions.list_sessions(client)
+    records = await state.sessions.list_sessions(client.namespace)
     return {"object": "list", "data": [session_object(r, ttl) for r in records]}
 
 
 @router.get("/v1/sessions/{key}")
 async def get_session(key: str, state: State, client: Client) -> dict[str, Any]:
     """Describe one of the caller's sessions."""
-    record = await state.sessions.get(client, key)
+    record = await state.sessions.get(client.namespace, key)
     if record is None:
         raise NotFound(f"no session '{key}'", param="key", code="session_not_found")
     return session_object(record, state.settings.session_ttl)
@@ -56,7 +54,7 @@ async def get_session(key: str, state: State, client: Client) -> dict[str, Any]:
 @router.delete("/v1/sessions/{key}")
 async def delete_session(key: str, state: State, client: Client) -> dict[str, Any]:
     """Forget one of the caller's sessions and its transcript."""
-    gone = await state.sessions.delete(client, key)
+    gone = await state.sessions.delete(client.namespace, key)
     if not gone:
         raise NotFound(f"no session '{key}'", param="key", code="session_not_found")
     return {"object": "session.deleted", "key": key, "deleted": True}
@@ -65,5 +63,5 @@ async def delete_session(key: str, state: State, client: Client) -> dict[str, An
 @router.delete("/v1/sessions")
 async def delete_sessions(state: State, client: Client) -> dict[str, Any]:
     """Forget every session of the caller."""
-    gone = await state.sessions.delete(client, None)
+    gone = await state.sessions.delete(client.namespace, None)
     return {"object": "session.deleted", "deleted": len(gone)}

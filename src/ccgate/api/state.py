@@ -8,13 +8,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ccgate.api.accounting import Accounting
+from ccgate.api.metrics import Metrics
 from ccgate.api.probe import AuthProbe
 from ccgate.config import Settings
+from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
+from ccgate.engine.keys import KeyManager
 from ccgate.engine.live import TurnManager
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.store.usage import UsageStore
 
 __all__ = ["AppState", "Counters", "State"]
 
@@ -39,10 +44,16 @@ class AppState:
     catalogue: Catalogue
     sessions: ConversationSessions
     turns: TurnManager
+    keys: KeyManager
+    accounting: Accounting
+    ledger: UsageStore
+    metrics: Metrics
+    cache: ResponseCache
     upstream: str
     started_at: float = field(default_factory=time.time)
     counters: Counters = field(default_factory=Counters)
     draining: bool = False
+    flights: Flights = field(default_factory=Flights)
     probe: AuthProbe = field(default_factory=lambda: AuthProbe(ttl=60.0))
 
 

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ccgate.api.accounting import Ticket
+from ccgate.api.auth import Caller
 from ccgate.api.errors import error_for_turn
+from ccgate.api.sources import Source, open_source
 from ccgate.api.state import AppState
 from ccgate.engine.events import (
     AgentEvent,
@@ -34,13 +38,12 @@ from ccgate.engine.events import (
     TurnEnd,
     TurnError,
 )
-from ccgate.engine.live import LiveTurn, ends_segment
+from ccgate.engine.live import ends_segment
+from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, GatewayError, Unavailable
 
-__all__ = ["SESSION_HEADER", "Renderer", "collect_turn", "session_key", "stream_turn"]
-
-SESSION_HEADER = "X-Session-Id"
+__all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
 
 
 def session_key(request: Request, body_key: str | None) -> str | None:
@@ -96,20 +99,26 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def _log_turn(turn: TurnRequest, started: float, outcome: str, first: float | None) -> None:
-    ttft = f"{(first - started) * 1000:.0f}" if first else "-"
+def _log_turn(ticket: Ticket, outcome: str) -> None:
+    first = ticket.first_output
+    ttft = f"{(first - ticket.started) * 1000:.0f}" if first else "-"
     log.info(
         "turn_finished model=%s outcome=%s ms=%.0f ttft_ms=%s",
-        turn.model,
+        ticket.model.cli,
         outcome,
-        (time.monotonic() - started) * 1000,
+        (time.monotonic() - ticket.started) * 1000,
         ttft,
     )
 
 
-def _refuse_when_draining(state: AppState) -> None:
+async def admit(
+    state: AppState, caller: Caller, endpoint: str, model: ModelInfo, requested: str
+) -> Ticket:
+    """Admit a request (refused while draining, or by its key's quota)."""
     if state.draining:
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
+    state.counters.requests += 1
+    return await state.accounting.admit(caller, endpoint, model, requested)
 
 
 def _outcome(end: AgentEvent | None) -> str:
@@ -127,90 +136,140 @@ def _count(state: AppState, end: AgentEvent | None) -> None:
         state.counters.turns_finished += 1
 
 
+async def _open(
+    state: AppState, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
+) -> Source:
+    try:
+        return await open_source(state, request, turn, ticket, session)
+    except BaseException as exc:
+        failure = exc.code if isinstance(exc, GatewayError) and exc.code else "cancelled"
+        with anyio.CancelScope(shield=True):
+            await state.accounting.close(ticket, [], failure=failure)
+        raise
+
+
 async def collect_turn(
-    state: AppState, request: Request, turn: TurnRequest, namespace: str, key: str | None
-) -> tuple[list[AgentEvent], str]:
-    """Run a turn (or its next segment) in its session; return its events and the session key.
+    state: AppState, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
+) -> tuple[list[AgentEvent], dict[str, str]]:
+    """Answer a request with its whole segment; return the events and the response headers.
 
     A failed turn raises its error as a GatewayError.
     """
 
-    _refuse_when_draining(state)
-
-    async def work() -> tuple[list[AgentEvent], str]:
-        live = await state.turns.open(namespace, key, turn)
+    async def work() -> tuple[list[AgentEvent], dict[str, str]]:
+        source = await _open(state, request, turn, ticket, session)
         events: list[AgentEvent] = []
         try:
             while not (events and ends_segment(events[-1])):
-                events.append(await live.next_event())
+                events.append(await source.next_event())
         except StopAsyncIteration:
             pass
         finally:
             with anyio.CancelScope(shield=True):
-                await state.turns.end_segment(live, events)
-        return events, live.session_key
+                await source.end(events)
+        return events, source.headers
 
-    started = time.monotonic()
-    events, session_key = await until_disconnect(request, work())
+    events, headers = await until_disconnect(request, work())
     end = events[-1] if events else None
-    _log_turn(turn, started, _outcome(end), None)
+    _log_turn(ticket, _outcome(end))
     _count(state, end)
     if isinstance(end, TurnError):
         raise error_for_turn(end)
-    return events, session_key
+    return events, headers
 
 
-async def _first_events(live: LiveTurn, wait: float) -> tuple[list[AgentEvent], bool]:
+class _Mark(enum.Enum):
+    """What a read gives instead of an event."""
+
+    TIMEOUT = "timeout"
+    DONE = "done"
+
+
+class _Reader:
+    """Read a source's events one by one; a wait that times out leaves the read running.
+
+    Cancelling a read would cancel the turn itself, so a read is only ever
+    abandoned by :meth:`stop`, when the answer is over.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._pending: asyncio.Task[AgentEvent | None] | None = None
+
+    async def _read(self) -> AgentEvent | None:
+        try:
+            return await self._source.next_event()
+        except StopAsyncIteration:
+            return None
+
+    async def next(self, timeout: float | None = None) -> AgentEvent | _Mark:
+        """Return the next event, ``DONE`` when there is none, or ``TIMEOUT``."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._read())
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            return _Mark.TIMEOUT
+        task, self._pending = self._pending, None
+        return task.result() or _Mark.DONE
+
+    async def stop(self) -> None:
+        """Abandon a read still running (the request is over)."""
+        task, self._pending = self._pending, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _first_events(reader: _Reader, wait: float) -> tuple[list[AgentEvent], bool]:
     """Pull events until content or the segment's end arrives, or ``wait`` passes.
 
     Say whether the segment ended.
     """
     pulled: list[AgentEvent] = []
-    with anyio.move_on_after(wait):
-        while True:
-            try:
-                event = await live.next_event()
-            except StopAsyncIteration:
-                return pulled, True
-            pulled.append(event)
-            if ends_segment(event):
-                return pulled, True
-            if _is_content(event):
-                break
-    return pulled, False
+    deadline = time.monotonic() + wait
+    while True:
+        event = await reader.next(max(0.0, deadline - time.monotonic()))
+        if event is _Mark.TIMEOUT:
+            return pulled, False
+        if event is _Mark.DONE:
+            return pulled, True
+        pulled.append(event)
+        if ends_segment(event):
+            return pulled, True
+        if _is_content(event):
+            return pulled, False
 
 
 async def stream_turn(
     state: AppState,
     request: Request,
     turn: TurnRequest,
+    ticket: Ticket,
+    session: str | None,
     renderer: Renderer,
-    namespace: str,
-    key: str | None,
     *,
     ping: Callable[[], str] | None = None,
 ) -> StreamingResponse:
-    """Start a turn (or its next segment) in its session and answer with its events as SSE."""
-    _refuse_when_draining(state)
-    started = time.monotonic()
+    """Answer a request with its segment as SSE."""
     seen: list[AgentEvent] = []
-    holder: list[LiveTurn] = []
-    finished: list[bool] = []
+    holder: list[tuple[Source, _Reader]] = []
     streaming: list[bool] = []
 
     async def begin() -> tuple[list[AgentEvent], bool]:
-        live = await state.turns.open(namespace, key, turn)
-        holder.append(live)
-        return await _first_events(live, FIRST_EVENT_WAIT)
+        source = await _open(state, request, turn, ticket, session)
+        reader = _Reader(source)
+        holder.append((source, reader))
+        return await _first_events(reader, FIRST_EVENT_WAIT)
 
     async def finish() -> None:
-        # Once: from the body's end, or from the response when the body never ran.
-        if holder and not finished:
-            finished.append(True)
+        if holder:
+            source, reader = holder[0]
             # A body that never ran delivered nothing: the turn must not wait for results.
             delivered = seen if streaming else []
             with anyio.CancelScope(shield=True):
-                await state.turns.end_segment(holder[0], delivered)
+                await reader.stop()
+                await source.end(delivered)
 
     try:
         first, ended = await until_disconnect(request, begin())
@@ -219,27 +278,25 @@ async def stream_turn(
         raise
     seen.extend(first)
     if ended and isinstance(first[-1], TurnError) and not any(map(_is_content, first)):
+        streaming.append(True)  # the error is what the client gets
         await finish()
         _count(state, first[-1])
-        _log_turn(turn, started, first[-1].kind, None)
+        _log_turn(ticket, first[-1].kind)
         raise error_for_turn(first[-1])
-    live = holder[0]
+    source, reader = holder[0]
 
     async def body() -> AsyncIterator[str]:
         end: AgentEvent | None = None
-        first_at: float | None = time.monotonic() if any(map(_is_content, first)) else None
         streaming.append(True)
         try:
             for line in renderer.start():
                 yield line
-            chain = contextlib.aclosing(_chain(first, None if ended else live, ping, seen))
+            chain = contextlib.aclosing(_chain(first, None if ended else reader, ping, seen))
             async with chain as events:
                 async for event in events:
                     if isinstance(event, str):
                         yield event
                         continue
-                    if first_at is None and _is_content(event):
-                        first_at = time.monotonic()
                     if ends_segment(event):
                         # Record (and park) the turn before the client sees its end: a client
                         # that answers tool calls at once must find the turn waiting.
@@ -252,17 +309,16 @@ async def stream_turn(
                     for line in renderer.render(event):
                         yield line
         finally:
-            with anyio.CancelScope(shield=True):
-                await finish()
+            await finish()
             _count(state, end)
-            _log_turn(turn, started, _outcome(end), first_at)
+            _log_turn(ticket, _outcome(end))
 
-    return SSEResponse(body(), {SESSION_HEADER: live.session_key}, on_close=finish)
+    return SSEResponse(body(), source.headers, on_close=finish)
 
 
 async def _chain(
     first: list[AgentEvent],
-    rest: LiveTurn | None,
+    rest: _Reader | None,
     ping: Callable[[], str] | None,
     seen: list[AgentEvent],
 ) -> AsyncGenerator[AgentEvent | str, None]:
@@ -270,31 +326,17 @@ async def _chain(
         yield event
     if rest is None:
         return
-    pending: asyncio.Task[Any] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(rest.next_event())
-            done, _ = await asyncio.wait({pending}, timeout=PING_EVERY)
-            if not done:
-                yield ping() if ping else ": ping\n\n"
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            finally:
-                if done:
-                    pending = None
-            seen.append(event)
-            yield event
-            if ends_segment(event):
-                return
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+    while True:
+        got = await rest.next(PING_EVERY)
+        if got is _Mark.TIMEOUT:
+            yield ping() if ping else ": ping\n\n"
+            continue
+        if got is _Mark.DONE:
+            return
+        seen.append(got)
+        yield got
+        if ends_segment(got):
+            return
 
 
 def _is_content(event: AgentEvent) -> bool:

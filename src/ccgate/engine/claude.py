@@ -567,6 +567,8 @@ class Translator:
             self._message_open = True
             usage = (event.get("message") or {}).get("usage") or {}
             self._message_usage = _usage_of(usage, output=False)
+            # Known from now on, even if the turn is cut before the model finishes.
+            so_far = _add(self._segment, self._message_usage)
             if retried and self._streamed_text:
                 # The CLI retried an answer that broke off mid-way; its text would repeat.
                 self.ended_early = True
@@ -579,6 +581,7 @@ class Translator:
                 ]
             self._blocks.clear()
             self._calls.clear()
+            return [replace(so_far, partial=True)]
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
             btype = str(block.get("type"))

@@ -21,6 +21,7 @@ __all__ = [
     "AgentEvent",
     "CallSummary",
     "calls_of",
+    "last_usage",
     "ErrorKind",
     "StopReason",
     "TextDelta",
@@ -106,13 +107,29 @@ class ToolResult:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts and cost of a segment (the turn's share since the last ``Usage``)."""
+    """Token counts and cost of a segment (the turn's share since the last segment).
+
+    A segment may carry several: ``partial`` ones while it runs (what is known
+    so far, e.g. the input of a model call that is still answering) and a
+    complete one at its end. The last one counts.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     cost_usd: float | None = None
+    partial: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Return every token counted."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_creation_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +200,12 @@ def calls_of(events: Iterable[AgentEvent]) -> list[CallSummary]:
         CallSummary(call_id, name, "".join(pieces[call_id]) or "{}")
         for call_id, name in names.items()
     ]
+
+
+def last_usage(events: Iterable[AgentEvent]) -> Usage | None:
+    """Return the usage that counts for a segment: its last ``Usage``."""
+    found: Usage | None = None
+    for event in events:
+        if isinstance(event, Usage):
+            found = event
+    return found

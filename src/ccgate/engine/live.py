@@ -40,6 +40,7 @@ from ccgate.engine.events import (
     TurnError,
     Usage,
     calls_of,
+    last_usage,
 )
 from ccgate.engine.gate import Gate
 from ccgate.engine.runner import Runner
@@ -179,7 +180,7 @@ class TurnManager:
         await live.close()
 
     async def _record(self, live: LiveTurn, events: list[AgentEvent]) -> None:
-        usage = next((e for e in events if isinstance(e, Usage)), Usage())
+        usage = last_usage(events) or Usage()
         await self._sessions.finished(
             live.bound, reply_message(events), usage.input_tokens, usage.output_tokens
         )

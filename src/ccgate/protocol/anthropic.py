@@ -17,6 +17,7 @@ from ccgate.engine.events import (
     TurnEnd,
     Usage,
     calls_of,
+    last_usage,
 )
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
@@ -318,7 +319,7 @@ def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
             if not content or content[-1]["type"] != "text":
                 content.append({"type": "text", "text": ""})
             content[-1]["text"] += event.text
-    usage = next((e for e in events if isinstance(e, Usage)), None)
+    usage = last_usage(events)
     end = next((e for e in events if isinstance(e, TurnEnd)), TurnEnd())
     return {
         "id": new_id("msg_"),

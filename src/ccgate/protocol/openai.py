@@ -19,6 +19,7 @@ from ccgate.engine.events import (
     TurnError,
     Usage,
     calls_of,
+    last_usage,
 )
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
@@ -304,7 +305,7 @@ def _tool_calls(events: list[AgentEvent]) -> list[dict[str, Any]]:
 def completion_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
     """Build a ``chat.completion`` from a finished turn's (or segment's) events."""
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
-    usage = next((e for e in events if isinstance(e, Usage)), None)
+    usage = last_usage(events)
     end = next((e for e in events if isinstance(e, TurnEnd)), TurnEnd())
     calls = _tool_calls(events)
     message: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -19,9 +20,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
-__all__ = ["metadata", "session_fingerprints", "sessions"]
+__all__ = [
+    "api_keys",
+    "metadata",
+    "quota_counters",
+    "session_fingerprints",
+    "sessions",
+    "usage_records",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -68,4 +77,57 @@ Index(
     "ix_session_fingerprints_namespace_fingerprint",
     session_fingerprints.c.namespace,
     session_fingerprints.c.fingerprint,
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    # SHA-256 of the key: keys are 190+ random bits, so a fast hash is enough.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("preview", String(32), nullable=False),
+    Column("quota", Text, nullable=False, server_default="{}"),
+    Column("models", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace", String(128), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("session_key", String(256), nullable=True),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_creation_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("ttft_ms", Float, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("cached", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Float, nullable=False),
+    Column("day", String(10), nullable=False),
+)
+Index(
+    "ix_usage_records_namespace_created_at", usage_records.c.namespace, usage_records.c.created_at
+)
+Index("ix_usage_records_created_at", usage_records.c.created_at)
+
+quota_counters = Table(
+    "quota_counters",
+    metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("window", String(16), primary_key=True),
+    Column("start", BigInteger, primary_key=True),
+    Column("requests", BigInteger, nullable=False, server_default="0"),
+    Column("tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
 )

@@ -1,0 +1,88 @@
+"""The admin API (``/admin/*``, authorised by ``admin_key``): client keys and usage."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ccgate.api.auth import Admin
+from ccgate.api.state import AppState, State
+from ccgate.protocol.admin import KeyCreate, KeyUpdate, key_object, parse_time, usage_object
+from ccgate.store.keys import Quota
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["Admin"])
+
+
+def _models(state: AppState, names: list[str] | None) -> tuple[str, ...] | None:
+    """Return the ids of the models a key may use (unknown names are a 404 naming them)."""
+    if names is None:
+        return None
+    return tuple(dict.fromkeys(state.catalogue.resolve(name).id for name in names))
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, state: State, admin: Admin) -> JSONResponse:
+    """Make a client key; the response is the only place the key ever appears."""
+    made = await state.keys.create(
+        body.name,
+        quota=body.quota.to_quota() if body.quota else None,
+        models=_models(state, body.models),
+        expires_at=parse_time(body.expires_at, "expires_at"),
+    )
+    return JSONResponse(key_object(made.record, made.key), status_code=201)
+
+
+@router.get("/keys")
+async def list_keys(state: State, admin: Admin, include_revoked: bool = False) -> dict[str, Any]:
+    """List the keys (never the keys themselves), oldest first."""
+    records = await state.keys.list_keys(include_revoked=include_revoked)
+    return {"object": "list", "data": [key_object(r) for r in records]}
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
+    """Describe one key."""
+    return key_object(await state.keys.get(key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -> dict[str, Any]:
+    """Change a key's name, quota, models, disabled flag or expiry."""
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    if "name" in given and body.name is not None:
+        changes["name"] = body.name
+    if "quota" in given:
+        changes["quota"] = body.quota.to_quota() if body.quota else Quota()
+    if "models" in given:
+        changes["models"] = _models(state, body.models)
+    if "disabled" in given and body.disabled is not None:
+        changes["disabled"] = body.disabled
+    if "expires_at" in given:
+        changes["expires_at"] = parse_time(body.expires_at, "expires_at")
+    return key_object(await state.keys.update(key_id, **changes))
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
+    """Revoke a key: it stops working at once."""
+    return key_object(await state.keys.revoke(key_id))
+
+
+@router.get("/usage")
+async def usage(
+    state: State,
+    admin: Admin,
+    key_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    group_by: Literal["day", "model", "key"] = "day",
+) -> dict[str, Any]:
+    """Summarise the usage ledger, of one key or of all."""
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    rows = await state.ledger.summarize(key_id, since=start, until=end, group_by=group_by)
+    return usage_object(rows, group_by, start, end)

@@ -1,0 +1,139 @@
+"""Prometheus metrics of one gateway, in a registry of its own (``prometheus-client``).
+
+Counters and histograms are fed by the accounting of every answered request;
+gauges (turns running, queued, waiting for tools, CLI processes, cached
+answers) are read from the gateway when ``/metrics`` is scraped. Key names
+become a ``key`` label only with ``metrics_per_key`` on; a key itself never
+appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Gauges", "Metrics"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What the gateway is doing right now, and its plain counters."""
+
+    active: int
+    queued: int
+    waiting_for_tools: int
+    cli_processes: int
+    cached_answers: int
+    turns_finished: int
+    turns_failed: int
+
+
+class _Live(Collector):
+    def __init__(self, read: Callable[[], Gauges]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        g = self._read()
+        for name, help_text, value in (
+            ("ccgate_turns_active", "Turns holding a slot.", g.active),
+            ("ccgate_turns_queued", "Requests waiting for a slot.", g.queued),
+            (
+                "ccgate_turns_waiting_for_tools",
+                "Turns waiting for the client's tool results.",
+                g.waiting_for_tools,
+            ),
+            ("ccgate_cli_processes", "Live Claude Code processes.", g.cli_processes),
+            ("ccgate_cache_entries", "Answers in the response cache.", g.cached_answers),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        yield CounterMetricFamily(
+            "ccgate_turns_finished", "Turns that finished.", value=g.turns_finished
+        )
+        yield CounterMetricFamily("ccgate_turns_failed", "Turns that failed.", value=g.turns_failed)
+
+
+class Metrics:
+    """The gateway's metrics; ``observe`` one answered request, ``render`` for ``/metrics``."""
+
+    def __init__(self, read: Callable[[], Gauges], *, per_key: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._per_key = per_key
+        key = ("key",) if per_key else ()
+        self._requests = Counter(
+            "ccgate_requests",
+            "Requests answered, by endpoint, model, status and whether the cache answered.",
+            ("endpoint", "model", "status", "cached", *key),
+            registry=self.registry,
+        )
+        self._tokens = Counter(
+            "ccgate_tokens",
+            "Tokens used, by model and kind (input, output, cache_read, cache_creation).",
+            ("model", "kind", *key),
+            registry=self.registry,
+        )
+        self._cost = Counter(
+            "ccgate_cost_usd",
+            "Cost in USD (reported by Claude Code, else estimated from the price table).",
+            ("model", *key),
+            registry=self.registry,
+        )
+        self._cache = Counter(
+            "ccgate_cache_lookups",
+            "Response cache lookups, by result (hit, miss, bypass, shared).",
+            ("result",),
+            registry=self.registry,
+        )
+        self._ttft = Histogram(
+            "ccgate_time_to_first_token_seconds",
+            "Time from a request's arrival to its first output.",
+            ("endpoint", "model"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "ccgate_turn_duration_seconds",
+            "Time from a request's arrival to the end of its answer.",
+            ("endpoint", "model"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Live(read))
+
+    def observe(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        status: str,
+        cached: bool,
+        key_name: str,
+        tokens: dict[str, int],
+        cost_usd: float,
+        ttft_s: float | None,
+        duration_s: float,
+    ) -> None:
+        """Count one answered request."""
+        key = (key_name,) if self._per_key else ()
+        self._requests.labels(endpoint, model, status, str(cached).lower(), *key).inc()
+        for kind, count in tokens.items():
+            if count:
+                self._tokens.labels(model, kind, *key).inc(count)
+        if cost_usd:
+            self._cost.labels(model, *key).inc(cost_usd)
+        if ttft_s is not None:
+            self._ttft.labels(endpoint, model).observe(ttft_s)
+        self._duration.labels(endpoint, model).observe(duration_s)
+
+    def cache_lookup(self, result: str) -> None:
+        """Count a response cache lookup."""
+        self._cache.labels(result).inc()
+
+    def render(self) -> bytes:
+        """Return the exposition text."""
+        return generate_latest(self.registry)

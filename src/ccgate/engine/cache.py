@@ -1,0 +1,153 @@
+"""A response cache, and singleflight: identical requests share one turn.
+
+Both are keyed by :func:`cache_key`: the caller's namespace and everything in
+the turn that shapes the answer (model, system prompt, messages, limits, stop
+sequences, thinking budget). Only stateless requests qualify: no client
+tools, no session key named by the client. Entries hold a turn's neutral
+events, so a hit is rendered by either protocol, streamed or not; only turns
+that ended normally are kept, for ``ttl`` seconds, at most ``max_entries``
+(least recently used out first). Everything here lives in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ccgate.engine.events import AgentEvent, TurnEnd, TurnError
+from ccgate.engine.sessions import fingerprints
+from ccgate.engine.turn import TurnRequest
+
+__all__ = ["CachedAnswer", "Flight", "Flights", "ResponseCache", "cache_key"]
+
+
+def cache_key(namespace: str, turn: TurnRequest) -> str | None:
+    """Return the key of a turn's answer, or ``None`` when it must not be shared."""
+    if turn.tools or any(m.tool_calls or m.tool_results for m in turn.messages):
+        return None
+    shape = {
+        "namespace": namespace,
+        "model": turn.model,
+        "conversation": fingerprints(turn.system, turn.messages)[-1],
+        "max_tokens": turn.max_tokens,
+        "stop": list(turn.stop_sequences),
+        "thinking": turn.thinking_budget,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A finished turn's events and the session it ran in."""
+
+    events: tuple[AgentEvent, ...]
+    session_key: str
+    stored_at: float
+
+
+class ResponseCache:
+    """Finished answers by key, each for ``ttl`` seconds; the least recently used go first."""
+
+    def __init__(
+        self, ttl: float, max_entries: int = 1000, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, CachedAnswer] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        """Tell whether answers are kept at all."""
+        return self.ttl > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> CachedAnswer | None:
+        """Return a fresh answer for ``key``."""
+        answer = self._entries.get(key)
+        if answer is None:
+            return None
+        if self._clock() - answer.stored_at > self.ttl:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return answer
+
+    def put(self, key: str, events: list[AgentEvent], session_key: str) -> None:
+        """Keep the answer of a turn that ended normally."""
+        end = events[-1] if events else None
+        if not self.enabled or not isinstance(end, TurnEnd) or end.waiting_for:
+            return
+        self._entries[key] = CachedAnswer(tuple(events), session_key, self._clock())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+@dataclass(eq=False)
+class Flight:
+    """One turn's events as they come, for every request that shares it."""
+
+    key: str
+    events: list[AgentEvent] = field(default_factory=list)
+    session_key: str = ""
+    done: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, event: AgentEvent) -> None:
+        """Add an event of the shared turn."""
+        self.events.append(event)
+        self._wake()
+
+    def finish(self) -> None:
+        """Mark the shared turn over; a turn that ended without an end tells its sharers why."""
+        if self.done:
+            return
+        if not self.events or not isinstance(self.events[-1], TurnEnd | TurnError):
+            self.events.append(
+                TurnError(
+                    "unavailable",
+                    "the identical request this one shared a turn with was cancelled; retry",
+                )
+            )
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, seen: int) -> None:
+        """Wait until there are more than ``seen`` events or the flight is done."""
+        while len(self.events) <= seen and not self.done:
+            await self._changed.wait()
+
+
+class Flights:
+    """The turns identical requests are sharing right now, by key."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, Flight] = {}
+
+    def join(self, key: str) -> Flight | None:
+        """Return the running flight of ``key``, if there is one."""
+        return self._flights.get(key)
+
+    def lead(self, key: str) -> Flight:
+        """Start the flight of ``key``; the caller runs the turn and publishes to it."""
+        flight = Flight(key)
+        self._flights[key] = flight
+        return flight
+
+    def land(self, flight: Flight) -> None:
+        """End a flight: later identical requests start their own (or hit the cache)."""
+        flight.finish()
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]

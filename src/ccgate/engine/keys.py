@@ -1,0 +1,133 @@
+"""Client keys of ``auth_mode=multi``: make them, check them, manage them.
+
+A key is ``ccg_`` and 43 url-safe characters (256 random bits). Only its
+SHA-256 is stored, with a preview (``ccg_ab12…``) to recognise it by; the raw
+key is returned once, when it is made. A presented key is hashed and looked up
+by hash, and the stored hash is compared with ``hmac.compare_digest``, so
+neither the lookup nor the comparison depends on how much of a guess is right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ccgate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from ccgate.store.keys import KeyRecord, KeyStore, Quota
+
+__all__ = ["KEY_PREFIX", "KeyManager", "NewKey", "hash_key", "preview"]
+
+KEY_PREFIX = "ccg_"
+_NAME_MAX = 200
+
+
+def hash_key(raw: str) -> str:
+    """Return the stored form of a key."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def preview(raw: str) -> str:
+    """Return how a key is shown: its prefix and first four characters."""
+    return raw[: len(KEY_PREFIX) + 4] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key just made: its record and, this once, the key itself."""
+
+    record: KeyRecord
+    key: str
+
+
+def _check_quota(quota: Quota) -> Quota:
+    for name, value in quota.as_dict().items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InvalidRequest(f"quota.{name} must be a number of 0 or more", param="quota")
+        if name != "budget_usd_per_month" and not isinstance(value, int):
+            raise InvalidRequest(f"quota.{name} must be a whole number", param="quota")
+    return quota
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not 0 < len(name) <= _NAME_MAX:
+        raise InvalidRequest(f"name must be 1 to {_NAME_MAX} characters", param="name")
+    return name
+
+
+class KeyManager:
+    """Make, authenticate, change and revoke client keys."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    async def create(
+        self,
+        name: str,
+        *,
+        quota: Quota | None = None,
+        models: tuple[str, ...] | None = None,
+        expires_at: float | None = None,
+    ) -> NewKey:
+        """Make a key; the raw key is in the result and nowhere else."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = await self._store.create(
+            _check_name(name),
+            hash_key(raw),
+            preview(raw),
+            quota=_check_quota(quota or Quota()),
+            models=models,
+            expires_at=expires_at,
+        )
+        return NewKey(record, raw)
+
+    async def authenticate(self, raw: str, *, now: float | None = None) -> KeyRecord:
+        """Return the key ``raw`` is, or raise :class:`AuthenticationFailed` saying why not."""
+        digest = hash_key(raw)
+        record = await self._store.by_hash(digest)
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            raise AuthenticationFailed("invalid API key")
+        stamp = time.time() if now is None else now
+        if record.revoked_at is not None:
+            raise AuthenticationFailed("this API key was revoked; ask for a new one")
+        if record.disabled:
+            raise AuthenticationFailed("this API key is disabled; ask its administrator")
+        if record.expires_at is not None and record.expires_at <= stamp:
+            raise AuthenticationFailed("this API key has expired; ask for a new one")
+        return await self._store.touch(record, now=stamp)
+
+    async def get(self, key_id: str) -> KeyRecord:
+        """Return a key by id, or raise NotFound."""
+        record = await self._store.get(key_id)
+        if record is None:
+            raise NotFound(f"no API key '{key_id}'", code="key_not_found")
+        return record
+
+    async def list_keys(self, *, include_revoked: bool = False) -> list[KeyRecord]:
+        """Return the keys, oldest first."""
+        return await self._store.list_keys(include_revoked=include_revoked)
+
+    async def update(self, key_id: str, **changes: Any) -> KeyRecord:
+        """Change a key's name, quota, models, disabled flag or expiry."""
+        current = await self.get(key_id)
+        if current.revoked_at is not None:
+            raise InvalidRequest(f"the API key '{key_id}' is revoked and cannot change")
+        if "name" in changes:
+            changes["name"] = _check_name(changes["name"])
+        if "quota" in changes:
+            changes["quota"] = _check_quota(changes["quota"])
+        updated = await self._store.update(key_id, **changes)
+        if updated is None:
+            raise NotFound(f"no API key '{key_id}'", code="key_not_found")
+        return updated
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key; it stops working at once."""
+        record = await self._store.revoke(key_id)
+        if record is None:
+            raise NotFound(f"no API key '{key_id}'", code="key_not_found")
+        return record

@@ -1,0 +1,159 @@
+"""Per-key limits: admit a request or refuse it with a 429 that says which limit and when.
+
+A key's quota (``store.keys.Quota``) limits requests per minute and per day,
+tokens per day, dollars per calendar month (UTC) and requests running at once.
+Every admitted request of a key is counted in its minute, day and month
+windows (``store.counters``), atomically and only if no limit is reached;
+what a request spent is charged to its day and month when it ends.
+
+Tokens and dollars are known only afterwards, so a request still running
+holds one token and one micro-dollar against its key's limits: when a single
+unit is left, one request may use it, not two. That hold, and the count of
+running requests, live in this process; the counters themselves are shared
+through the database by every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ccgate.errors import QuotaExceeded
+from ccgate.store.counters import CounterStore, Limit, Measure, Window
+from ccgate.store.keys import KeyRecord
+
+__all__ = ["Admission", "Quotas", "windows_at"]
+
+#: What a running request holds against the token and dollar limits of its key.
+_HOLD_TOKENS = 1
+_HOLD_USD = 1e-6
+
+
+def windows_at(now: float) -> tuple[Window, Window, Window]:
+    """Return the minute, day and month (UTC) windows that contain ``now``."""
+    t = time.gmtime(now)
+    month = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0))
+    return (
+        Window("minute", int(now // 60) * 60),
+        Window("day", int(now // 86_400) * 86_400),
+        Window("month", month),
+    )
+
+
+def _window_end(window: Window) -> float:
+    if window.kind == "minute":
+        return window.start + 60
+    if window.kind == "day":
+        return window.start + 86_400
+    t = time.gmtime(window.start)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
+
+
+_WHAT = {
+    "requests_per_minute": "{:g} requests per minute",
+    "requests_per_day": "{:g} requests per day",
+    "tokens_per_day": "{:g} tokens per day",
+    "budget_usd_per_month": "${:.2f} per month",
+}
+
+
+@dataclass
+class Admission:
+    """An admitted request: where to charge what it spends; settle it exactly once."""
+
+    namespace: str
+    windows: list[Window] = field(default_factory=list)
+    counted: bool = False
+    settled: bool = False
+
+
+class Quotas:
+    """Admit requests against their key's quota and charge what they spent."""
+
+    def __init__(self, counters: CounterStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._counters = counters
+        self._clock = clock
+        self._running: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def running(self, namespace: str) -> int:
+        """Return how many admitted requests of a namespace have not settled."""
+        return self._running.get(namespace, 0)
+
+    async def admit(self, key: KeyRecord | None, namespace: str) -> Admission:
+        """Admit one request of ``key`` (``None``: no key, no limits) or raise QuotaExceeded."""
+        if key is None:
+            return Admission(namespace)
+        lock = self._locks.setdefault(namespace, asyncio.Lock())
+        async with lock:
+            quota = key.quota
+            running = self.running(namespace)
+            if quota.max_concurrent is not None and running >= quota.max_concurrent:
+                raise QuotaExceeded(
+                    f"this key may run {quota.max_concurrent} request(s) at once and "
+                    f"{running} are running; retry when one has finished",
+                    limit="max_concurrent",
+                    retry_after=1,
+                    should_retry=True,
+                )
+            now = self._clock()
+            minute, day, month = windows_at(now)
+            wanted: list[tuple[str, Window, Measure, float | None, float]] = [
+                ("requests_per_minute", minute, "requests", quota.requests_per_minute, 0.0),
+                ("requests_per_day", day, "requests", quota.requests_per_day, 0.0),
+                ("tokens_per_day", day, "tokens", quota.tokens_per_day, _HOLD_TOKENS * running),
+                (
+                    "budget_usd_per_month",
+                    month,
+                    "cost_usd",
+                    quota.budget_usd_per_month,
+                    _HOLD_USD * running,
+                ),
+            ]
+            limits = [
+                Limit(name, window, measure, float(ceiling), reserved)
+                for name, window, measure, ceiling, reserved in wanted
+                if ceiling is not None
+            ]
+            reached = await self._counters.admit(namespace, [minute, day, month], limits)
+            if reached is not None:
+                raise _exceeded(reached, now)
+            self._running[namespace] = running + 1
+        return Admission(namespace, [day, month], counted=True)
+
+    async def settle(self, admission: Admission, *, tokens: int, cost_usd: float) -> None:
+        """Charge what an admitted request spent and let it go; only the first call counts."""
+        if admission.settled:
+            return
+        admission.settled = True
+        if not admission.counted:
+            return
+        try:
+            await self._counters.charge(
+                admission.namespace, admission.windows, tokens=tokens, cost_usd=cost_usd
+            )
+        finally:
+            left = self._running.get(admission.namespace, 1) - 1
+            if left > 0:
+                self._running[admission.namespace] = left
+            else:
+                self._running.pop(admission.namespace, None)
+
+
+def _exceeded(limit: Limit, now: float) -> QuotaExceeded:
+    end = _window_end(limit.window)
+    wait = max(1.0, end - now)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))
+    what = _WHAT[limit.name].format(limit.ceiling)
+    verb = "is spent" if limit.measure == "cost_usd" else "is reached"
+    short = limit.window.kind == "minute"
+    return QuotaExceeded(
+        f"this key's limit of {what} ({limit.name}) {verb}; it resets at {when} (in {wait:.0f} s)",
+        limit=limit.name,
+        retry_after=wait if short else None,
+        should_retry=short,
+    )

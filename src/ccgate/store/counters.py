@@ -1,0 +1,178 @@
+"""Quota counters: requests, tokens and cost per namespace and time window.
+
+Contract of a :class:`CounterStore` (one conformance suite runs it on SQLite
+and Postgres):
+
+- A window is a kind (``minute``, ``day``, ``month``) and its start (Unix
+  seconds). A counter row holds the window's requests, tokens and cost.
+- ``admit`` is atomic: it checks every limit against the counters (plus what
+  the caller reserved for requests still running) and, only if none is
+  reached, counts one request in every given window. Concurrent ``admit``
+  calls are serialised per row, so two callers never both pass the last unit
+  of a limit, in one process or several.
+- ``charge`` adds tokens and cost to the given windows.
+- ``sweep(kind, before)`` deletes the windows of a kind that started before ``before``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ColumnElement
+
+from ccgate.store.database import Database
+from ccgate.store.tables import quota_counters
+
+__all__ = ["CounterStore", "Limit", "Measure", "SqlCounterStore", "Totals", "Window"]
+
+Measure = Literal["requests", "tokens", "cost_usd"]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time window: its kind and its start (Unix seconds)."""
+
+    kind: str
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A ceiling on one measure of one window; admitted while ``value + reserved < ceiling``."""
+
+    name: str
+    window: Window
+    measure: Measure
+    ceiling: float
+    reserved: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What a window has counted."""
+
+    requests: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def value(self, measure: Measure) -> float:
+        """Return one measure."""
+        return float(getattr(self, measure))
+
+
+class CounterStore(Protocol):
+    """Where quota counters are kept; see the module docstring for the contract."""
+
+    async def admit(
+        self, namespace: str, windows: list[Window], limits: list[Limit]
+    ) -> Limit | None:
+        """Count one request in ``windows`` unless a limit is reached; return that limit."""
+        ...
+
+    async def charge(
+        self, namespace: str, windows: list[Window], *, tokens: int, cost_usd: float
+    ) -> None:
+        """Add what a request spent to ``windows``."""
+        ...
+
+    async def totals(self, namespace: str, window: Window) -> Totals:
+        """Return what a window has counted."""
+        ...
+
+    async def sweep(self, kind: str, before: int) -> int:
+        """Delete the windows of ``kind`` that started before ``before``; return how many."""
+        ...
+
+
+def _key(namespace: str, window: Window) -> ColumnElement[bool]:
+    c = quota_counters.c
+    return and_(c.namespace == namespace, c.window == window.kind, c.start == window.start)
+
+
+class SqlCounterStore:
+    """A :class:`CounterStore` on SQLAlchemy Core (SQLite or Postgres)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def _ensure(self, conn: AsyncConnection, namespace: str, windows: list[Window]) -> None:
+        rows = [{"namespace": namespace, "window": w.kind, "start": w.start} for w in windows]
+        if not rows:
+            return
+        make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
+        # A write first: on SQLite it takes the database's write lock for the transaction.
+        await conn.execute(make(quota_counters).values(rows).on_conflict_do_nothing())
+
+    async def admit(
+        self, namespace: str, windows: list[Window], limits: list[Limit]
+    ) -> Limit | None:
+        """Count one request in ``windows`` unless a limit is reached; return that limit."""
+        every = list(dict.fromkeys([*windows, *(limit.window for limit in limits)]))
+        c = quota_counters.c
+        async with self._db.engine.begin() as conn:
+            await self._ensure(conn, namespace, every)
+            query = (
+                select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
+                .where(
+                    c.namespace == namespace,
+                    or_(*(and_(c.window == w.kind, c.start == w.start) for w in every)),
+                )
+                .with_for_update()
+            )
+            seen = {
+                Window(r.window, int(r.start)): Totals(
+                    int(r.requests), int(r.tokens), float(r.cost_usd)
+                )
+                for r in await conn.execute(query)
+            }
+            for limit in limits:
+                value = seen.get(limit.window, Totals()).value(limit.measure)
+                if value + limit.reserved >= limit.ceiling:
+                    return limit  # nothing counted (the empty rows made above may stay)
+            for window in windows:
+                await conn.execute(
+                    update(quota_counters)
+                    .where(_key(namespace, window))
+                    .values(requests=c.requests + 1)
+                )
+        return None
+
+    async def charge(
+        self, namespace: str, windows: list[Window], *, tokens: int, cost_usd: float
+    ) -> None:
+        """Add what a request spent to ``windows``."""
+        if not tokens and not cost_usd:
+            return
+        c = quota_counters.c
+        async with self._db.engine.begin() as conn:
+            await self._ensure(conn, namespace, windows)
+            for window in windows:
+                await conn.execute(
+                    update(quota_counters)
+                    .where(_key(namespace, window))
+                    .values(tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd)
+                )
+
+    async def totals(self, namespace: str, window: Window) -> Totals:
+        """Return what a window has counted."""
+        c = quota_counters.c
+        query = select(c.requests, c.tokens, c.cost_usd).where(_key(namespace, window))
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return Totals()
+        return Totals(int(row.requests), int(row.tokens), float(row.cost_usd))
+
+    async def sweep(self, kind: str, before: int) -> int:
+        """Delete the windows of ``kind`` that started before ``before``; return how many."""
+        c = quota_counters.c
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
+                delete(quota_counters).where(c.window == kind, c.start < before)
+            )
+        return int(result.rowcount or 0)

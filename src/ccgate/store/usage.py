@@ -1,0 +1,188 @@
+"""The usage ledger: one record per answered request, and summaries of them.
+
+Contract of a :class:`UsageStore` (one conformance suite runs it on SQLite and
+Postgres):
+
+- ``record`` appends one row atomically; rows are never changed afterwards.
+- ``summarize`` groups the rows of a namespace (or of all namespaces) created
+  in ``[since, until)`` by ``day`` (UTC date), ``model`` or ``key`` (the
+  namespace), ordered by the group; every group counts its requests, cached
+  requests, failed requests, tokens and cost.
+- ``recent`` returns a namespace's newest rows first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import case, func, insert, select
+
+from ccgate.store.database import Database
+from ccgate.store.tables import usage_records
+
+__all__ = ["GroupBy", "SqlUsageStore", "UsageRecord", "UsageStore", "UsageSummary", "utc_day"]
+
+GroupBy = Literal["day", "model", "key"]
+
+#: Statuses of a request that got its answer (anything else is a failure or a cut).
+OK_STATUSES = ("ok", "tool_use")
+
+
+def utc_day(stamp: float) -> str:
+    """Return the UTC date of a Unix time as ``YYYY-MM-DD``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(stamp))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """What one request spent, and how it went."""
+
+    namespace: str
+    endpoint: str
+    model: str
+    status: str
+    duration_ms: float
+    session_key: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float = 0.0
+    ttft_ms: float | None = None
+    cached: bool = False
+    created_at: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Return every token the request used."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_creation_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """The totals of one group of usage records."""
+
+    group: str
+    requests: int
+    cached_requests: int
+    failed_requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    cost_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the summary as plain data."""
+        return asdict(self)
+
+
+class UsageStore(Protocol):
+    """Where the ledger is kept; see the module docstring for the contract."""
+
+    async def record(self, record: UsageRecord) -> None:
+        """Append one record."""
+        ...
+
+    async def summarize(
+        self,
+        namespace: str | None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        group_by: GroupBy = "day",
+    ) -> list[UsageSummary]:
+        """Return totals of the records in the window, by group."""
+        ...
+
+    async def recent(self, namespace: str, limit: int = 100) -> list[UsageRecord]:
+        """Return the namespace's newest records first."""
+        ...
+
+
+_GROUPS = {
+    "day": usage_records.c.day,
+    "model": usage_records.c.model,
+    "key": usage_records.c.namespace,
+}
+
+
+class SqlUsageStore:
+    """A :class:`UsageStore` on SQLAlchemy Core (SQLite or Postgres)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def record(self, record: UsageRecord) -> None:
+        """Append one record."""
+        stamp = record.created_at or time.time()
+        values = {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
+        async with self._db.engine.begin() as conn:
+            await conn.execute(insert(usage_records).values(**values))
+
+    async def summarize(
+        self,
+        namespace: str | None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        group_by: GroupBy = "day",
+    ) -> list[UsageSummary]:
+        """Return totals of the records in the window, by group."""
+        group = _GROUPS[group_by]
+        c = usage_records.c
+        failed = case((c.status.in_(OK_STATUSES), 0), else_=1)
+        query = select(
+            group.label("grp"),
+            func.count().label("requests"),
+            func.coalesce(func.sum(case((c.cached, 1), else_=0)), 0).label("cached"),
+            func.coalesce(func.sum(failed), 0).label("failed"),
+            func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(c.cache_read_tokens), 0).label("cache_read_tokens"),
+            func.coalesce(func.sum(c.cache_creation_tokens), 0).label("cache_creation_tokens"),
+            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
+        ).group_by(group)
+        if namespace is not None:
+            query = query.where(c.namespace == namespace)
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        if until is not None:
+            query = query.where(c.created_at < until)
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query.order_by(group)))
+        return [
+            UsageSummary(
+                group=str(r.grp),
+                requests=int(r.requests),
+                cached_requests=int(r.cached),
+                failed_requests=int(r.failed),
+                input_tokens=int(r.input_tokens),
+                output_tokens=int(r.output_tokens),
+                cache_read_tokens=int(r.cache_read_tokens),
+                cache_creation_tokens=int(r.cache_creation_tokens),
+                cost_usd=round(float(r.cost_usd), 6),
+            )
+            for r in rows
+        ]
+
+    async def recent(self, namespace: str, limit: int = 100) -> list[UsageRecord]:
+        """Return the namespace's newest records first."""
+        c = usage_records.c
+        query = (
+            select(usage_records)
+            .where(c.namespace == namespace)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        names = set(UsageRecord.__dataclass_fields__)
+        return [UsageRecord(**{k: v for k, v in r._mapping.items() if k in names}) for r in rows]
