@@ -150,7 +150,9 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 sessions=sessions,
                 turns=turns,
                 keys=KeyManager(SqlKeyStore(database)),
-                accounting=Accounting(Quotas(counters), ledger, metrics),
+                accounting=Accounting(
+                    Quotas(counters), ledger if settings.usage_ledger else None, metrics
+                ),
                 ledger=ledger,
                 metrics=metrics,
                 cache=cache,

@@ -94,6 +94,11 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."
     )
+    usage_ledger: bool = Field(
+        True,
+        description="Record every request (tokens, cost, timing, status) in the usage ledger; "
+        "off keeps no per-request records (quota counters still count).",
+    )
     cache_ttl: float = Field(
         0.0,
         ge=0,

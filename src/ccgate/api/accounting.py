@@ -100,9 +100,12 @@ def _spent(events: list[AgentEvent]) -> Usage:
 
 
 class Accounting:
-    """Admit requests, and account for each one exactly once when it ends."""
+    """Admit requests, and account for each one exactly once when it ends.
 
-    def __init__(self, quotas: Quotas, ledger: UsageStore, metrics: Metrics) -> None:
+    Without a ledger (``usage_ledger`` off) nothing is recorded per request.
+    """
+
+    def __init__(self, quotas: Quotas, ledger: UsageStore | None, metrics: Metrics) -> None:
         self._quotas = quotas
         self._ledger = ledger
         self._metrics = metrics
@@ -143,7 +146,8 @@ class Accounting:
         )
         try:
             await self._quotas.settle(ticket.admission, tokens=usage.tokens, cost_usd=cost)
-            await self._ledger.record(record)
+            if self._ledger is not None:
+                await self._ledger.record(record)
         except Exception:  # noqa: BLE001 - a lost record is logged, the answer still stands
             log.error("usage_record_failed namespace=%s", record.namespace, exc_info=True)
         self._metrics.observe(

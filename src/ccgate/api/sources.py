@@ -108,22 +108,33 @@ async def open_source(
         if flight is not None:
             state.metrics.cache_lookup("shared")
             ticket.cached = True
+            await flight.wait(0)  # the shared turn has started (its session is known) or ended
+            ticket.session_key = flight.session_key or None
             source = Source(state, ticket, flight.session_key, flight=flight, cache="hit")
             return _with_headers(source)
     if mode is not None:
         state.metrics.cache_lookup("miss" if mode == "use" else "bypass")
-    live = await state.turns.open(namespace, session, turn)
+    # Lead before anything awaits, so an identical request arriving meanwhile joins.
+    flight = None
+    if key is not None and mode is not None and state.flights.join(key) is None:
+        flight = state.flights.lead(key)
+    try:
+        live = await state.turns.open(namespace, session, turn)
+    except BaseException:
+        if flight is not None:
+            state.flights.land(flight)  # its sharers get an error saying to retry
+        raise
     ticket.session_key = live.session_key
     source = Source(state, ticket, live.session_key, live=live, cache="miss" if mode else None)
-    if key is not None and mode is not None and state.flights.join(key) is None:
-        source.flight = state.flights.lead(key)
-        source.flight.session_key = live.session_key
-        source.leading = True
+    if flight is not None:
+        flight.session_key = live.session_key
+        source.flight, source.leading = flight, True
     return _with_headers(source)
 
 
 def _with_headers(source: Source) -> Source:
-    source.headers["X-Session-Id"] = source.session_key
+    if source.session_key:
+        source.headers["X-Session-Id"] = source.session_key
     if source.cache is not None:
         source.headers[CACHE_HEADER] = source.cache
     return source
