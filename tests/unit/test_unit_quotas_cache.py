@@ -1,0 +1,257 @@
+"""Quotas, the response cache and singleflight, and what accounting records (no CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ccgate.api.accounting import Accounting, Ticket, estimate_cost
+from ccgate.api.auth import Caller
+from ccgate.api.metrics import Gauges, Metrics
+from ccgate.engine.cache import Flights, ResponseCache, cache_key
+from ccgate.engine.events import TextDelta, ToolCallDelta, TurnEnd, TurnError, Usage
+from ccgate.engine.models import Catalogue
+from ccgate.engine.quotas import Quotas, windows_at
+from ccgate.engine.turn import (
+    Message,
+    TextPart,
+    ToolSpec,
+    TurnRequest,
+)
+from ccgate.errors import QuotaExceeded
+from ccgate.store.counters import SqlCounterStore, Window
+from ccgate.store.database import Database
+from ccgate.store.keys import KeyRecord, Quota
+from ccgate.store.usage import SqlUsageStore
+
+NOW = calendar.timegm((2026, 11, 24, 12, 34, 56, 0, 0, 0))
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await db.migrate()
+    yield db
+    await db.close()
+
+
+def _key(**quota: float) -> KeyRecord:
+    return KeyRecord("key_a", "alice", "h" * 64, "ccg_x…", quota=Quota(**quota))  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_windows_are_utc_minute_day_and_month() -> None:
+    minute, day, month = windows_at(NOW)
+    assert minute == Window("minute", NOW - 56)
+    assert day == Window("day", calendar.timegm((2026, 11, 24, 0, 0, 0, 0, 0, 0)))
+    assert month == Window("month", calendar.timegm((2026, 11, 1, 0, 0, 0, 0, 0, 0)))
+
+
+async def test_minute_limit_names_itself_and_when_it_resets(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(requests_per_minute=2)
+    for _ in range(2):
+        await quotas.settle(await quotas.admit(key, key.id), tokens=0, cost_usd=0)
+    with pytest.raises(QuotaExceeded) as caught:
+        await quotas.admit(key, key.id)
+    error = caught.value
+    assert error.param == "requests_per_minute"
+    assert "2 requests per minute" in error.message
+    assert "2026-11-24 12:35:00 UTC (in 4 s)" in error.message
+    assert error.headers() == {"retry-after": "4", "x-should-retry": "true"}
+
+
+async def test_day_and_month_limits_say_not_to_retry(database: Database) -> None:
+    clock = Clock(NOW)
+    quotas = Quotas(SqlCounterStore(database), clock=clock)
+    key = _key(tokens_per_day=100, budget_usd_per_month=1.0)
+    admission = await quotas.admit(key, key.id)
+    await quotas.settle(admission, tokens=100, cost_usd=0.5)
+    with pytest.raises(QuotaExceeded) as caught:
+        await quotas.admit(key, key.id)
+    assert caught.value.param == "tokens_per_day"
+    assert caught.value.headers() == {"x-should-retry": "false"}
+    assert "2026-11-25 00:00:00 UTC" in caught.value.message
+    clock.now += 86_400  # a new day, the same month: the budget still counts
+    admission = await quotas.admit(key, key.id)
+    await quotas.settle(admission, tokens=1, cost_usd=0.5)
+    with pytest.raises(QuotaExceeded) as caught:
+        await quotas.admit(key, key.id)
+    assert caught.value.param == "budget_usd_per_month"
+    assert "$1.00 per month" in caught.value.message and "is spent" in caught.value.message
+    assert "2026-12-01 00:00:00 UTC" in caught.value.message
+
+
+async def test_the_last_token_goes_to_one_request_only(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(tokens_per_day=10)
+    first = await quotas.admit(key, key.id)
+    await quotas.settle(first, tokens=9, cost_usd=0)
+    running = await quotas.admit(key, key.id)  # may use the tenth token
+    with pytest.raises(QuotaExceeded, match="tokens_per_day"):
+        await quotas.admit(key, key.id)
+    await quotas.settle(running, tokens=0, cost_usd=0)
+    await quotas.admit(key, key.id)  # nothing used after all: the token is free again
+
+
+async def test_concurrency_limit_frees_on_settle(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(max_concurrent=2)
+    held = [await quotas.admit(key, key.id) for _ in range(2)]
+    with pytest.raises(QuotaExceeded) as caught:
+        await quotas.admit(key, key.id)
+    assert caught.value.param == "max_concurrent"
+    assert caught.value.headers()["x-should-retry"] == "true"
+    await quotas.settle(held[0], tokens=0, cost_usd=0)
+    await quotas.settle(held[0], tokens=0, cost_usd=0)  # a second settle changes nothing
+    assert quotas.running(key.id) == 1
+    await quotas.admit(key, key.id)
+
+
+async def test_parallel_admissions_are_exact(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(requests_per_day=5)
+    results = await asyncio.gather(
+        *(quotas.admit(key, key.id) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 5
+    assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, Exception))
+
+
+async def test_callers_without_a_key_are_not_counted(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    admission = await quotas.admit(None, "local")
+    assert not admission.counted
+    await quotas.settle(admission, tokens=5, cost_usd=1)
+    _, day, _ = windows_at(NOW)
+    assert (await SqlCounterStore(database).totals("local", day)).tokens == 0
+
+
+def _turn(text: str, **extra: object) -> TurnRequest:
+    return TurnRequest("sonnet", "sonnet", (Message("user", (TextPart(text),)),), **extra)  # type: ignore[arg-type]
+
+
+def test_cache_key_covers_the_answer_and_the_caller() -> None:
+    base = cache_key("a", _turn("hi"))
+    assert base is not None and base == cache_key("a", _turn("hi"))
+    assert base != cache_key("b", _turn("hi"))
+    assert base != cache_key("a", _turn("hi!"))
+    assert base != cache_key("a", _turn("hi", max_tokens=5))
+    assert base != cache_key("a", _turn("hi", system="be brief"))
+    assert cache_key("a", _turn("hi", tools=(ToolSpec("f", "", {"type": "object"}),))) is None
+
+
+def test_cache_keeps_finished_answers_for_their_ttl() -> None:
+    clock = Clock(0.0)
+    cache = ResponseCache(10, max_entries=2, clock=clock)
+    cache.put("k", [TextDelta("a"), TurnEnd()], "s1")
+    cache.put("failed", [TextDelta("a"), TurnError("upstream", "x")], "s2")
+    cache.put("waiting", [TurnEnd("tool_use", waiting_for=("t",))], "s3")
+    assert cache.get("failed") is None and cache.get("waiting") is None
+    hit = cache.get("k")
+    assert hit is not None and hit.events[0] == TextDelta("a") and hit.session_key == "s1"
+    clock.now = 11.0
+    assert cache.get("k") is None
+    for name in ("x", "y", "z"):
+        cache.put(name, [TurnEnd()], name)
+    assert len(cache) == 2 and cache.get("x") is None  # least recently used out first
+    assert not ResponseCache(0).enabled
+
+
+async def test_a_flight_shares_events_with_late_joiners() -> None:
+    flights = Flights()
+    flight = flights.lead("k")
+    assert flights.join("k") is flight
+    flight.publish(TextDelta("a"))
+    waiter = asyncio.ensure_future(flight.wait(1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    flight.publish(TurnEnd())
+    await waiter
+    flights.land(flight)
+    assert flights.join("k") is None and flight.done
+    cut = flights.lead("c")
+    cut.publish(TextDelta("par"))
+    flights.land(cut)
+    end = cut.events[-1]
+    assert isinstance(end, TurnError) and "retry" in end.message
+
+
+class _Ledger:
+    def __init__(self) -> None:
+        self.records: list[object] = []
+
+    async def record(self, record: object) -> None:
+        self.records.append(record)
+
+
+def _metrics() -> Metrics:
+    return Metrics(lambda: Gauges(0, 0, 0, 0, 0, 0, 0), per_key=True)
+
+
+async def test_accounting_records_once_and_estimates_what_was_cut(database: Database) -> None:
+    ledger = _Ledger()
+    metrics = _metrics()
+    accounting = Accounting(Quotas(SqlCounterStore(database)), ledger, metrics)  # type: ignore[arg-type]
+    sonnet = Catalogue.load().resolve("sonnet")
+    key = _key()
+    ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    events = [
+        Usage(input_tokens=100, partial=True),
+        TextDelta("x" * 40),
+        ToolCallDelta("t", "y" * 8),
+    ]
+    await accounting.close(ticket, events)
+    await accounting.close(ticket, events)
+    assert len(ledger.records) == 1
+    record = ledger.records[0]
+    assert record.status == "cancelled"  # type: ignore[attr-defined]
+    assert (record.input_tokens, record.output_tokens) == (100, 12)  # type: ignore[attr-defined]
+    expected = estimate_cost(sonnet, Usage(input_tokens=100, output_tokens=12))
+    assert record.cost_usd == pytest.approx(expected)  # type: ignore[attr-defined]
+    _, day, _ = windows_at(record.created_at)  # type: ignore[attr-defined]
+    assert (await SqlCounterStore(database).totals(key.id, day)).tokens == 112
+    text = metrics.render().decode()
+    assert 'key="alice"' in text and "ccg_" not in text
+
+
+async def test_a_cached_answer_costs_nothing_but_counts(database: Database) -> None:
+    ledger = _Ledger()
+    accounting = Accounting(Quotas(SqlCounterStore(database)), ledger, _metrics())  # type: ignore[arg-type]
+    sonnet = Catalogue.load().resolve("sonnet")
+    key = _key()
+    ticket: Ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    ticket.cached = True
+    await accounting.close(ticket, [Usage(input_tokens=50, output_tokens=5), TurnEnd()])
+    record = ledger.records[0]
+    assert record.cached and record.status == "ok" and record.cost_usd == 0  # type: ignore[attr-defined]
+    assert (record.input_tokens, record.output_tokens) == (0, 0)  # type: ignore[attr-defined]
+    _, day, _ = windows_at(record.created_at)  # type: ignore[attr-defined]
+    totals = await SqlCounterStore(database).totals(key.id, day)
+    assert (totals.requests, totals.tokens) == (1, 0)
+
+
+async def test_accounting_without_a_ledger_still_charges(database: Database) -> None:
+    accounting = Accounting(Quotas(SqlCounterStore(database)), None, _metrics())
+    sonnet = Catalogue.load().resolve("sonnet")
+    key = _key()
+    ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    await accounting.close(
+        ticket, [Usage(input_tokens=3, output_tokens=4, cost_usd=0.5), TurnEnd()]
+    )
+    _, day, _ = windows_at(time.time())
+    totals = await SqlCounterStore(database).totals(key.id, day)
+    assert (totals.tokens, totals.cost_usd) == (7, 0.5)
+    assert await SqlUsageStore(database).summarize(None) == []
