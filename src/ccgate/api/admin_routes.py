@@ -85,4 +85,9 @@ async def usage(
     """Summarise the usage ledger, of one key or of all."""
     start, end = parse_time(since, "since"), parse_time(until, "until")
     rows = await state.ledger.summarize(key_id, since=start, until=end, group_by=group_by)
-    return usage_object(rows, group_by, start, end)
+    body = usage_object(rows, group_by, start, end)
+    if group_by == "key":
+        names = {k.id: k.name for k in await state.keys.list_keys(include_revoked=True)}
+        for row in body["data"]:
+            row["name"] = names.get(row["group"])  # None for "local" and "shared"
+    return body
