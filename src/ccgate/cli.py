@@ -1,4 +1,4 @@
-"""The command line: ``ccgate serve``, ``ccgate doctor``, ``ccgate version``."""
+"""The command line: ``ccgate serve|doctor|sessions|keys|usage|version``."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from ccgate.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
 
-_SERVE_ONLY = {"demo"}
 
-
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
     """Give every setting a ``--flag`` (its env var and file key share the name)."""
     for name, field in Settings.model_fields.items():
+        if name in skip:
+            continue
         flag = "--" + name.replace("_", "-")
         env = "CCGATE_" + name.upper()
         help_text = f"{field.description} [env {env}]"
@@ -65,13 +65,80 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--namespace",
             default=None,
-            help="whose sessions: 'local' (auth_mode none) or 'shared' (auth_mode shared); "
-            "default from the auth mode",
+            help="whose sessions: 'local' (auth_mode none), 'shared' (auth_mode shared) or a "
+            "key's id (auth_mode multi, where it is required); default from the auth mode",
         )
-    for sub in (serve, doctor, listing, remove):
+    keys = commands.add_parser(
+        "keys", help="create, list or revoke the client keys of auth_mode=multi"
+    )
+    key_actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = key_actions.add_parser("create", help="make a key (shown once, never again)")
+    create.add_argument("name", help="who or what the key is for")
+    _add_quota_flags(create)
+    create.add_argument(
+        "--models",
+        default=None,
+        metavar="A,B",
+        help="comma-separated models the key may use (ids or aliases); default all",
+    )
+    create.add_argument(
+        "--expires-at",
+        default=None,
+        metavar="WHEN",
+        help="when the key stops working: Unix seconds or an ISO 8601 date/time "
+        "(UTC unless it says)",
+    )
+    key_list = key_actions.add_parser("list", help="list the keys (never the keys themselves)")
+    key_list.add_argument(
+        "--all", dest="everything", action="store_true", help="include revoked keys"
+    )
+    revoke = key_actions.add_parser("revoke", help="revoke a key: it stops working at once")
+    revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
+    usage = commands.add_parser("usage", help="summarise the usage ledger")
+    usage.add_argument(
+        "--key",
+        dest="key_id",
+        default=None,
+        metavar="ID",
+        help="one key's usage (a key's id, or 'local'/'shared'); default all",
+    )
+    usage.add_argument("--since", default=None, metavar="WHEN", help="from this time on")
+    usage.add_argument("--until", default=None, metavar="WHEN", help="before this time")
+    usage.add_argument(
+        "--group-by", choices=("day", "model", "key"), default="day", help="default day"
+    )
+    for sub in (create, key_list, revoke, usage):
+        sub.add_argument(
+            "--json", dest="as_json", action="store_true", help="print JSON (as the admin API)"
+        )
+    for sub in (serve, doctor, listing, remove, create, key_list, revoke, usage):
         sub.add_argument("--config", type=Path, default=None, help="a ccgate.toml to read")
-        _add_setting_flags(sub)
+        # keys create has its own --max-concurrent: the key's limit, not the gateway's.
+        _add_setting_flags(sub, skip=frozenset(_QUOTA_FLAGS) if sub is create else frozenset())
     return parser
+
+
+#: The quota flags of ``keys create``: :class:`Quota` field -> (flag, type, what it limits).
+_QUOTA_FLAGS = {
+    "requests_per_minute": ("--requests-per-minute", int, "requests a minute"),
+    "requests_per_day": ("--requests-per-day", int, "requests a day (UTC)"),
+    "tokens_per_day": ("--tokens-per-day", int, "tokens a day (UTC)"),
+    "budget_usd_per_month": ("--budget-usd", float, "USD a calendar month (UTC)"),
+    "max_concurrent": ("--max-concurrent", int, "requests running at once"),
+}
+
+
+def _add_quota_flags(parser: argparse.ArgumentParser) -> None:
+    """Give ``keys create`` one flag per quota limit (unset means no limit)."""
+    for name, (flag, kind, what) in _QUOTA_FLAGS.items():
+        parser.add_argument(
+            flag,
+            dest="quota_" + name,
+            type=kind,
+            default=None,
+            metavar="N",
+            help=f"the key's limit: at most N {what} (default no limit)",
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -96,6 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command in ("sessions", "keys", "usage"):
+        try:
+            return _run_database_command(args, settings)
+        except ConfigError as exc:
+            print(f"ccgate: {exc.message}", file=sys.stderr)
+            return 2
+    from ccgate.doctor import run_doctor
+
+    return asyncio.run(run_doctor(settings, probe=not args.no_probe))
+
+
+def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``sessions``, ``keys`` or ``usage`` (straight on the database, no server)."""
     if args.command == "sessions":
         from ccgate.sessions_cli import run_sessions
 
@@ -108,9 +188,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                 getattr(args, "everything", False),
             )
         )
-    from ccgate.doctor import run_doctor
+    if args.command == "keys":
+        from ccgate.keys_cli import run_keys
 
-    return asyncio.run(run_doctor(settings, probe=not args.no_probe))
+        quota = {
+            name: getattr(args, "quota_" + name)
+            for name in _QUOTA_FLAGS
+            if getattr(args, "quota_" + name, None) is not None
+        }
+        return asyncio.run(
+            run_keys(
+                settings,
+                args.action,
+                name=getattr(args, "name", None),
+                key_id=getattr(args, "key_id", None),
+                quota=quota,
+                models=getattr(args, "models", None),
+                expires_at=getattr(args, "expires_at", None),
+                everything=getattr(args, "everything", False),
+                as_json=args.as_json,
+            )
+        )
+    from ccgate.usage_cli import run_usage
+
+    return asyncio.run(
+        run_usage(
+            settings,
+            key_id=args.key_id,
+            since=args.since,
+            until=args.until,
+            group_by=args.group_by,
+            as_json=args.as_json,
+        )
+    )
 
 
 def _bind(settings: Settings) -> socket.socket:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ccgate.config import Settings
@@ -21,6 +22,13 @@ async def run_sessions(
     settings: Settings, action: str, namespace: str | None, key: str | None, everything: bool
 ) -> int:
     """Run one sessions command; return the exit code."""
+    if namespace is None and settings.auth_mode == "multi":
+        print(
+            "ccgate: with auth_mode=multi every key has its own sessions: give --namespace "
+            "KEY_ID (ccgate keys list shows the ids)",
+            file=sys.stderr,
+        )
+        return 2
     ns = namespace or default_namespace(settings)
     database = Database(settings.effective_database_url)
     try:
@@ -45,11 +53,11 @@ async def run_sessions(
             print(f"removed {len(gone)} session(s) from namespace '{ns}'")
             return 0
         if key is None:
-            print("ccgate: sessions rm needs a KEY or --all")
+            print("ccgate: sessions rm needs a KEY or --all", file=sys.stderr)
             return 2
         removed = await sessions.delete(ns, key)
         if not removed:
-            print(f"ccgate: no session '{key}' in namespace '{ns}'")
+            print(f"ccgate: no session '{key}' in namespace '{ns}'", file=sys.stderr)
             return 1
         print(f"removed session '{key}'")
         return 0

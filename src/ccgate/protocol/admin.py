@@ -131,7 +131,7 @@ def usage_object(
         "cache_creation_tokens",
     ]
     totals: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in fields}
-    totals["cost_usd"] = round(sum(r.cost_usd for r in rows), 6)
+    totals["cost_usd"] = float(round(sum(r.cost_usd for r in rows), 6))
     return {
         "object": "usage",
         "group_by": group_by,
