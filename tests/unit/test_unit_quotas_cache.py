@@ -113,6 +113,7 @@ async def test_concurrency_limit_frees_on_settle(database: Database) -> None:
     with pytest.raises(QuotaExceeded) as caught:
         await quotas.admit(key, key.id)
     assert caught.value.param == "max_concurrent"
+    assert "(max_concurrent)" in caught.value.message
     assert caught.value.headers()["x-should-retry"] == "true"
     await quotas.settle(held[0], tokens=0, cost_usd=0)
     await quotas.settle(held[0], tokens=0, cost_usd=0)  # a second settle changes nothing
@@ -186,7 +187,7 @@ async def test_a_flight_shares_events_with_late_joiners() -> None:
     cut.publish(TextDelta("par"))
     flights.land(cut)
     end = cut.events[-1]
-    assert isinstance(end, TurnError) and "retry" in end.message
+    assert isinstance(end, TurnError) and "was cancelled" in end.message
 
 
 class _Ledger:
@@ -255,3 +256,36 @@ async def test_accounting_without_a_ledger_still_charges(database: Database) -> 
     totals = await SqlCounterStore(database).totals(key.id, day)
     assert (totals.tokens, totals.cost_usd) == (7, 0.5)
     assert await SqlUsageStore(database).summarize(None) == []
+
+
+async def test_a_limit_of_zero_says_never_to_retry(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    for quota in ({"requests_per_minute": 0}, {"max_concurrent": 0}):
+        key = _key(**quota)
+        with pytest.raises(QuotaExceeded) as caught:
+            await quotas.admit(key, key.id)
+        assert "is 0" in caught.value.message
+        assert caught.value.headers() == {"x-should-retry": "false"}
+
+
+async def test_a_small_budget_is_shown_as_it_is(database: Database) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(budget_usd_per_month=0.0001)
+    await quotas.settle(await quotas.admit(key, key.id), tokens=1, cost_usd=0.001)
+    with pytest.raises(QuotaExceeded, match=r"\$0\.0001 per month"):
+        await quotas.admit(key, key.id)
+
+
+async def test_running_requests_are_counted_exactly_while_others_settle(
+    database: Database,
+) -> None:
+    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    key = _key(max_concurrent=1000)
+
+    async def one() -> None:
+        admission = await quotas.admit(key, key.id)
+        await asyncio.sleep(0)
+        await quotas.settle(admission, tokens=1, cost_usd=0)
+
+    await asyncio.gather(*(one() for _ in range(60)))
+    assert quotas.running(key.id) == 0

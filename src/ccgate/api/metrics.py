@@ -130,6 +130,11 @@ class Metrics:
             self._ttft.labels(endpoint, model).observe(ttft_s)
         self._duration.labels(endpoint, model).observe(duration_s)
 
+    def refused(self, *, endpoint: str, model: str, status: str, key_name: str) -> None:
+        """Count a request refused before it was admitted (a quota reached)."""
+        key = (key_name,) if self._per_key else ()
+        self._requests.labels(endpoint, model, status, "false", *key).inc()
+
     def cache_lookup(self, result: str) -> None:
         """Count a response cache lookup."""
         self._cache.labels(result).inc()

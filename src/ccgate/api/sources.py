@@ -125,7 +125,8 @@ async def open_source(
             state.flights.land(flight)  # its sharers get an error saying to retry
         raise
     ticket.session_key = live.session_key
-    source = Source(state, ticket, live.session_key, live=live, cache="miss" if mode else None)
+    shown = "miss" if state.cache.enabled else None  # uncacheable requests are misses too
+    source = Source(state, ticket, live.session_key, live=live, cache=shown)
     if flight is not None:
         flight.session_key = live.session_key
         source.flight, source.leading = flight, True

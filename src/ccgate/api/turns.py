@@ -41,7 +41,7 @@ from ccgate.engine.events import (
 from ccgate.engine.live import ends_segment
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import TurnRequest
-from ccgate.errors import ClientGone, GatewayError, Unavailable
+from ccgate.errors import ClientGone, GatewayError, QuotaExceeded, Unavailable
 
 __all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
 
@@ -118,7 +118,13 @@ async def admit(
     if state.draining:
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     state.counters.requests += 1
-    return await state.accounting.admit(caller, endpoint, model, requested)
+    try:
+        return await state.accounting.admit(caller, endpoint, model, requested)
+    except QuotaExceeded:
+        state.metrics.refused(
+            endpoint=endpoint, model=model.id, status="quota_exceeded", key_name=caller.name
+        )
+        raise
 
 
 def _outcome(end: AgentEvent | None) -> str:

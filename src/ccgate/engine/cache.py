@@ -114,7 +114,7 @@ class Flight:
             self.events.append(
                 TurnError(
                     "unavailable",
-                    "the identical request this one shared a turn with was cancelled; retry",
+                    "the identical request this one shared a turn with was cancelled",
                 )
             )
         self.done = True

@@ -54,10 +54,10 @@ def _window_end(window: Window) -> float:
 
 
 _WHAT = {
-    "requests_per_minute": "{:g} requests per minute",
-    "requests_per_day": "{:g} requests per day",
-    "tokens_per_day": "{:g} tokens per day",
-    "budget_usd_per_month": "${:.2f} per month",
+    "requests_per_minute": "{} requests per minute",
+    "requests_per_day": "{} requests per day",
+    "tokens_per_day": "{} tokens per day",
+    "budget_usd_per_month": "{} per month",
 }
 
 
@@ -93,9 +93,11 @@ class Quotas:
             quota = key.quota
             running = self.running(namespace)
             if quota.max_concurrent is not None and running >= quota.max_concurrent:
+                if quota.max_concurrent == 0:
+                    raise _never("max_concurrent")
                 raise QuotaExceeded(
-                    f"this key may run {quota.max_concurrent} request(s) at once and "
-                    f"{running} are running; retry when one has finished",
+                    f"this key may run {quota.max_concurrent} request(s) at once "
+                    f"(max_concurrent) and {running} are running; retry when one has finished",
                     limit="max_concurrent",
                     retry_after=1,
                     should_retry=True,
@@ -122,7 +124,8 @@ class Quotas:
             reached = await self._counters.admit(namespace, [minute, day, month], limits)
             if reached is not None:
                 raise _exceeded(reached, now)
-            self._running[namespace] = running + 1
+            # Read again: requests may have settled while the counters were written.
+            self._running[namespace] = self.running(namespace) + 1
         return Admission(namespace, [day, month], counted=True)
 
     async def settle(self, admission: Admission, *, tokens: int, cost_usd: float) -> None:
@@ -144,11 +147,25 @@ class Quotas:
                 self._running.pop(admission.namespace, None)
 
 
+def _never(limit: str) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"this key's {limit} is 0: it may not make requests until an administrator raises it",
+        limit=limit,
+    )
+
+
+def _usd(value: float) -> str:
+    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:g}"
+
+
 def _exceeded(limit: Limit, now: float) -> QuotaExceeded:
+    if limit.ceiling == 0:
+        return _never(limit.name)
     end = _window_end(limit.window)
     wait = max(1.0, end - now)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))
-    what = _WHAT[limit.name].format(limit.ceiling)
+    ceiling = _usd(limit.ceiling) if limit.measure == "cost_usd" else f"{limit.ceiling:g}"
+    what = _WHAT[limit.name].format(ceiling)
     verb = "is spent" if limit.measure == "cost_usd" else "is reached"
     short = limit.window.kind == "minute"
     return QuotaExceeded(

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from ccgate.errors import InvalidRequest
 from ccgate.store.keys import KeyRecord, Quota
@@ -27,18 +27,19 @@ class QuotaBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(None, ge=0)
-    requests_per_day: int | None = Field(None, ge=0)
-    tokens_per_day: int | None = Field(None, ge=0)
-    budget_usd_per_month: float | None = Field(None, ge=0)
-    max_concurrent: int | None = Field(None, ge=0)
+    # Strict: true/false or "5" are not numbers of requests.
+    requests_per_minute: StrictInt | None = Field(None, ge=0)
+    requests_per_day: StrictInt | None = Field(None, ge=0)
+    tokens_per_day: StrictInt | None = Field(None, ge=0)
+    budget_usd_per_month: StrictInt | StrictFloat | None = Field(None, ge=0)
+    max_concurrent: StrictInt | None = Field(None, ge=0)
 
     @field_validator("budget_usd_per_month")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
-        return value
+        return None if value is None else float(value)
 
     def to_quota(self) -> Quota:
         """Return the stored form."""
