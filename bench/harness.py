@@ -1,8 +1,9 @@
-"""Plumbing shared by the benchmark scripts in ``bench/`` (``ttft.py``, ``continuation.py``).
+"""Plumbing shared by the benchmark scripts in ``bench/`` (``ttft.py``, ``overhead.py``, ...).
 
 * ``free_port``, ``base_env``, ``clip`` and ``package_version`` -- small helpers;
-* ``Gateway`` -- a real ``python -m ccgate serve`` subprocess pointed at an upstream
-  (the scripted model of ``ccgate.demo``), with ``wait_healthy``, ``log_tail`` and ``stop``;
+* ``ServerProcess`` -- a server subprocess with a data dir and a log file, with
+  ``wait_healthy``, ``log_tail`` and ``stop``; ``Gateway`` -- one that is a real
+  ``python -m ccgate serve`` pointed at an upstream (the scripted model of ``ccgate.demo``);
 * ``leftover_processes`` and ``check_leftovers`` -- the final ``/proc`` scan for any
   process whose ``CLAUDE_CONFIG_DIR`` lies under the benchmark's temporary directory.
 
@@ -31,6 +32,7 @@ __all__ = [
     "SERVER_START_TIMEOUT",
     "SERVER_STOP_TIMEOUT",
     "Gateway",
+    "ServerProcess",
     "base_env",
     "check_leftovers",
     "clip",
@@ -80,59 +82,40 @@ def package_version(name: str) -> str:
 # --------------------------------------------------------------------------- gateway
 
 
-class Gateway:
-    """A ``python -m ccgate serve`` subprocess pointed at the scripted model.
+class ServerProcess:
+    """A server subprocess that answers ``GET /health`` at ``url`` once it is up.
 
-    ``env`` is the server's environment, with ``extra_env`` laid over it (e.g.
-    ``{"CCGATE_SESSION_CONTINUATION": "false"}``). ``default_model`` adds
-    ``--default-model``. The server's stdout and stderr go to ``log_path``, by default
-    ``<data_dir>-server.log`` next to the data dir.
+    ``argv`` is the command line; ``port`` the port it was told to listen on. The
+    server's stdout and stderr go to ``log_path``, by default ``<data_dir>-server.log``
+    next to the data dir.
     """
 
     def __init__(
         self,
-        upstream_url: str,
+        argv: list[str],
+        port: int,
         data_dir: Path,
         env: Mapping[str, str],
         *,
-        default_model: str | None = None,
-        extra_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
         log_path: Path | None = None,
         start_timeout: float = SERVER_START_TIMEOUT,
         stop_timeout: float = SERVER_STOP_TIMEOUT,
     ) -> None:
-        self.port = free_port()
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}-server.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "ccgate",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(data_dir),
-            "--upstream-url",
-            upstream_url,
-            "--upstream-api-key",
-            "x",
-            "--upstream-retries",
-            "0",
-        ]
-        if default_model is not None:
-            argv += ["--default-model", default_model]
-        argv += ["--log-level", "warning"]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             argv,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**env, **(extra_env or {})},
+            env=dict(env),
         )
 
     def wait_healthy(self, client: httpx.Client) -> dict[str, Any]:
@@ -177,6 +160,58 @@ class Gateway:
             return f"SIGTERM -> exited with code {code}"
         finally:
             self._log.close()
+
+
+class Gateway(ServerProcess):
+    """A ``python -m ccgate serve`` subprocess pointed at the scripted model.
+
+    ``env`` is the server's environment, with ``extra_env`` laid over it (e.g.
+    ``{"CCGATE_SESSION_CONTINUATION": "false"}``). ``default_model`` adds
+    ``--default-model``. The server's stdout and stderr go to ``log_path``, by default
+    ``<data_dir>-server.log`` next to the data dir.
+    """
+
+    def __init__(
+        self,
+        upstream_url: str,
+        data_dir: Path,
+        env: Mapping[str, str],
+        *,
+        default_model: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = SERVER_START_TIMEOUT,
+        stop_timeout: float = SERVER_STOP_TIMEOUT,
+    ) -> None:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "ccgate",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--upstream-url",
+            upstream_url,
+            "--upstream-api-key",
+            "x",
+            "--upstream-retries",
+            "0",
+        ]
+        if default_model is not None:
+            argv += ["--default-model", default_model]
+        argv += ["--log-level", "warning"]
+        super().__init__(
+            argv,
+            port,
+            data_dir,
+            {**env, **(extra_env or {})},
+            log_path=log_path,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
 
 
 # --------------------------------------------------------------------------- leftovers
