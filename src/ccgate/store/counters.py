@@ -94,6 +94,14 @@ def _key(namespace: str, window: Window) -> ColumnElement[bool]:
     return and_(c.namespace == namespace, c.window == window.kind, c.start == window.start)
 
 
+def _keys(namespace: str, windows: list[Window]) -> ColumnElement[bool]:
+    c = quota_counters.c
+    return and_(
+        c.namespace == namespace,
+        or_(*(and_(c.window == w.kind, c.start == w.start) for w in windows)),
+    )
+
+
 class SqlCounterStore:
     """A :class:`CounterStore` on SQLAlchemy Core (SQLite or Postgres)."""
 
@@ -114,14 +122,11 @@ class SqlCounterStore:
         """Count one request in ``windows`` unless a limit is reached; return that limit."""
         every = list(dict.fromkeys([*windows, *(limit.window for limit in limits)]))
         c = quota_counters.c
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             await self._ensure(conn, namespace, every)
             query = (
                 select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
-                .where(
-                    c.namespace == namespace,
-                    or_(*(and_(c.window == w.kind, c.start == w.start) for w in every)),
-                )
+                .where(_keys(namespace, every))
                 .with_for_update()
             )
             seen = {
@@ -134,10 +139,10 @@ class SqlCounterStore:
                 value = seen.get(limit.window, Totals()).value(limit.measure)
                 if value + limit.reserved >= limit.ceiling:
                     return limit  # nothing counted (the empty rows made above may stay)
-            for window in windows:
+            if windows:
                 await conn.execute(
                     update(quota_counters)
-                    .where(_key(namespace, window))
+                    .where(_keys(namespace, windows))
                     .values(requests=c.requests + 1)
                 )
         return None
@@ -149,13 +154,18 @@ class SqlCounterStore:
         if not tokens and not cost_usd:
             return
         c = quota_counters.c
-        async with self._db.engine.begin() as conn:
-            await self._ensure(conn, namespace, windows)
-            for window in windows:
+        add = update(quota_counters).values(
+            tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd
+        )
+        async with self._db.write() as conn:
+            # The rows exist since the request was admitted, unless a sweep removed them.
+            done = await conn.execute(add.where(_keys(namespace, windows)))
+            if (done.rowcount or 0) < len(windows):
+                await self._ensure(conn, namespace, windows)
                 await conn.execute(
                     update(quota_counters)
-                    .where(_key(namespace, window))
-                    .values(tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd)
+                    .where(_keys(namespace, windows), c.tokens == 0, c.cost_usd == 0)
+                    .values(tokens=tokens, cost_usd=cost_usd)
                 )
 
     async def totals(self, namespace: str, window: Window) -> Totals:
@@ -171,7 +181,7 @@ class SqlCounterStore:
     async def sweep(self, kind: str, before: int) -> int:
         """Delete the windows of ``kind`` that started before ``before``; return how many."""
         c = quota_counters.c
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             result = await conn.execute(
                 delete(quota_counters).where(c.window == kind, c.start < before)
             )

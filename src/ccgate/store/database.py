@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ccgate.errors import ConfigError
 
@@ -50,6 +53,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # With WAL this never corrupts the database; only an OS crash could lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -65,7 +70,12 @@ def _upgrade(connection: Connection) -> None:
 
 
 class Database:
-    """One async engine for ccgate's database; ``migrate()`` runs at start."""
+    """One async engine for ccgate's database; ``migrate()`` runs at start.
+
+    Stores write through :meth:`write`. SQLite lets one writer in at a time and
+    makes the others sleep and retry in growing steps, so this process's writers
+    queue for it in memory instead (other processes still meet SQLite's lock).
+    """
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = async_url(url)
@@ -73,8 +83,20 @@ class Database:
         if parsed.get_backend_name() == "sqlite" and parsed.database:
             _private_file(Path(parsed.database).expanduser())
         self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
+        self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self._writer = asyncio.Lock()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """Run a write transaction (committed at the end of the block, rolled back on error)."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.begin() as conn:
+            yield conn
 
     @property
     def dialect(self) -> str:

@@ -179,7 +179,7 @@ class SqlKeyStore:
             "disabled": False,
         }
         try:
-            async with self._db.engine.begin() as conn:
+            async with self._db.write() as conn:
                 await conn.execute(insert(api_keys).values(**values))
         except IntegrityError:
             raise KeyExists("a key with this hash exists") from None
@@ -216,7 +216,7 @@ class SqlKeyStore:
             values["quota"] = json.dumps(values["quota"].as_dict())
         if "models" in values:
             values["models"] = _models(values["models"])
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             if values:
                 await conn.execute(
                     update(api_keys)
@@ -229,7 +229,7 @@ class SqlKeyStore:
     async def revoke(self, key_id: str, *, now: float | None = None) -> KeyRecord | None:
         """Revoke a key; return it, or ``None`` if it does not exist."""
         stamp = time.time() if now is None else now
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(
                 update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -243,7 +243,7 @@ class SqlKeyStore:
         stamp = time.time() if now is None else now
         if key.last_used_at is not None and stamp - key.last_used_at < 60:
             return key
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(
                 update(api_keys).where(api_keys.c.id == key.id).values(last_used_at=stamp)
             )

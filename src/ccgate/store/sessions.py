@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Float, Integer, String, delete, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -169,7 +171,7 @@ class SqlSessionStore:
             "transcript": transcript,
         }
         try:
-            async with self._db.engine.begin() as conn:
+            async with self._db.write() as conn:
                 await conn.execute(insert(sessions).values(**values))
         except IntegrityError:
             raise SessionExists(f"session {key!r} exists") from None
@@ -204,40 +206,35 @@ class SqlSessionStore:
     ) -> bool:
         """Count a finished turn and remember the conversation's new fingerprint."""
         stamp = time.time() if now is None else now
-        async with self._db.engine.begin() as conn:
-            namespace = (
-                await conn.execute(select(sessions.c.namespace).where(sessions.c.id == session_id))
-            ).scalar_one_or_none()
-            if namespace is None:
-                return False
-            seen = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(session_fingerprints)
-                    .where(
-                        session_fingerprints.c.session_id == session_id,
-                        session_fingerprints.c.fingerprint == fingerprint,
-                    )
-                )
-            ).scalar_one()
-            if seen:
-                return False
-            await conn.execute(
-                insert(session_fingerprints).values(
-                    namespace=namespace,
-                    fingerprint=fingerprint,
-                    session_id=session_id,
-                    message_count=message_count,
-                    created_at=stamp,
-                )
+        make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
+        c = sessions.c
+        # One statement: the fingerprint row, with the session's namespace, unless the
+        # session is gone or already holds this fingerprint (a retried request).
+        add = (
+            make(session_fingerprints)
+            .from_select(
+                ["namespace", "fingerprint", "session_id", "message_count", "created_at"],
+                select(
+                    c.namespace,
+                    literal(fingerprint, String),
+                    c.id,
+                    literal(message_count, Integer),
+                    literal(stamp, Float),
+                ).where(c.id == session_id),
             )
+            .on_conflict_do_nothing()
+        )
+        async with self._db.write() as conn:
+            added = await conn.execute(add)
+            if not added.rowcount:
+                return False
             await conn.execute(
                 update(sessions)
-                .where(sessions.c.id == session_id)
+                .where(c.id == session_id)
                 .values(
-                    turns=sessions.c.turns + 1,
-                    input_tokens=sessions.c.input_tokens + input_tokens,
-                    output_tokens=sessions.c.output_tokens + output_tokens,
+                    turns=c.turns + 1,
+                    input_tokens=c.input_tokens + input_tokens,
+                    output_tokens=c.output_tokens + output_tokens,
                     last_used_at=stamp,
                 )
             )
@@ -268,7 +265,7 @@ class SqlSessionStore:
 
     async def repoint(self, session_id: str, cli_session_id: str, model: str) -> None:
         """Point a session at a new Claude Code session (its history was rebuilt)."""
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(
                 update(sessions)
                 .where(sessions.c.id == session_id)
@@ -291,7 +288,7 @@ class SqlSessionStore:
         return str(value) if value is not None else None
 
     async def _delete_where(self, *conditions: ColumnElement[bool]) -> list[SessionRecord]:
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             rows = [_record(r) for r in await conn.execute(select(sessions).where(*conditions))]
             if rows:
                 ids = [r.id for r in rows]

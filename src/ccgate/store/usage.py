@@ -124,7 +124,7 @@ class SqlUsageStore:
         """Append one record."""
         stamp = record.created_at or time.time()
         values = {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
-        async with self._db.engine.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(insert(usage_records).values(**values))
 
     async def summarize(
