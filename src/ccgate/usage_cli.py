@@ -11,21 +11,12 @@ from ccgate.keys_cli import fail, format_time, print_json, print_table, printabl
 from ccgate.protocol.admin import parse_time, usage_object
 from ccgate.store.database import Database
 from ccgate.store.keys import SqlKeyStore
-from ccgate.store.usage import GroupBy, SqlUsageStore
+from ccgate.store.usage import COUNTS, GroupBy, SqlUsageStore
 
 __all__ = ["run_usage"]
 
 #: Namespaces that are not a key's id: auth_mode none and auth_mode shared.
 _KEYLESS = ("local", "shared")
-_COUNTS = (
-    "requests",
-    "cached_requests",
-    "failed_requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-)
 _HEADERS = ("REQUESTS", "CACHED", "FAILED", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE")
 
 
@@ -40,7 +31,7 @@ def _window(since: float | None, until: float | None) -> str:
 
 
 def _numbers(values: dict[str, Any]) -> list[str]:
-    return [str(values[f]) for f in _COUNTS] + [f"{values['cost_usd']:.6f}"]
+    return [str(values[f]) for f in COUNTS] + [f"{values['cost_usd']:.6f}"]
 
 
 async def run_usage(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field
 
 from ccgate.errors import InvalidRequest
 from ccgate.store.keys import KeyRecord, Quota
-from ccgate.store.usage import UsageSummary
+from ccgate.store.usage import COUNTS, UsageSummary
 
 __all__ = [
     "KeyCreate",
@@ -122,16 +122,7 @@ def usage_object(
     rows: list[UsageSummary], group_by: str, since: float | None, until: float | None
 ) -> dict[str, Any]:
     """Return usage summaries with their totals."""
-    fields = [
-        "requests",
-        "cached_requests",
-        "failed_requests",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_creation_tokens",
-    ]
-    totals: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in fields}
+    totals: dict[str, Any] = {f: sum(getattr(r, f) for r in rows) for f in COUNTS}
     totals["cost_usd"] = float(round(sum(r.cost_usd for r in rows), 6))
     return {
         "object": "usage",

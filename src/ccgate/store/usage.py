@@ -22,9 +22,28 @@ from sqlalchemy import case, func, insert, select
 from ccgate.store.database import Database
 from ccgate.store.tables import usage_records
 
-__all__ = ["GroupBy", "SqlUsageStore", "UsageRecord", "UsageStore", "UsageSummary", "utc_day"]
+__all__ = [
+    "COUNTS",
+    "GroupBy",
+    "SqlUsageStore",
+    "UsageRecord",
+    "UsageStore",
+    "UsageSummary",
+    "utc_day",
+]
 
 GroupBy = Literal["day", "model", "key"]
+
+#: The whole-number totals of a :class:`UsageSummary` (its cost is the other total).
+COUNTS = (
+    "requests",
+    "cached_requests",
+    "failed_requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+)
 
 #: Statuses of a request that got its answer (anything else is a failure or a cut).
 OK_STATUSES = ("ok", "tool_use")
