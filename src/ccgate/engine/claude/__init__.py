@@ -1,0 +1,12 @@
+"""The Claude Code runner: turns run by the real CLI through ``claude-agent-sdk``.
+
+This package is the only place that imports ``claude_agent_sdk``:
+``runner`` runs the compatible APIs' turns, ``translate`` turns the SDK's
+messages into neutral events, ``process`` holds what every CLI process shares.
+"""
+
+from ccgate.engine.claude.process import RunnerConfig, scrubbed_env
+from ccgate.engine.claude.runner import ClaudeRunner
+from ccgate.engine.claude.translate import Translator
+
+__all__ = ["ClaudeRunner", "RunnerConfig", "Translator", "scrubbed_env"]

@@ -1,0 +1,130 @@
+"""What every Claude Code process of ccgate shares: its environment and how it is watched.
+
+A process gets its own ``CLAUDE_CONFIG_DIR`` slot, an environment from which
+ccgate's secrets are blanked, and is stopped by signal when it must end now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from claude_agent_sdk import ClaudeSDKClient
+
+__all__ = [
+    "CLIExited",
+    "Pause",
+    "RunnerConfig",
+    "cli_pid",
+    "exit_code",
+    "keep_tail",
+    "scrubbed_env",
+    "send_signal",
+    "short",
+]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What the runner needs from the settings."""
+
+    data_dir: Path
+    upstream_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_retries: int = 2
+    request_timeout: float = 600.0
+    cli_path: Path | None = None
+    #: Values that must never reach the CLI's environment.
+    secrets: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def scrubbed_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """Return overrides that blank ccgate's variables and any variable holding a secret.
+
+    The SDK starts the CLI with the parent's environment plus these overrides,
+    so blanking (not omitting) is what keeps a value out.
+    """
+    blanked: dict[str, str] = {}
+    for name, value in environ.items():
+        if name.startswith("CCGATE_") or (value and value in secrets):
+            blanked[name] = ""
+    return blanked
+
+
+class Pause:
+    """While a turn waits for client tool results: stop its ``request_timeout``, mark its pid."""
+
+    def __init__(self, clock: asyncio.Timeout, waiting: set[int], pid: int | None) -> None:
+        self._clock = clock
+        self._waiting = waiting
+        self._pid = pid
+        self._left: float | None = None
+        self._on = False
+
+    def start(self) -> None:
+        self._on = True
+        if self._pid is not None:
+            self._waiting.add(self._pid)
+        when = self._clock.when()
+        if when is not None:
+            self._left = max(0.0, when - asyncio.get_running_loop().time())
+            self._clock.reschedule(None)
+
+    def resume(self) -> None:
+        if not self._on:
+            return
+        self._on = False
+        if self._pid is not None:
+            self._waiting.discard(self._pid)
+        if self._left is not None:
+            self._clock.reschedule(asyncio.get_running_loop().time() + self._left)
+            self._left = None
+
+
+class CLIExited(Exception):
+    """The CLI process died mid-turn with a non-zero exit code (``None``: not known)."""
+
+    def __init__(self, exit_code: int | None, stderr_line: str) -> None:
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code
+        self.stderr_line = stderr_line
+
+
+async def exit_code(client: ClaudeSDKClient) -> int | None:
+    process = getattr(getattr(client, "_transport", None), "_process", None)
+    if process is None:
+        return None
+    with contextlib.suppress(Exception):
+        with anyio.move_on_after(2):
+            await process.wait()
+    code = getattr(process, "returncode", None)
+    return code if isinstance(code, int) else None
+
+
+def cli_pid(client: ClaudeSDKClient) -> int | None:
+    # The SDK does not expose the process; its transport keeps it as ``_process``.
+    process = getattr(getattr(client, "_transport", None), "_process", None)
+    pid = getattr(process, "pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def send_signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def keep_tail(tail: list[str], line: str) -> None:
+    tail.append(line)
+    del tail[:-20]
+
+
+def short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
