@@ -6,8 +6,8 @@ busy gateway, cut off by the client leaving or by a shutdown —
 :meth:`Accounting.close` runs once for it: it appends a usage record (what the
 turn spent as far as it is known; output that was streamed but not yet counted
 is estimated at four characters a token), charges the tokens and dollars to the
-key's quota, and feeds the metrics. Cost is what Claude Code reported, else an
-estimate from the model's prices.
+key's quota, and feeds the metrics. Cost follows from the tokens at the model's
+prices (``models.json``): Claude Code reports only a session's running total.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class Metrics:
         )
         self._cost = Counter(
             "ccgate_cost_usd",
-            "Cost in USD (reported by Claude Code, else estimated from the price table).",
+            "Cost in USD, from the tokens at the price table's prices.",
             ("model", *key),
             registry=self.registry,
         )

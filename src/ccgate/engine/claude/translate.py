@@ -83,11 +83,17 @@ class Translator:
 
     ``client_tools`` names the client's tools: a message that calls any of them
     ends a segment with ``TurnEnd("tool_use", waiting_for=ids)`` and that
-    segment's ``Usage``; the CLI then waits in the tool handlers.
+    segment's ``Usage``; the CLI then waits in the tool handlers. With
+    ``all_tools`` every tool call is reported (an agent's built-in tools); only
+    client tools end a segment.
     """
 
-    def __init__(self, client_tools: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, client_tools: frozenset[str] = frozenset(), *, all_tools: bool = False
+    ) -> None:
         self._client_tools = client_tools
+        #: Report every tool call (an agent's own tools, which the CLI runs itself).
+        self._all_tools = all_tools
         self._blocks: dict[int, tuple[str, str]] = {}
         self._calls: list[str] = []
         self._streamed_text = False
@@ -151,11 +157,12 @@ class Translator:
             block = event.get("content_block") or {}
             btype = str(block.get("type"))
             name = str(block.get("name"))
-            if btype == "tool_use" and name not in self._client_tools:
+            if btype == "tool_use" and name not in self._client_tools and not self._all_tools:
                 btype = "other_tool_use"  # the CLI answers it itself (unknown tool)
             self._blocks[index] = (btype, str(block.get("id") or ""))
             if btype == "tool_use":
-                self._calls.append(str(block.get("id")))
+                if name in self._client_tools:
+                    self._calls.append(str(block.get("id")))
                 return [ToolCallStart(str(block.get("id")), name)]
         elif kind == "content_block_delta":
             delta = event.get("delta") or {}
@@ -216,7 +223,8 @@ class Translator:
                     cache_creation_tokens=max(
                         0, total.cache_creation_tokens - r.cache_creation_tokens
                     ),
-                    cost_usd=result.total_cost_usd,
+                    # Not ``result.total_cost_usd``: that is the session's cost so far, which
+                    # a resumed session carries over; the turn's cost follows from its tokens.
                 )
             )
         status = getattr(result, "api_error_status", None) if result else None

@@ -1,0 +1,317 @@
+"""An agent: one Claude Code process with its built-in tools, confined to a workspace.
+
+A loop (``engine.loops``) runs its turns on one :class:`Agent` while it is
+active. The process is owned by one task (the SDK's cancel scopes break when a
+client is used from another task); turns and interrupts reach it through a
+queue. Confinement, all by Claude Code's own means:
+
+- its working directory is the workspace; ``blockReadsOutsideWorkingDirectories``
+  and ``blockWritesOutsideWorkingDirectories`` keep file tools inside it;
+- commands run in Claude Code's sandbox (bubblewrap on Linux), which lets them
+  write the workspace and the agent's own temporary directory and nothing else,
+  hides the paths in ``deny_read`` (ccgate's data dir, other loops, the
+  operator's Claude login), and never runs a command outside the sandbox;
+- the environment of commands is scrubbed of credentials
+  (``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB``);
+- every tool call that needs permission under the permission mode goes to
+  ``chooser`` (``can_use_tool``): a person or program decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from claude_agent_sdk import (
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    PermissionResultAllow,
+    PermissionResultDeny,
+    ToolPermissionContext,
+)
+
+from ccgate.engine.claude.process import (
+    RunnerConfig,
+    cli_pid,
+    keep_tail,
+    scrubbed_env,
+    send_signal,
+    short,
+)
+from ccgate.engine.claude.translate import Translator
+from ccgate.engine.cli_info import find_cli
+from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, TurnStarted
+from ccgate.engine.launcher import tethered
+from ccgate.engine.workdirs import WorkerDirs
+
+__all__ = ["AGENT_TOOLS", "Agent", "AgentSpec", "Chooser", "Decision"]
+
+log = logging.getLogger("ccgate.engine")
+
+#: The built-in tools an agent has (no sub-agents, schedules or plugins).
+AGENT_TOOLS = (
+    "Bash",
+    "Read",
+    "Write",
+    "Edit",
+    "Glob",
+    "Grep",
+    "NotebookEdit",
+    "TodoWrite",
+    "WebFetch",
+    "WebSearch",
+    "AskUserQuestion",
+)
+
+_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to a tool call that needed permission (or to a question)."""
+
+    allow: bool
+    message: str = ""
+    updated_input: dict[str, Any] | None = None
+
+
+#: Decide on a tool call: ``(tool, input, tool_use_id) -> Decision``.
+Chooser = Callable[[str, dict[str, Any], str], Awaitable[Decision]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """What an agent process is started with."""
+
+    workspace: Path
+    #: The agent's own directory (its temporary files), readable and writable by it.
+    private_dir: Path
+    session_id: str
+    resume: bool
+    model: str
+    permission_mode: str
+    deny_read: tuple[Path, ...] = ()
+
+
+@dataclass
+class _Turn:
+    content: str
+    permission_mode: str
+    out: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+
+class Agent:
+    """One Claude Code process running an agent's turns, one at a time."""
+
+    def __init__(
+        self, config: RunnerConfig, dirs: WorkerDirs, spec: AgentSpec, chooser: Chooser
+    ) -> None:
+        self._config = config
+        self._dirs = dirs
+        self._spec = spec
+        self._chooser = chooser
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._interrupt = asyncio.Event()
+        self._owner: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._mode = spec.permission_mode
+        self._turns = 0
+        self.pid: int | None = None
+        self.stderr_tail: list[str] = []
+
+    @property
+    def alive(self) -> bool:
+        """Tell whether the process is running and takes turns."""
+        return self._owner is not None and not self._owner.done()
+
+    async def start(self) -> None:
+        """Start the process; raise what stopped it from starting."""
+        self._ready = asyncio.get_running_loop().create_future()
+        self._owner = asyncio.create_task(self._own(), name="ccgate-agent")
+        await asyncio.shield(self._ready)
+
+    async def run(self, content: str, permission_mode: str) -> AsyncIterator[AgentEvent]:
+        """Run one turn and yield its events; the last is a ``TurnEnd`` or a ``TurnError``."""
+        if not self.alive:
+            yield TurnError("cli_crashed", "the Claude Code process is not running")
+            return
+        turn = _Turn(content, permission_mode)
+        self._interrupt.clear()
+        await self._inbox.put(turn)
+        while True:
+            item = await turn.out.get()
+            if item is _END:
+                return
+            yield item
+
+    def interrupt(self) -> None:
+        """Stop the running turn at once (the CLI's interrupt); the process stays."""
+        self._interrupt.set()
+
+    async def aclose(self) -> None:
+        """End the process (its transcript is flushed first)."""
+        if self._owner is None:
+            return
+        await self._inbox.put(_END)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._owner), timeout=15)
+        except TimeoutError:
+            self.kill()
+            with contextlib.suppress(BaseException):
+                await self._owner
+
+    def kill(self) -> None:
+        """End the process now."""
+        if self.pid is not None:
+            send_signal(self.pid, signal.SIGKILL)
+        if self._owner is not None:
+            self._owner.cancel()
+
+    def _options(self, workdir: Path) -> ClaudeAgentOptions:
+        spec = self._spec
+        tmp = spec.private_dir / "tmp"
+        tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings = {
+            "permissions": {
+                "blockReadsOutsideWorkingDirectories": True,
+                "blockWritesOutsideWorkingDirectories": True,
+            },
+            "sandbox": {
+                "enabled": True,
+                "autoAllowBashIfSandboxed": False,
+                "allowUnsandboxedCommands": False,
+                "filesystem": {
+                    "denyRead": [str(p) for p in spec.deny_read],
+                    "allowRead": [str(spec.workspace), str(spec.private_dir)],
+                },
+            },
+        }
+        env = scrubbed_env(os.environ, self._config.secrets)
+        env.update(
+            {
+                "CLAUDE_CONFIG_DIR": str(workdir),
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+                "DISABLE_TELEMETRY": "1",
+                "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
+                "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1",
+                "CLAUDE_CODE_TMPDIR": str(tmp),
+            }
+        )
+        if self._config.upstream_url:
+            env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
+        if self._config.upstream_api_key:
+            env["ANTHROPIC_API_KEY"] = self._config.upstream_api_key
+        env.update(self._config.extra_env)
+        return ClaudeAgentOptions(
+            tools=list(AGENT_TOOLS),
+            setting_sources=[],
+            strict_mcp_config=True,
+            settings=json.dumps(settings),
+            permission_mode=spec.permission_mode,  # type: ignore[arg-type]
+            can_use_tool=self._can_use_tool,
+            model=spec.model,
+            cwd=str(spec.workspace),
+            env=env,
+            include_partial_messages=True,
+            resume=spec.session_id if spec.resume else None,
+            session_id=None if spec.resume else spec.session_id,
+            cli_path=tethered(find_cli(self._config.cli_path), self._config.data_dir)
+            or self._config.cli_path,
+            stderr=lambda line: keep_tail(self.stderr_tail, line),
+            max_buffer_size=64 * 1024 * 1024,
+        )
+
+    async def _can_use_tool(
+        self, tool: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        decision = await self._chooser(tool, tool_input, context.tool_use_id or "")
+        if decision.allow:
+            return PermissionResultAllow(updated_input=decision.updated_input)
+        return PermissionResultDeny(message=decision.message or "the user denied this tool call")
+
+    async def _own(self) -> None:
+        assert self._ready is not None
+        try:
+            with self._dirs.lease() as workdir:
+                client = ClaudeSDKClient(self._options(workdir))
+                try:
+                    await client.connect()
+                    self.pid = cli_pid(client)
+                    self._ready.set_result(None)
+                    while True:
+                        turn = await self._inbox.get()
+                        if turn is _END:
+                            break
+                        await self._turn(client, turn)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await client.disconnect()
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("agent_failed error=%s", type(exc).__name__, exc_info=True)
+        finally:
+            self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        """Answer a turn still queued when the process is gone."""
+        while not self._inbox.empty():
+            turn = self._inbox.get_nowait()
+            if isinstance(turn, _Turn):
+                turn.out.put_nowait(
+                    TurnError("cli_crashed", "the Claude Code process ended before this turn")
+                )
+                turn.out.put_nowait(_END)
+
+    async def _turn(self, client: ClaudeSDKClient, turn: _Turn) -> None:
+        started = time.monotonic()
+        try:
+            await turn.out.put(TurnStarted(model=self._spec.model, cold_start=self._turns == 0))
+            self._turns += 1
+            if turn.permission_mode != self._mode:
+                await client.set_permission_mode(turn.permission_mode)  # type: ignore[arg-type]
+                self._mode = turn.permission_mode
+            await client.query(turn.content)
+            pump = asyncio.ensure_future(self._pump(client, turn))
+            while not pump.done():
+                stop = asyncio.ensure_future(self._interrupt.wait())
+                done, _ = await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop in done:
+                    self._interrupt.clear()
+                    with contextlib.suppress(Exception):
+                        await client.interrupt()
+                else:
+                    stop.cancel()
+            pump.result()
+        except Exception as exc:  # noqa: BLE001 - the process failed mid-turn
+            tail = f": {self.stderr_tail[-1][:300]}" if self.stderr_tail else ""
+            await turn.out.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}{tail}"))
+            raise
+        finally:
+            log.debug("agent_turn_done ms=%d", (time.monotonic() - started) * 1000)
+            turn.out.put_nowait(_END)
+
+    async def _pump(self, client: ClaudeSDKClient, turn: _Turn) -> None:
+        translator = Translator(all_tools=True)
+        async for message in client.receive_response():
+            for event in translator.feed(message):
+                await turn.out.put(event)
+        for event in translator.finish(self.stderr_tail):
+            await turn.out.put(event)
+
+
+def is_end(event: AgentEvent) -> bool:
+    """Tell whether ``event`` ends an agent's turn."""
+    return isinstance(event, TurnEnd | TurnError)
