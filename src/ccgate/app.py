@@ -18,6 +18,7 @@ from ccgate.api import (
     anthropic_routes,
     docs,
     health,
+    loops_routes,
     openai_routes,
     sessions_routes,
     usage_routes,
@@ -34,6 +35,7 @@ from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
 from ccgate.engine.keys import KeyManager
 from ccgate.engine.live import TurnManager
+from ccgate.engine.loops import LoopManager
 from ccgate.engine.models import Catalogue
 from ccgate.engine.quotas import Quotas, windows_at
 from ccgate.engine.runner import Runner
@@ -41,6 +43,7 @@ from ccgate.engine.sessions import ConversationSessions
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
 from ccgate.store.keys import SqlKeyStore
+from ccgate.store.loops import SqlLoopStore
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.usage import SqlUsageStore
 
@@ -61,8 +64,10 @@ def _runner_config(settings: Settings, upstream_url: str | None, key: str | None
     )
 
 
-async def _sweep(sessions: ConversationSessions, counters: SqlCounterStore, ttl: float) -> None:
-    """Expire idle sessions and old quota windows now and then, for as long as the app runs."""
+async def _sweep(
+    sessions: ConversationSessions, counters: SqlCounterStore, loops: LoopManager, ttl: float
+) -> None:
+    """Expire idle sessions, old quota windows and old idempotency records, now and then."""
     interval = min(60.0, max(1.0, ttl / 10))
     while True:
         try:
@@ -73,6 +78,7 @@ async def _sweep(sessions: ConversationSessions, counters: SqlCounterStore, ttl:
             await counters.sweep("minute", minute.start - 3600)
             await counters.sweep("day", day.start - 2 * 86_400)
             await counters.sweep("month", month.start - 40 * 86_400)
+            await loops.expire()
         except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
             log.warning("sweep_failed", exc_info=True)
         await asyncio.sleep(interval)
@@ -116,16 +122,28 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 settings.data_path / "cwd",
                 continuation=settings.session_continuation,
             )
-            the_runner = runner or ClaudeRunner(_runner_config(settings, upstream, key))
+            runner_config = _runner_config(settings, upstream, key)
+            the_runner = runner or ClaudeRunner(runner_config)
             stack.push_async_callback(the_runner.aclose)
             counters = SqlCounterStore(database)
-            sweeper = asyncio.create_task(_sweep(sessions, counters, settings.session_ttl))
-            stack.push_async_callback(_stop, sweeper)
             gate = Gate(settings.max_concurrent, settings.max_queue)
             turns = TurnManager(
                 the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
             )
             stack.push_async_callback(turns.aclose)
+            catalogue = Catalogue.load()
+            loops = LoopManager(
+                SqlLoopStore(database),
+                runner_config=runner_config,
+                loops_dir=settings.loops_path,
+                gate=gate,
+                cli_model=lambda name: catalogue.resolve(name).cli,
+                idle_timeout=settings.loop_idle_timeout,
+                choice_timeout=settings.choice_timeout,
+            )
+            stack.push_async_callback(loops.aclose)
+            sweeper = asyncio.create_task(_sweep(sessions, counters, loops, settings.session_ttl))
+            stack.push_async_callback(_stop, sweeper)
             cache = ResponseCache(settings.cache_ttl, settings.cache_max_entries)
             counts = Counters()
 
@@ -134,7 +152,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                     active=gate.active,
                     queued=gate.queued,
                     waiting_for_tools=turns.parked,
-                    cli_processes=the_runner.live_processes(),
+                    cli_processes=the_runner.live_processes() + loops.live_processes(),
                     cached_answers=len(cache),
                     turns_finished=counts.turns_finished,
                     turns_failed=counts.turns_failed,
@@ -146,9 +164,10 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 settings=settings,
                 runner=the_runner,
                 gate=gate,
-                catalogue=Catalogue.load(),
+                catalogue=catalogue,
                 sessions=sessions,
                 turns=turns,
+                loops=loops,
                 keys=KeyManager(SqlKeyStore(database)),
                 accounting=Accounting(
                     Quotas(counters), ledger if settings.usage_ledger else None, metrics
@@ -182,6 +201,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
     app.include_router(sessions_routes.router)
     app.include_router(usage_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(loops_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

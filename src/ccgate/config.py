@@ -81,6 +81,23 @@ class Settings(BaseModel):
         description="How long a turn waits, alive, for the client's tool results (seconds); "
         "results that come later still reach the model through the session.",
     )
+    loops_dir: Path | None = Field(
+        None,
+        description="Where loop workspaces live (<loops_dir>/<loop id>/workspace); default "
+        "<data_dir>/loops.",
+    )
+    loop_idle_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a loop keeps its Claude Code process without a turn; the next "
+        "message then starts one that resumes the loop's session.",
+    )
+    choice_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a loop's permission or question waits for an answer before it "
+        "counts as denied.",
+    )
     session_continuation: bool = Field(
         True,
         description="Continue a known conversation's Claude Code session; off rebuilds the "
@@ -126,6 +143,11 @@ class Settings(BaseModel):
     def data_path(self) -> Path:
         """Return the data directory with ``~`` expanded."""
         return self.data_dir.expanduser()
+
+    @property
+    def loops_path(self) -> Path:
+        """Return the directory of loop workspaces."""
+        return (self.loops_dir or self.data_path / "loops").expanduser()
 
     @property
     def effective_database_url(self) -> str:

@@ -14,6 +14,7 @@ from ccgate.config import Settings
 from ccgate.engine.claude import ClaudeRunner, RunnerConfig, scrubbed_env
 from ccgate.engine.cli_info import cli_version, find_cli
 from ccgate.engine.events import TurnError
+from ccgate.engine.loops import sandbox_missing
 from ccgate.engine.turn import Message, TextPart, TurnRequest
 from ccgate.engine.workdirs import user_credentials
 
@@ -97,6 +98,19 @@ def _database(settings: Settings) -> Check:
     return Check("database", True, f"{scheme} configured (checked when the store starts)")
 
 
+def _sandbox() -> Check:
+    missing = sandbox_missing()
+    if missing:
+        # A warning, not a failure: the compatible APIs run without it.
+        return Check(
+            "sandbox",
+            True,
+            f"warning: {' and '.join(missing)} missing, so loops cannot run (Claude Code's "
+            "sandbox needs them): run scripts/install-sandbox or apt-get install bubblewrap socat",
+        )
+    return Check("sandbox", True, "bubblewrap and socat found (loops run commands sandboxed)")
+
+
 async def _cli(settings: Settings) -> Check:
     path = find_cli(settings.cli_path)
     if path is None:
@@ -156,7 +170,13 @@ async def _probe(settings: Settings) -> Check:
 
 async def run_doctor(settings: Settings, *, probe: bool = True) -> int:
     """Run every check, print them, and return 0 when all passed."""
-    checks = [_data_dir(settings), _port(settings), _database(settings), _credentials(settings)]
+    checks = [
+        _data_dir(settings),
+        _port(settings),
+        _database(settings),
+        _credentials(settings),
+        _sandbox(),
+    ]
     for check in checks:
         _print(check)
     cli = await _cli(settings)

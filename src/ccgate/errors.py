@@ -11,6 +11,7 @@ turn it into that protocol's shape::
     ├── AuthenticationFailed          401  missing or wrong client key
     ├── PermissionDenied              403  key not allowed to do this
     ├── NotFound                      404  unknown model, route or object
+    ├── Conflict                      409  the request conflicts with an earlier one
     ├── RequestTooLarge               413  body over ``max_body_bytes``
     ├── ClientGone                    499  the client left before the answer
     ├── RateLimited                   429  a limit of this gateway
@@ -33,6 +34,7 @@ __all__ = [
     "CLICrashed",
     "ClientGone",
     "ConfigError",
+    "Conflict",
     "GatewayError",
     "InvalidRequest",
     "NotFound",
@@ -127,6 +129,16 @@ class NotFound(GatewayError):
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
     code = "not_found"
+    should_retry = False
+
+
+class Conflict(GatewayError):
+    """The request conflicts with an earlier one (an idempotency key reused)."""
+
+    status = 409
+    openai_type = "conflict_error"
+    anthropic_type = "invalid_request_error"
+    code = "conflict"
     should_retry = False
 
 

@@ -118,9 +118,18 @@ class Accounting:
         return Ticket(caller, endpoint, model, requested, admission)
 
     async def close(
-        self, ticket: Ticket, events: list[AgentEvent], *, failure: str | None = None
+        self,
+        ticket: Ticket,
+        events: list[AgentEvent],
+        *,
+        failure: str | None = None,
+        status: str | None = None,
     ) -> None:
-        """Record what the request spent (once); ``failure`` names why it ended without a turn."""
+        """Record what the request spent (once).
+
+        ``failure`` names why it ended without a turn; ``status`` overrides the
+        status the events would give (a loop's interrupted turn, say).
+        """
         if ticket.closed:
             return
         ticket.closed = True
@@ -132,7 +141,7 @@ class Accounting:
             namespace=ticket.caller.namespace,
             endpoint=ticket.endpoint,
             model=ticket.model.id,
-            status=_status(events, failure),
+            status=status or _status(events, failure),
             duration_ms=(now - ticket.started) * 1000,
             session_key=ticket.session_key,
             input_tokens=usage.input_tokens,

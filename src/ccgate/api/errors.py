@@ -26,9 +26,15 @@ from ccgate.errors import (
     UpstreamOverloaded,
     UpstreamRateLimited,
 )
-from ccgate.protocol import anthropic, openai
+from ccgate.protocol import anthropic, loops, openai
 
-__all__ = ["error_for_turn", "error_response", "install_error_handlers", "is_anthropic_path"]
+__all__ = [
+    "error_body",
+    "error_for_turn",
+    "error_response",
+    "install_error_handlers",
+    "is_anthropic_path",
+]
 
 log = logging.getLogger("ccgate.api")
 
@@ -74,14 +80,18 @@ def is_anthropic_path(path: str) -> bool:
     return path.startswith("/v1/messages")
 
 
+def error_body(path: str, error: GatewayError) -> tuple[dict[str, Any], int]:
+    """Return ``error`` in the shape of the protocol ``path`` speaks, and its status."""
+    if is_anthropic_path(path):
+        return anthropic.error_body(error), error.status
+    if path.startswith("/v1/loops"):
+        return loops.error_body(error), error.status
+    return openai.error_body(error), error.openai_status or error.status
+
+
 def error_response(path: str, error: GatewayError) -> JSONResponse:
     """Render ``error`` in the shape of the protocol ``path`` speaks."""
-    if is_anthropic_path(path):
-        body: dict[str, Any] = anthropic.error_body(error)
-        status = error.status
-    else:
-        body = openai.error_body(error)
-        status = error.openai_status or error.status
+    body, status = error_body(path, error)
     return JSONResponse(body, status_code=status, headers=error.headers())
 
 

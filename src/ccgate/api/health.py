@@ -48,7 +48,8 @@ async def health(state: State) -> JSONResponse:
             "max_concurrent": state.settings.max_concurrent,
             "max_queue": state.settings.max_queue,
         },
-        "cli_processes": state.runner.live_processes(),
+        "cli_processes": state.runner.live_processes() + state.loops.live_processes(),
+        "loops_active": state.loops.live_processes(),
         "requests": state.counters.requests,
         "upstream_auth": probe.status(),
     }

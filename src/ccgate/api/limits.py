@@ -7,9 +7,8 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ccgate.api.errors import is_anthropic_path
+from ccgate.api.errors import error_body
 from ccgate.errors import RequestTooLarge
-from ccgate.protocol import anthropic, openai
 
 __all__ = ["BodyLimit"]
 
@@ -52,8 +51,7 @@ class BodyLimit:
         )
 
     async def _refuse(self, path: str, send: Send) -> None:
-        error = RequestTooLarge(self._message())
-        body = anthropic.error_body(error) if is_anthropic_path(path) else openai.error_body(error)
+        body, _ = error_body(path, RequestTooLarge(self._message()))
         payload = json.dumps(body).encode()
         await send(
             {

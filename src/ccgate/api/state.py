@@ -16,6 +16,7 @@ from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
 from ccgate.engine.keys import KeyManager
 from ccgate.engine.live import TurnManager
+from ccgate.engine.loops import LoopManager
 from ccgate.engine.models import Catalogue
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
@@ -44,6 +45,7 @@ class AppState:
     catalogue: Catalogue
     sessions: ConversationSessions
     turns: TurnManager
+    loops: LoopManager
     keys: KeyManager
     accounting: Accounting
     ledger: UsageStore

@@ -25,6 +25,8 @@ from sqlalchemy import (
 
 __all__ = [
     "api_keys",
+    "loop_requests",
+    "loops",
     "metadata",
     "quota_counters",
     "session_fingerprints",
@@ -131,3 +133,34 @@ quota_counters = Table(
     Column("tokens", BigInteger, nullable=False, server_default="0"),
     Column("cost_usd", Float, nullable=False, server_default="0"),
 )
+
+loops = Table(
+    "loops",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("metadata", Text, nullable=False, server_default="{}"),
+    Column("permission_mode", String(32), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("archived_at", Float, nullable=True),
+    Column("last_turn_at", Float, nullable=True),
+    Column("turns", Integer, nullable=False, server_default="0"),
+)
+Index("ix_loops_namespace_created_at", loops.c.namespace, loops.c.created_at)
+
+loop_requests = Table(
+    "loop_requests",
+    metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("loop_id", String(64), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("turn_id", String(64), nullable=False),
+    Column("events", Text, nullable=False, server_default="[]"),
+    Column("done", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_loop_requests_created_at", loop_requests.c.created_at)

@@ -1,0 +1,223 @@
+"""The Loop API (``/v1/loops``): long-lived agents, their turns, choices and events (SPEC §7)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+
+from ccgate.api.auth import Caller, Client
+from ccgate.api.state import AppState, State
+from ccgate.api.turns import PING_EVERY, SSEResponse
+from ccgate.engine.loop_events import Failed, Interrupted, is_final
+from ccgate.engine.loop_runtime import TurnLog
+from ccgate.engine.loops import PERMISSION_MODES
+from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge, Unavailable
+from ccgate.protocol import loops as wire
+from ccgate.store.loops import LoopRecord
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/loops", tags=["Loops"])
+
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A stream of Server-Sent Events. Events and their data: "
+        + "; ".join(f"`{name}` {data}" for name, data in wire.EVENTS.items()),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": f"{{error: {{type, code, message}}}}: {what}"}
+    for code, what in (
+        (400, "invalid_request_error (loop_archived, invalid_choice_payload, ...)"),
+        (401, "authentication_error"),
+        (403, "permission_error: not_loop_owner"),
+        (404, "not_found_error: loop_not_found, choice_not_found"),
+    )
+}
+
+
+def _view(state: AppState, record: LoopRecord) -> dict[str, Any]:
+    runtime = state.loops.running(record.id)
+    current = runtime.current if runtime is not None else None
+    turn = None
+    if runtime is not None and current is not None:
+        turn = {
+            "turn_id": current.turn_id,
+            "started_at": int(current.started_at) if current.started_at else None,
+            "pending_choice_id": runtime.pending_choice_id,
+        }
+    return wire.loop_object(
+        record,
+        busy=current is not None,
+        queue_depth=runtime.queue_depth if runtime is not None else 0,
+        current=turn,
+    )
+
+
+@router.post("", status_code=201, responses=_ERRORS)
+async def create_loop(body: wire.LoopCreate, state: State, client: Client) -> dict[str, Any]:
+    """Make a loop: an agent with a workspace of its own."""
+    mode = wire.check_permission_mode(body.permission_mode, PERMISSION_MODES) or "default"
+    model = state.catalogue.resolve(body.model or state.settings.default_model)
+    client.check_model(model)
+    record = await state.loops.create(
+        client.namespace,
+        title=(body.title or "").strip() or "untitled",
+        metadata=wire.check_metadata(body.metadata),
+        permission_mode=mode,
+        model=model.id,
+    )
+    return _view(state, record)
+
+
+@router.get("", responses=_ERRORS)
+async def list_loops(
+    state: State,
+    client: Client,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    before: str | None = None,
+    archived: bool = False,
+) -> dict[str, Any]:
+    """List the caller's loops, newest first; ``after``/``before`` take a loop id."""
+    if after and before:
+        raise InvalidRequest("give after or before, not both", param="after")
+    page, more = await state.loops.list_loops(
+        client.namespace, limit=limit, after=after, before=before, archived=archived
+    )
+    return {
+        "object": "list",
+        "data": [wire.loop_object(r) for r in page],
+        "first_id": page[0].id if page else None,
+        "last_id": page[-1].id if page else None,
+        "has_more": more,
+    }
+
+
+@router.get("/{loop_id}", responses=_ERRORS)
+async def get_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]:
+    """Describe a loop, with what it is doing now."""
+    return _view(state, await state.loops.owned(client.namespace, loop_id))
+
+
+@router.delete("/{loop_id}", status_code=204, responses=_ERRORS)
+async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
+    """Archive a loop: its turn stops, its process ends, it takes no more messages."""
+    record = await state.loops.owned(client.namespace, loop_id)
+    await state.loops.archive(record)
+    return Response(status_code=204)
+
+
+def _admit(state: AppState, client: Caller, record: LoopRecord) -> Callable[..., Any]:
+    async def admit() -> Callable[[TurnLog], Awaitable[None]]:
+        model = state.catalogue.resolve(record.model)
+        ticket = await state.accounting.admit(client, "/v1/loops/messages", model, record.model)
+        ticket.session_key = record.id
+
+        async def account(turn: TurnLog) -> None:
+            end = turn.events[-1] if turn.events else None
+            status = "interrupted" if isinstance(end, Interrupted) else None
+            if isinstance(end, Failed):
+                status = end.code
+            await state.accounting.close(ticket, turn.agent_events, status=status)
+
+        return account
+
+    return admit
+
+
+async def _follow(turn: TurnLog) -> AsyncIterator[str]:
+    """Yield a turn's events from its start until its end, with pings while it is quiet."""
+    seen = 0
+    while True:
+        if not await turn.wait(seen, PING_EVERY):
+            yield wire.ping()
+            continue
+        while seen < len(turn.events):
+            event = turn.events[seen]
+            seen += 1
+            yield wire.sse(event)
+            if is_final(event):
+                return
+
+
+async def _nothing() -> None:
+    return None
+
+
+@router.post("/{loop_id}/messages", responses={**_SSE, **_ERRORS})
+async def send_message(
+    loop_id: str,
+    body: wire.LoopMessage,
+    state: State,
+    client: Client,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> Response:
+    """Send a message; the answer is the turn's events as SSE (the turn goes on if you leave)."""
+    if state.draining:
+        raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
+    record = await state.loops.owned(client.namespace, loop_id)
+    if len(body.content) > wire.CONTENT_MAX:
+        raise RequestTooLarge(
+            f"content must be at most {wire.CONTENT_MAX} characters (1 MB)",
+            code="content_too_large",
+        )
+    mode = wire.check_permission_mode(body.permission_mode, PERMISSION_MODES)
+    turn = await state.loops.send(
+        record,
+        body.content,
+        mode or record.permission_mode,
+        idempotency_key,
+        _admit(state, client, record),
+    )
+    return SSEResponse(_follow(turn), {"x-turn-id": turn.turn_id}, on_close=_nothing)
+
+
+@router.get("/{loop_id}/events", responses={**_SSE, **_ERRORS})
+async def watch_loop(loop_id: str, state: State, client: Client) -> Response:
+    """Watch everything the loop does, from now on (a running turn starts with a snapshot)."""
+    record = await state.loops.owned(client.namespace, loop_id)
+    watch, snapshot = state.loops.runtime(record).watch()
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if snapshot is not None:
+                yield wire.sse(snapshot)
+            while True:
+                try:
+                    event = await watch.next(PING_EVERY)
+                except StopAsyncIteration:
+                    return
+                yield wire.ping() if event is None else wire.sse(event)
+                if isinstance(event, Failed) and event.code == "watcher_too_slow":
+                    return
+        finally:
+            watch.close()
+
+    return SSEResponse(events(), None, on_close=_nothing)
+
+
+@router.post("/{loop_id}/choices/{choice_id}", status_code=202, responses=_ERRORS)
+async def answer_choice(
+    loop_id: str, choice_id: str, body: wire.ChoiceBody, state: State, client: Client
+) -> dict[str, Any]:
+    """Answer a permission (``allow``, ``message``) or a question (``answers``)."""
+    record = await state.loops.owned(client.namespace, loop_id)
+    runtime = state.loops.running(record.id)
+    if runtime is None:
+        raise NotFound(f"no pending choice '{choice_id[:80]}'", code="choice_not_found")
+    runtime.resolve(choice_id, body.as_dict())
+    return {"choice_id": choice_id, "status": "resolved"}
+
+
+@router.post("/{loop_id}/interrupt", status_code=202, responses=_ERRORS)
+async def interrupt_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]:
+    """Stop the running turn at once; queued messages then run."""
+    record = await state.loops.owned(client.namespace, loop_id)
+    runtime = state.loops.running(record.id)
+    stopped = runtime.interrupt() if runtime is not None else False
+    return {"loop_id": record.id, "interrupted": stopped}

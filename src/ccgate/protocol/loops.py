@@ -1,0 +1,273 @@
+"""The Loop API on the wire: request bodies, loop objects, SSE events, errors (pure, no I/O).
+
+SSE events (SPEC §7): ``queued``, ``started``, ``assistant_delta``,
+``thinking_delta``, ``tool_call``, ``tool_result``, ``requires_choice``,
+``choice_resolved``, ``done``, ``interrupted``, ``error``, ``ping`` and, for
+watchers, ``snapshot``. Errors: ``{"error": {"type", "code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccgate.engine.events import TextDelta, ThinkingDelta, ToolResult, Usage
+from ccgate.engine.loop_events import (
+    ChoiceRequested,
+    ChoiceResolved,
+    Done,
+    Failed,
+    Interrupted,
+    LoopEvent,
+    Queued,
+    Snapshot,
+    Started,
+    ToolCalled,
+)
+from ccgate.errors import GatewayError, InvalidRequest
+from ccgate.store.loops import LoopRecord
+
+__all__ = [
+    "CONTENT_MAX",
+    "EVENTS",
+    "METADATA_MAX",
+    "ChoiceBody",
+    "LoopCreate",
+    "LoopMessage",
+    "check_metadata",
+    "check_permission_mode",
+    "error_body",
+    "loop_object",
+    "ping",
+    "sse",
+]
+
+#: A message's content, at most (characters).
+CONTENT_MAX = 1024 * 1024
+#: A loop's metadata, at most (bytes of JSON).
+METADATA_MAX = 16 * 1024
+
+
+class LoopCreate(BaseModel):
+    """The body of ``POST /v1/loops``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=200, description="At most 200 characters.")
+    metadata: dict[str, Any] | None = Field(
+        None, description="Your own data about the loop: a JSON object of at most 16 KB."
+    )
+    permission_mode: str | None = Field(
+        None,
+        description="default (ask before commands and edits), acceptEdits (ask before "
+        "commands), plan (read and plan only). Default: default.",
+    )
+    model: str | None = Field(None, description="Any accepted model name; default_model else.")
+
+
+class LoopMessage(BaseModel):
+    """The body of ``POST /v1/loops/{id}/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, description="The message, at most 1 MB.")
+    permission_mode: str | None = Field(
+        None, description="This message's permission mode; the loop's own else."
+    )
+
+
+class ChoiceBody(BaseModel):
+    """The body of ``POST /v1/loops/{id}/choices/{choice_id}``.
+
+    A permission is answered with ``allow`` (and a ``message`` the agent reads
+    with a denial); a question with ``answers``: question text to the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: bool | None = None
+    message: str | None = Field(None, max_length=10_000)
+    answers: dict[str, str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields that were given."""
+        return self.model_dump(exclude_unset=True)
+
+
+def check_permission_mode(mode: str | None, modes: tuple[str, ...]) -> str | None:
+    """Refuse a permission mode ccgate does not run, naming the valid ones."""
+    if mode is not None and mode not in modes:
+        raise InvalidRequest(
+            f"permission_mode must be one of {', '.join(modes)}; got {mode[:40]!r} "
+            "(bypassPermissions is not offered: every risky call goes through a choice)",
+            param="permission_mode",
+            code="invalid_permission_mode",
+        )
+    return mode
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Refuse metadata larger than 16 KB of JSON."""
+    data = metadata or {}
+    if len(json.dumps(data).encode()) > METADATA_MAX:
+        raise InvalidRequest(
+            f"metadata must be at most {METADATA_MAX // 1024} KB of JSON",
+            param="metadata",
+            code="metadata_too_large",
+        )
+    return data
+
+
+def loop_object(
+    record: LoopRecord,
+    *,
+    busy: bool | None = None,
+    queue_depth: int = 0,
+    current: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return a loop as the API shows it; with ``busy`` given, its runtime state too."""
+    body: dict[str, Any] = {
+        "id": record.id,
+        "object": "loop",
+        "title": record.title,
+        "metadata": record.metadata,
+        "permission_mode": record.permission_mode,
+        "model": record.model,
+        "created_at": int(record.created_at),
+        "archived": record.archived_at is not None,
+        "archived_at": int(record.archived_at) if record.archived_at is not None else None,
+        "turns": record.turns,
+        "last_turn_at": int(record.last_turn_at) if record.last_turn_at is not None else None,
+    }
+    if busy is not None:
+        body.update({"busy": busy, "queue_depth": queue_depth, "current_turn": current})
+    return body
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_creation_tokens": usage.cache_creation_tokens,
+    }
+
+
+EventName = Literal[
+    "queued",
+    "started",
+    "assistant_delta",
+    "thinking_delta",
+    "tool_call",
+    "tool_result",
+    "requires_choice",
+    "choice_resolved",
+    "done",
+    "interrupted",
+    "error",
+    "snapshot",
+    "ping",
+]
+
+#: Every event with what its ``data`` holds (for the OpenAPI description).
+EVENTS: dict[str, str] = {
+    "queued": "{position}: the loop was busy; this message waits its turn",
+    "started": "{turn_id, cold_start}: the turn began (cold_start: a process had to start)",
+    "assistant_delta": "{text}: a piece of the agent's answer",
+    "thinking_delta": "{text}: a piece of the agent's thinking",
+    "tool_call": "{tool_use_id, tool, input_summary}: the agent called a tool",
+    "tool_result": "{tool_use_id, ok}: the tool's result went back to the agent",
+    "requires_choice": "{choice_id, kind: permission|question, payload}: the turn waits",
+    "choice_resolved": "{choice_id, source: api|timeout|interrupt}: the choice was answered",
+    "done": "{turn_id, usage}: the turn finished",
+    "interrupted": "{turn_id}: the turn was stopped",
+    "error": "{code, message}: the turn (or the watch) failed",
+    "snapshot": "{turn_id, assistant_text_so_far, pending_choice_id}: first, to a watcher "
+    "joining a running turn",
+    "ping": "{}: every 15 s while nothing else is sent",
+}
+
+
+def _named(event: LoopEvent) -> tuple[EventName, dict[str, Any]]:
+    if isinstance(event, Queued):
+        return "queued", {"position": event.position}
+    if isinstance(event, Started):
+        return "started", {"turn_id": event.turn_id, "cold_start": event.cold_start}
+    if isinstance(event, TextDelta):
+        return "assistant_delta", {"text": event.text}
+    if isinstance(event, ThinkingDelta):
+        return "thinking_delta", {"text": event.text}
+    if isinstance(event, ToolCalled):
+        return "tool_call", {
+            "tool_use_id": event.tool_use_id,
+            "tool": event.tool,
+            "input_summary": event.input_summary,
+        }
+    if isinstance(event, ToolResult):
+        return "tool_result", {"tool_use_id": event.tool_use_id, "ok": event.ok}
+    if isinstance(event, ChoiceRequested):
+        return "requires_choice", {
+            "choice_id": event.choice_id,
+            "kind": event.kind,
+            "payload": event.payload,
+        }
+    if isinstance(event, ChoiceResolved):
+        return "choice_resolved", {"choice_id": event.choice_id, "source": event.source}
+    if isinstance(event, Done):
+        return "done", {"turn_id": event.turn_id, "usage": _usage(event.usage)}
+    if isinstance(event, Interrupted):
+        return "interrupted", {"turn_id": event.turn_id}
+    if isinstance(event, Failed):
+        return "error", {"code": event.code, "message": event.message}
+    assert isinstance(event, Snapshot)
+    return "snapshot", {
+        "turn_id": event.turn_id,
+        "assistant_text_so_far": event.assistant_text_so_far,
+        "pending_choice_id": event.pending_choice_id,
+    }
+
+
+def sse(event: LoopEvent) -> str:
+    """Return ``event`` as one SSE event."""
+    name, data = _named(event)
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def ping() -> str:
+    """Return a keep-alive ``ping``."""
+    return "event: ping\ndata: {}\n\n"
+
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
+_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+}
+
+
+def error_body(error: GatewayError) -> dict[str, Any]:
+    """Return the Loop API's error shape for ``error``."""
+    status = error.status
+    return {
+        "error": {
+            "type": _TYPES.get(status, "api_error"),
+            "code": error.code or _CODES.get(status, "server_error"),
+            "message": error.message,
+        }
+    }
