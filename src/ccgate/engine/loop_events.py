@@ -147,13 +147,13 @@ def is_final(event: LoopEvent) -> bool:
 
 def dump(event: LoopEvent) -> dict[str, Any]:
     """Return ``event`` as plain data."""
-    return {"kind": type(event).__name__, **dataclasses.asdict(event)}
+    return {"event": type(event).__name__, **dataclasses.asdict(event)}
 
 
 def load(data: dict[str, Any]) -> LoopEvent:
     """Return the event ``dump`` made ``data`` from."""
     fields = dict(data)
-    cls = _KINDS[fields.pop("kind")]
+    cls = _KINDS[fields.pop("event")]
     if cls is Done:
         fields["usage"] = Usage(**fields["usage"])
     event: LoopEvent = cls(**fields)

@@ -192,8 +192,9 @@ class LoopRuntime:
     def submit(self, content: str, permission_mode: str, *, turn_id: str | None = None) -> TurnLog:
         """Queue a message; its turn runs when the ones before it are over."""
         turn = TurnLog(turn_id or "turn_" + secrets.token_hex(12), content, permission_mode)
-        if self._current is not None or self._queue:
-            turn.add(Queued(position=len(self._queue) + 1))
+        ahead = len(self._queue) + (self._current is not None)
+        if ahead:
+            turn.add(Queued(position=ahead))  # 1: it runs next
         self._queue.append(turn)
         self._cancel_idle()
         if self._worker is None or self._worker.done():
