@@ -34,6 +34,7 @@ from ccgate.engine.cache import ResponseCache
 from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
 from ccgate.engine.keys import KeyManager
+from ccgate.engine.launcher import clear_credential_files
 from ccgate.engine.live import TurnManager
 from ccgate.engine.loops import LoopManager
 from ccgate.engine.models import Catalogue
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 app.state.demo = demo
             settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
             settings.data_path.chmod(0o700)  # ccgate's own: nobody else reads keys or transcripts
+            clear_credential_files(settings.data_path)
             database = Database(settings.effective_database_url)
             stack.push_async_callback(database.close)
             await database.migrate()

@@ -1,4 +1,5 @@
-"""The CLI launcher: a process started through it dies with the process that started it."""
+"""The CLI launcher: a process started through it dies with its parent and gets its credential
+on a descriptor; an agent's environment."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.engine.launcher import tethered
+from ccgate.engine.claude.environment import Credential, agent_credential, agent_environment
+from ccgate.engine.launcher import (
+    CREDENTIAL_FD,
+    clear_credential_files,
+    credential_file,
+    tethered,
+)
 
 needs_setpriv = pytest.mark.skipif(
     shutil.which("setpriv") is None or not sys.platform.startswith("linux"),
@@ -84,3 +91,72 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "State:\tZ" not in status
+
+
+def test_the_credential_is_handed_over_on_a_descriptor_and_its_file_removed(
+    tmp_path: Path,
+) -> None:
+    cli = tmp_path / "fake cli"
+    # Prints what it reads on descriptor 3, and whether the variable naming the file is gone.
+    cli.write_text('#!/bin/sh\nread -r key <&3\necho "$key ${CCGATE_CREDENTIAL_FILE-unset}"\n')
+    cli.chmod(0o755)
+    data = tmp_path / "data"
+    launcher = tethered(cli, data)
+    assert launcher is not None
+    with credential_file(data, "sk-secret") as path:
+        assert path.stat().st_mode & 0o777 == 0o600
+        out = subprocess.run(
+            [str(launcher)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CCGATE_CREDENTIAL_FILE": str(path)},
+            check=True,
+        )
+        assert out.stdout.split() == ["sk-secret", "unset"]
+        assert not path.exists()  # the launcher removed it once open
+
+
+def test_a_credential_file_is_removed_when_the_cli_never_started(tmp_path: Path) -> None:
+    with credential_file(tmp_path, "sk-secret") as path:
+        assert path.read_text() == "sk-secret"
+    assert not path.exists()
+    with credential_file(tmp_path, "left behind") as path:
+        left = path
+        clear_credential_files(tmp_path)  # as at start-up, after a ccgate that was killed
+        assert not left.exists()
+
+
+def test_an_agent_environment_keeps_what_programs_need_and_nothing_else() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/op",
+        "LC_ALL": "C.UTF-8",
+        "GITHUB_TOKEN": "ghp-x",
+        "ANTHROPIC_API_KEY": "sk-op",
+        "CLAUDE_CODE_OAUTH_TOKEN": "oat-op",
+        "CCGATE_ADMIN_KEY": "admin",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+    }
+    credential = agent_credential(None, environ)
+    assert credential is not None and credential.value == "sk-op"
+    assert "sk-op" not in repr(credential)
+    env = agent_environment(environ, credential)
+    assert env == {
+        "GITHUB_TOKEN": "",
+        "ANTHROPIC_API_KEY": "",
+        "CLAUDE_CODE_OAUTH_TOKEN": "",
+        "CCGATE_ADMIN_KEY": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR": str(CREDENTIAL_FD),
+    }
+
+
+def test_which_credential_an_agent_uses() -> None:
+    oauth = {"CLAUDE_CODE_OAUTH_TOKEN": "oat"}
+    setting = agent_credential("sk-setting", {"ANTHROPIC_API_KEY": "sk-env", **oauth})
+    assert setting == Credential("sk-setting", "CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR")
+    assert agent_credential(None, oauth) == Credential(
+        "oat", "CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR"
+    )
+    assert agent_credential(None, {}) is None  # the CLI's own login
+    assert agent_environment({}, None) == {}

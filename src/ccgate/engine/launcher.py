@@ -1,35 +1,60 @@
-"""Start the Claude Code CLI so that it cannot outlive ccgate.
+"""Start the Claude Code CLI so that it cannot outlive ccgate, and hand it its credential.
 
 A CLI whose ccgate is killed (``kill -9``, an OOM kill) notices only when it next
 reads its input, and meanwhile goes on by itself: a turn waiting for a client
 tool's result is answered "interrupted" and sent to the model once more, a
 billed request nobody reads. On Linux, ``setpriv --pdeathsig KILL`` makes the
-kernel kill the CLI the moment ccgate dies. The launcher is a two-line shell
-script in the data dir that ``exec``s into the CLI (same pid, same arguments,
-same environment); elsewhere the CLI is started as it is.
+kernel kill the CLI the moment ccgate dies.
+
+An agent's CLI runs commands, and a command inherits the CLI's environment, so
+an agent's credential never travels in it: ccgate writes it to a file of its
+own (mode 0600, in the data dir no command can read) and names that file in
+``CCGATE_CREDENTIAL_FILE``; the launcher opens it as descriptor 3, deletes it,
+and the CLI reads the credential from the descriptor
+(``CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR`` or
+``CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR``). The CLI does not pass descriptor
+3 on to the commands it runs.
+
+The launcher is a short shell script in the data dir that ``exec``s into the
+CLI (same pid, same arguments, same environment otherwise).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["tethered"]
+__all__ = ["CREDENTIAL_FD", "clear_credential_files", "credential_file", "tethered"]
+
+#: The descriptor on which the launcher hands the CLI its credential.
+CREDENTIAL_FD = 3
 
 
 def tethered(cli: Path | None, data_dir: Path) -> Path | None:
-    """Return a launcher for ``cli`` that dies with this process, or ``cli`` where there is none."""
-    setpriv = shutil.which("setpriv")
-    if cli is None or setpriv is None or not sys.platform.startswith("linux"):
+    """Return a launcher for ``cli`` (dies with this process on Linux), or ``cli`` without sh."""
+    shell = shutil.which("sh")
+    if cli is None or shell is None or sys.platform == "win32":
         return cli
-    launcher = data_dir.expanduser() / "bin" / "claude"
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    tether = f"{shlex.quote(setpriv)} --pdeathsig KILL -- " if setpriv else ""
     script = (
         "#!/bin/sh\n"
-        "# Written by ccgate: run Claude Code so that it dies with the ccgate that started it.\n"
-        f'exec {shlex.quote(setpriv)} --pdeathsig KILL -- {shlex.quote(str(cli))} "$@"\n'
+        "# Written by ccgate: run Claude Code so that it dies with the ccgate that started it,\n"
+        "# with its credential (if any) on a descriptor instead of in its environment.\n"
+        'if [ -n "${CCGATE_CREDENTIAL_FILE:-}" ]; then\n'
+        f'  exec {CREDENTIAL_FD}<"$CCGATE_CREDENTIAL_FILE" || exit 70\n'
+        '  rm -f -- "$CCGATE_CREDENTIAL_FILE"\n'
+        "fi\n"
+        "unset CCGATE_CREDENTIAL_FILE\n"
+        f'exec {tether}{shlex.quote(str(cli))} "$@"\n'
     )
+    launcher = data_dir.expanduser() / "bin" / "claude"
     launcher.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not launcher.exists() or launcher.read_text() != script:
         tmp = launcher.with_suffix(".tmp")
@@ -37,3 +62,29 @@ def tethered(cli: Path | None, data_dir: Path) -> Path | None:
         tmp.chmod(0o700)
         tmp.replace(launcher)
     return launcher
+
+
+@contextmanager
+def credential_file(data_dir: Path, value: str) -> Iterator[Path]:
+    """Write ``value`` to a new file only this user can read; remove it on exit at the latest.
+
+    The launcher deletes the file as soon as it has opened it; this is the
+    cleanup for a CLI that never started.
+    """
+    folder = data_dir.expanduser() / "run"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"credential-{secrets.token_hex(8)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(value)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def clear_credential_files(data_dir: Path) -> None:
+    """Remove credential files a killed ccgate left behind."""
+    folder = data_dir.expanduser() / "run"
+    for path in folder.glob("credential-*") if folder.is_dir() else ():
+        path.unlink(missing_ok=True)

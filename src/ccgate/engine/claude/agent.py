@@ -11,8 +11,8 @@ queue. Confinement, all by Claude Code's own means:
   write the workspace and the agent's own temporary directory and nothing else,
   hides the paths in ``deny_read`` (ccgate's data dir, other loops, the
   operator's Claude login), and never runs a command outside the sandbox;
-- the environment of commands is scrubbed of credentials
-  (``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB``);
+- commands see an environment made for them, without the operator's
+  variables or the upstream credential (``engine.claude.environment``);
 - every tool call that needs permission under the permission mode goes to
   ``chooser`` (``can_use_tool``): a person or program decides.
 """
@@ -39,18 +39,18 @@ from claude_agent_sdk import (
     ToolPermissionContext,
 )
 
+from ccgate.engine.claude.environment import Credential, agent_credential, agent_environment
 from ccgate.engine.claude.process import (
     RunnerConfig,
     cli_pid,
     keep_tail,
-    scrubbed_env,
     send_signal,
     short,
 )
 from ccgate.engine.claude.translate import Translator
 from ccgate.engine.cli_info import find_cli
 from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, TurnStarted
-from ccgate.engine.launcher import tethered
+from ccgate.engine.launcher import credential_file, tethered
 from ccgate.engine.workdirs import WorkerDirs
 
 __all__ = ["AGENT_TOOLS", "Agent", "AgentSpec", "Chooser", "Decision"]
@@ -176,7 +176,9 @@ class Agent:
         if self._owner is not None:
             self._owner.cancel()
 
-    def _options(self, workdir: Path) -> ClaudeAgentOptions:
+    def _options(
+        self, workdir: Path, credential: Credential | None, credential_path: Path | None
+    ) -> ClaudeAgentOptions:
         spec = self._spec
         tmp = spec.private_dir / "tmp"
         tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -195,7 +197,7 @@ class Agent:
                 },
             },
         }
-        env = scrubbed_env(os.environ, self._config.secrets)
+        env = agent_environment(os.environ, credential)
         env.update(
             {
                 "CLAUDE_CONFIG_DIR": str(workdir),
@@ -203,14 +205,13 @@ class Agent:
                 "DISABLE_AUTOUPDATER": "1",
                 "DISABLE_TELEMETRY": "1",
                 "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
-                "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1",
                 "CLAUDE_CODE_TMPDIR": str(tmp),
             }
         )
+        if credential_path is not None:
+            env["CCGATE_CREDENTIAL_FILE"] = str(credential_path)
         if self._config.upstream_url:
             env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
-        if self._config.upstream_api_key:
-            env["ANTHROPIC_API_KEY"] = self._config.upstream_api_key
         env.update(self._config.extra_env)
         return ClaudeAgentOptions(
             tools=list(AGENT_TOOLS),
@@ -242,10 +243,19 @@ class Agent:
     async def _own(self) -> None:
         assert self._ready is not None
         try:
-            with self._dirs.lease() as workdir:
-                client = ClaudeSDKClient(self._options(workdir))
+            credential = agent_credential(self._config.upstream_api_key, os.environ)
+            with contextlib.ExitStack() as stack:
+                workdir = stack.enter_context(self._dirs.lease())
+                path = (
+                    stack.enter_context(credential_file(self._config.data_dir, credential.value))
+                    if credential is not None
+                    else None
+                )
+                client = ClaudeSDKClient(self._options(workdir, credential, path))
                 try:
                     await client.connect()
+                    if path is not None:
+                        path.unlink(missing_ok=True)
                     self.pid = cli_pid(client)
                     self._ready.set_result(None)
                     while True:
