@@ -225,7 +225,9 @@ def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bind(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP (not 0): asyncio turns Nagle off only for sockets that say they are TCP,
+    # and a streamed event must not wait for the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host.strip("[]"), settings.port))
@@ -289,6 +291,15 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def _close_loops(state: Any) -> None:
+    task = asyncio.ensure_future(state.loops.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[None]] = set()
+
+
 class _GracefulServer:
     """Run uvicorn; on SIGINT/SIGTERM mark the gateway draining and exit with status 0."""
 
@@ -316,9 +327,10 @@ class _GracefulServer:
                     # Turns still running just before uvicorn's grace period ends are
                     # stopped with a clean error rather than cut off mid-response.
                     grace = max(0.5, state.settings.shutdown_timeout - 1)
-                    asyncio.get_running_loop().call_later(
-                        grace, state.runner.stop_all, "ccgate is shutting down"
-                    )
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(grace, state.runner.stop_all, "ccgate is shutting down")
+                    # Loops too: their turns end with loop_closed, their watchers are told.
+                    loop.call_later(grace, _close_loops, state)
             self._server.handle_exit(sig, frame)
 
         for sig in previous:

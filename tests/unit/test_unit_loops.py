@@ -12,6 +12,7 @@ import pytest
 
 from ccgate.engine.claude.agent import Decision
 from ccgate.engine.events import TextDelta, ToolResult, TurnEnd, TurnError, TurnStarted, Usage
+from ccgate.engine.gate import Gate
 from ccgate.engine.hub import Hub
 from ccgate.engine.loop_events import (
     ChoiceRequested,
@@ -73,20 +74,19 @@ class FakeAgent:
 
 
 class Rig:
-    def __init__(self, *, idle: float = 60, choice_timeout: float = 60) -> None:
+    def __init__(
+        self, *, idle: float = 60, choice_timeout: float = 60, gate: Gate | None = None
+    ) -> None:
         self.agents: list[FakeAgent] = []
+        self.gate = gate or Gate(4, 0)
 
         async def start(record: LoopRecord, chooser: Callable[..., Any]) -> Any:
             agent = FakeAgent(chooser)
             self.agents.append(agent)
             return agent
 
-        @contextlib.asynccontextmanager
-        async def slot() -> AsyncIterator[None]:
-            yield
-
         self.runtime = LoopRuntime(
-            RECORD, start, idle_timeout=idle, choice_timeout=choice_timeout, slot=slot
+            RECORD, start, idle_timeout=idle, choice_timeout=choice_timeout, gate=self.gate
         )
 
 
@@ -218,6 +218,7 @@ async def test_a_watcher_joining_mid_turn_gets_a_snapshot() -> None:
     assert seen[0] == ChoiceResolved(asked.choice_id, "api")
     assert isinstance(seen[-1], Done)
     await rig.runtime.close("test")
+    assert await watch.next(0.01) == Failed("loop_closed", "test")
     with pytest.raises(StopAsyncIteration):
         await watch.next(0.01)
 
@@ -227,11 +228,60 @@ async def test_closing_refuses_what_waits_and_ends_the_process() -> None:
     slow = rig.runtime.submit("wait", "default")
     queued = rig.runtime.submit("never", "default")
     await _until(slow, Started)
+    watch, _ = rig.runtime.watch()
     await rig.runtime.close("the loop was archived")
-    assert isinstance(slow.events[-1], Interrupted)
+    stopped = slow.events[-1]
+    assert isinstance(stopped, Failed) and stopped.code == "loop_closed"
+    assert "the loop was archived" in stopped.message
     end = queued.events[-1]
     assert isinstance(end, Failed) and end.code == "loop_closed"
     assert not rig.agents[0].alive and rig.agents[0].turns == ["wait"]
+    seen = []
+    with contextlib.suppress(StopAsyncIteration):
+        while True:
+            seen.append(await watch.next(0.01))
+    assert seen[-1] == Failed("loop_closed", "the loop was archived")  # the watcher is told
+    assert rig.gate.active == 0
+
+
+async def test_a_turn_gives_its_slot_back_while_a_person_decides() -> None:
+    gate = Gate(1, 0)
+    rig = Rig(gate=gate)
+    turn = rig.runtime.submit("tool make", "default")
+    asked = await _until(turn, ChoiceRequested)
+    assert gate.active == 0  # the waiting turn holds no slot: others may run
+    async with gate.slot():
+        rig.runtime.resolve(asked.choice_id, {"allow": True})
+        await asyncio.sleep(0.05)
+        assert not turn.done  # it waits for the slot again before it goes on
+    await _until_done(turn)
+    assert isinstance(turn.events[-1], Done) and gate.active == 0
+    await rig.runtime.close("test")
+
+
+async def test_a_loop_turn_waits_for_a_slot_even_when_the_line_is_full() -> None:
+    gate = Gate(1, 0)
+    rig = Rig(gate=gate)
+    async with gate.slot():
+        turn = rig.runtime.submit("m", "default")
+        await asyncio.sleep(0.05)
+        assert turn.events == [] and gate.queued == 1
+    await _until_done(turn)
+    assert isinstance(turn.events[-1], Done) and gate.active == 0
+    await rig.runtime.close("test")
+
+
+async def test_a_choice_is_announced_by_its_tool_call_first() -> None:
+    rig = Rig()
+    turn = rig.runtime.submit("ask Color?", "default")
+    asked = await _until(turn, ChoiceRequested)
+    call = turn.events[turn.events.index(asked) - 1]
+    assert call == ToolCalled(
+        "toolu_1", "AskUserQuestion", '{"questions": [{"question": "Color?"}]}'
+    )
+    rig.runtime.resolve(asked.choice_id, {"answers": {"Color?": "Red"}})
+    await _until_done(turn)
+    await rig.runtime.close("test")
 
 
 async def test_a_slow_watcher_is_dropped_without_holding_others_up() -> None:
@@ -283,7 +333,7 @@ def _sse(event: LoopEvent) -> tuple[str, dict[str, Any]]:
 
 
 def test_events_on_the_wire() -> None:
-    assert _sse(Queued(1)) == ("queued", {"position": 1})
+    assert _sse(Queued(1, "turn_1")) == ("queued", {"position": 1, "turn_id": "turn_1"})
     assert _sse(Started("turn_1", False)) == ("started", {"turn_id": "turn_1", "cold_start": False})
     assert _sse(TextDelta("x")) == ("assistant_delta", {"text": "x"})
     assert _sse(ToolCalled("t", "Bash", "ls")) == (
@@ -333,3 +383,25 @@ def test_wire_checks_and_errors() -> None:
     shown = wire.loop_object(RECORD, busy=True, queue_depth=2, current={"turn_id": "t"})
     assert shown["busy"] and shown["queue_depth"] == 2 and shown["archived"] is False
     assert "busy" not in wire.loop_object(RECORD)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"allow": "yes"}, {"allow": 1}, {"answers": ["Red"]}, {"allow": True, "why": 1}, [], "x"],
+)
+def test_a_malformed_choice_is_invalid_choice_payload(body: Any) -> None:
+    with pytest.raises(InvalidRequest) as bad:
+        wire.parse_choice(body)
+    assert bad.value.code == "invalid_choice_payload"
+    assert '{"allow": true|false' in bad.value.message
+
+
+def test_a_choice_is_read() -> None:
+    assert wire.parse_choice({"allow": False, "message": "no"}) == {"allow": False, "message": "no"}
+    assert wire.parse_choice({"answers": {"Q?": "A"}}) == {"answers": {"Q?": "A"}}
+
+
+def test_metadata_is_measured_in_bytes_of_compact_json() -> None:
+    assert wire.check_metadata({"x": "é" * 8_000})  # 16,000 bytes: fits
+    with pytest.raises(InvalidRequest):
+        wire.check_metadata({"x": "é" * 8_200})

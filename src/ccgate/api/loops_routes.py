@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 
 from ccgate.api.auth import Caller, Client
@@ -24,20 +24,30 @@ router = APIRouter(prefix="/v1/loops", tags=["Loops"])
 
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "A stream of Server-Sent Events. Events and their data: "
+        "description": "A stream of Server-Sent Events (`event: <name>`, `data: <JSON>`): "
         + "; ".join(f"`{name}` {data}" for name, data in wire.EVENTS.items()),
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": wire.event_schemas()}},
     }
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": f"{{error: {{type, code, message}}}}: {what}"}
-    for code, what in (
-        (400, "invalid_request_error (loop_archived, invalid_choice_payload, ...)"),
-        (401, "authentication_error"),
-        (403, "permission_error: not_loop_owner"),
-        (404, "not_found_error: loop_not_found, choice_not_found"),
-    )
+_ERROR_CODES: dict[int, str] = {
+    400: "invalid_request_error: invalid_request, loop_archived, invalid_choice_payload, "
+    "invalid_permission_mode, metadata_too_large",
+    401: "authentication_error: invalid_api_key",
+    403: "permission_error: not_loop_owner, model_not_allowed",
+    404: "not_found_error: loop_not_found, choice_not_found",
+    409: "conflict_error: idempotency_key_reused",
+    413: "request_too_large: content_too_large",
+    429: "rate_limit_error: quota_exceeded, rate_limit_exceeded",
+    503: "unavailable_error: unavailable (ccgate is shutting down)",
 }
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Describe the errors a route answers with (the Loop API's error shape)."""
+    return {
+        code: {"model": wire.LoopError, "description": _ERROR_CODES[code]}
+        for code in (400, 401, *codes)
+    }
 
 
 def _view(state: AppState, record: LoopRecord) -> dict[str, Any]:
@@ -58,7 +68,7 @@ def _view(state: AppState, record: LoopRecord) -> dict[str, Any]:
     )
 
 
-@router.post("", status_code=201, responses=_ERRORS)
+@router.post("", status_code=201, response_model=wire.Loop, responses=_errors(403))
 async def create_loop(body: wire.LoopCreate, state: State, client: Client) -> dict[str, Any]:
     """Make a loop: an agent with a workspace of its own."""
     mode = wire.check_permission_mode(body.permission_mode, PERMISSION_MODES) or "default"
@@ -74,7 +84,7 @@ async def create_loop(body: wire.LoopCreate, state: State, client: Client) -> di
     return _view(state, record)
 
 
-@router.get("", responses=_ERRORS)
+@router.get("", response_model=wire.LoopList, responses=_errors())
 async def list_loops(
     state: State,
     client: Client,
@@ -98,13 +108,13 @@ async def list_loops(
     }
 
 
-@router.get("/{loop_id}", responses=_ERRORS)
+@router.get("/{loop_id}", response_model=wire.Loop, responses=_errors(403, 404))
 async def get_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]:
     """Describe a loop, with what it is doing now."""
     return _view(state, await state.loops.owned(client.namespace, loop_id))
 
 
-@router.delete("/{loop_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{loop_id}", status_code=204, responses=_errors(403, 404))
 async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
     """Archive a loop: its turn stops, its process ends, it takes no more messages."""
     record = await state.loops.owned(client.namespace, loop_id)
@@ -149,7 +159,7 @@ async def _nothing() -> None:
     return None
 
 
-@router.post("/{loop_id}/messages", responses={**_SSE, **_ERRORS})
+@router.post("/{loop_id}/messages", responses={**_SSE, **_errors(403, 404, 409, 413, 429, 503)})
 async def send_message(
     loop_id: str,
     body: wire.LoopMessage,
@@ -161,9 +171,11 @@ async def send_message(
     if state.draining:
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     record = await state.loops.owned(client.namespace, loop_id)
-    if len(body.content) > wire.CONTENT_MAX:
+    size = len(body.content.encode())
+    if size > wire.CONTENT_MAX:
         raise RequestTooLarge(
-            f"content must be at most {wire.CONTENT_MAX} characters (1 MB)",
+            f"content must be at most 1 MB ({wire.CONTENT_MAX} bytes of UTF-8); "
+            f"this one is {size} bytes",
             code="content_too_large",
         )
     mode = wire.check_permission_mode(body.permission_mode, PERMISSION_MODES)
@@ -177,10 +189,14 @@ async def send_message(
     return SSEResponse(_follow(turn), {"x-turn-id": turn.turn_id}, on_close=_nothing)
 
 
-@router.get("/{loop_id}/events", responses={**_SSE, **_ERRORS})
+@router.get("/{loop_id}/events", responses={**_SSE, **_errors(403, 404)})
 async def watch_loop(loop_id: str, state: State, client: Client) -> Response:
     """Watch everything the loop does, from now on (a running turn starts with a snapshot)."""
     record = await state.loops.owned(client.namespace, loop_id)
+    if record.archived_at is not None:
+        raise InvalidRequest(
+            "this loop is archived: nothing more happens in it to watch", code="loop_archived"
+        )
     watch, snapshot = state.loops.runtime(record).watch()
 
     async def events() -> AsyncIterator[str]:
@@ -201,20 +217,41 @@ async def watch_loop(loop_id: str, state: State, client: Client) -> Response:
     return SSEResponse(events(), None, on_close=_nothing)
 
 
-@router.post("/{loop_id}/choices/{choice_id}", status_code=202, responses=_ERRORS)
+@router.post(
+    "/{loop_id}/choices/{choice_id}",
+    status_code=202,
+    response_model=wire.ChoiceAccepted,
+    responses=_errors(403, 404),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": wire.ChoiceBody.model_json_schema()}},
+        }
+    },
+)
 async def answer_choice(
-    loop_id: str, choice_id: str, body: wire.ChoiceBody, state: State, client: Client
+    loop_id: str,
+    choice_id: str,
+    body: Annotated[Any, Body(include_in_schema=False)],
+    state: State,
+    client: Client,
 ) -> dict[str, Any]:
     """Answer a permission (``allow``, ``message``) or a question (``answers``)."""
     record = await state.loops.owned(client.namespace, loop_id)
+    answer = wire.parse_choice(body)
     runtime = state.loops.running(record.id)
     if runtime is None:
         raise NotFound(f"no pending choice '{choice_id[:80]}'", code="choice_not_found")
-    runtime.resolve(choice_id, body.as_dict())
+    runtime.resolve(choice_id, answer)
     return {"choice_id": choice_id, "status": "resolved"}
 
 
-@router.post("/{loop_id}/interrupt", status_code=202, responses=_ERRORS)
+@router.post(
+    "/{loop_id}/interrupt",
+    status_code=202,
+    response_model=wire.InterruptAccepted,
+    responses=_errors(403, 404),
+)
 async def interrupt_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]:
     """Stop the running turn at once; queued messages then run."""
     record = await state.loops.owned(client.namespace, loop_id)

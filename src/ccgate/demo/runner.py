@@ -144,7 +144,8 @@ class DemoServer:
         """Bind the listening socket and build the uvicorn server."""
         if self._server is not None:
             raise RuntimeError("DemoServer is already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only for TCP ones.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port))
         config = uvicorn.Config(

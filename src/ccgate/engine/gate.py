@@ -20,6 +20,10 @@ class Gate:
     called whenever a request finds no free slot; it returns True when a holder
     gives its slot up for it (a turn waiting for tool results), and that
     request may then wait for the slot even when the queue is full.
+
+    A loop's turn waits without the queue's bound (:meth:`acquire` with
+    ``bounded=False``): its client is already streaming, and each loop has at
+    most one turn waiting, so the number of loops bounds those waiters.
     """
 
     def __init__(self, slots: int, queue: int, *, retry_after: float = 2.0) -> None:
@@ -43,19 +47,23 @@ class Gate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the duration of the block, waiting in line if needed."""
-        await self._acquire()
+        await self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self) -> None:
+    async def acquire(self, *, bounded: bool = True) -> None:
+        """Take a slot, waiting in line; a bounded wait raises ``QueueFull`` when the line is full.
+
+        Every successful ``acquire`` is matched by one :meth:`release`.
+        """
         if self._active < self._slots and not self.queued:
             self._active += 1
             return
         # A holder giving its slot up makes room for one more waiter, even past the limit.
         freeing = self.on_wait() if self.on_wait is not None else False
-        if self.queued >= self._queue_limit + int(freeing):
+        if bounded and self.queued >= self._queue_limit + int(freeing):
             raise QueueFull(
                 f"ccgate is busy: {self._active} turns running and {self.queued} waiting "
                 f"(max_concurrent={self._slots}, max_queue={self._queue_limit}); "
@@ -69,13 +77,14 @@ class Gate:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed to us just as we were cancelled: pass it on.
-                self._release()
+                self.release()
             raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give a slot back: to the first waiter in line, or free."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -35,9 +35,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """The loop is busy: this message waits, at ``position`` in line."""
+    """The loop is busy: this message (turn ``turn_id``) waits, at ``position`` in line."""
 
     position: int
+    turn_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ when the loop has none and released after ``idle_timeout`` without a turn; a
 new process resumes the loop's Claude Code session, so the conversation goes
 on. A tool call that needs permission, or a question of the agent, becomes a
 *choice*: the turn waits until it is answered, or until ``choice_timeout``
-(then it is denied). Every event of a turn is kept in its :class:`TurnLog`,
+(then it is denied). A turn holds one of the gate's slots while it works and
+gives it back while it waits for a choice, which can take a person half an
+hour. Every event of a turn is kept in its :class:`TurnLog`,
 which the message's own stream (and an idempotent retry of it) reads from the
 start, and is sent to the loop's watchers (``engine.hub``).
 """
@@ -38,6 +40,7 @@ from ccgate.engine.events import (
     Usage,
     last_usage,
 )
+from ccgate.engine.gate import Gate
 from ccgate.engine.hub import Hub, Watch
 from ccgate.engine.loop_events import (
     ChoiceRequested,
@@ -102,6 +105,8 @@ class TurnLog:
     on_end: list[Callable[[TurnLog], Awaitable[None]]] = field(default_factory=list)
     started_at: float | None = None
     interrupted: bool = False
+    #: Tool calls already announced by a ``tool_call`` event.
+    announced: set[str] = field(default_factory=set)
     #: The hash of the message's body, when it came with an idempotency key.
     digest: str = ""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -145,13 +150,15 @@ class LoopRuntime:
         *,
         idle_timeout: float,
         choice_timeout: float,
-        slot: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        gate: Gate,
     ) -> None:
         self.record = record
         self._start_agent = start_agent
         self._idle_timeout = idle_timeout
         self._choice_timeout = choice_timeout
-        self._slot = slot
+        self._gate = gate
+        self._holding = False  # the running turn holds a gate slot
+        self._deciding = 0  # choices the running turn waits for
         self.hub = Hub()
         self._queue: deque[TurnLog] = deque()
         self._current: TurnLog | None = None
@@ -161,6 +168,7 @@ class LoopRuntime:
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._closed = False
+        self._close_reason: str | None = None
 
     # -- what the API sees -------------------------------------------------------------
 
@@ -194,7 +202,7 @@ class LoopRuntime:
         turn = TurnLog(turn_id or "turn_" + secrets.token_hex(12), content, permission_mode)
         ahead = len(self._queue) + (self._current is not None)
         if ahead:
-            turn.add(Queued(position=ahead))  # 1: it runs next
+            self._emit(turn, Queued(position=ahead, turn_id=turn.turn_id))  # 1: it runs next
         self._queue.append(turn)
         self._cancel_idle()
         if self._worker is None or self._worker.done():
@@ -247,8 +255,9 @@ class LoopRuntime:
         return True
 
     async def close(self, reason: str) -> None:
-        """Stop: interrupt the running turn, refuse the queued ones, end the process."""
+        """Stop: end the running turn and the queued ones with ``loop_closed``, end the process."""
         self._closed = True
+        self._close_reason = reason
         self._cancel_idle()
         while self._queue:
             turn = self._queue.popleft()
@@ -259,6 +268,7 @@ class LoopRuntime:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(self._worker), timeout=20)
         await self._release()
+        self.hub.publish(Failed("loop_closed", reason))  # watchers learn why their watch ends
         self.hub.close()
 
     # -- the worker ---------------------------------------------------------------------
@@ -289,29 +299,38 @@ class LoopRuntime:
                 log.warning("loop_turn_listener_failed loop=%s", self.record.id, exc_info=True)
 
     async def _run(self, turn: TurnLog) -> None:
-        async with self._slot():
-            cold = not self.live_process
-            if cold:
-                await self._release()
-                try:
-                    self._agent = await self._start_agent(self.record, self._choose)
-                except Exception as exc:  # noqa: BLE001 - reported to the turn
-                    self._finish(turn, Failed("cli_crashed", f"Claude Code could not start: {exc}"))
-                    return
-            turn.started_at = time.time()
-            self._emit(turn, Started(turn.turn_id, cold_start=cold))
-            if turn.interrupted:
-                self._finish(turn, Interrupted(turn.turn_id))
+        await self._gate.acquire(bounded=False)
+        self._holding = True
+        try:
+            await self._run_holding(turn)
+        finally:
+            if self._holding:
+                self._holding = False
+                self._gate.release()
+
+    async def _run_holding(self, turn: TurnLog) -> None:
+        cold = not self.live_process
+        if cold:
+            await self._release()
+            try:
+                self._agent = await self._start_agent(self.record, self._choose)
+            except Exception as exc:  # noqa: BLE001 - reported to the turn
+                self._finish(turn, Failed("cli_crashed", f"Claude Code could not start: {exc}"))
                 return
-            assert self._agent is not None
-            calls: dict[str, tuple[str, list[str]]] = {}
-            async for event in self._agent.run(turn.content, turn.permission_mode):
-                turn.agent_events.append(event)
-                self._relay(turn, event, calls)
-            if not turn.done:
-                self._finish(turn, Failed("cli_crashed", "Claude Code ended the turn early"))
-            if not self._agent.alive:
-                self._agent = None
+        turn.started_at = time.time()
+        self._emit(turn, Started(turn.turn_id, cold_start=cold))
+        if turn.interrupted:
+            self._finish(turn, self._stopped(turn))
+            return
+        assert self._agent is not None
+        calls: dict[str, tuple[str, list[str]]] = {}
+        async for event in self._agent.run(turn.content, turn.permission_mode):
+            turn.agent_events.append(event)
+            self._relay(turn, event, calls)
+        if not turn.done:
+            self._finish(turn, Failed("cli_crashed", "Claude Code ended the turn early"))
+        if not self._agent.alive:
+            self._agent = None
 
     def _relay(
         self, turn: TurnLog, event: AgentEvent, calls: dict[str, tuple[str, list[str]]]
@@ -332,16 +351,29 @@ class LoopRuntime:
             except ValueError:
                 tool_input = {}
             summary = summarize(name, tool_input if isinstance(tool_input, dict) else {})
-            self._emit(turn, ToolCalled(event.tool_use_id, name, summary))
+            self._announce(turn, event.tool_use_id, name, summary)
         elif isinstance(event, ToolResult):
             self._emit(turn, event)
         elif isinstance(event, TurnEnd):
             self._finish(turn, Done(turn.turn_id, last_usage(turn.agent_events) or Usage()))
         elif isinstance(event, TurnError):
             if turn.interrupted:
-                self._finish(turn, Interrupted(turn.turn_id))
+                self._finish(turn, self._stopped(turn))
             else:
                 self._finish(turn, Failed(event.kind, event.message))
+
+    def _announce(self, turn: TurnLog, tool_use_id: str, tool: str, summary: str) -> None:
+        """Send a call's ``tool_call`` once (a choice may need it before the stream has it)."""
+        if tool_use_id and tool_use_id in turn.announced:
+            return
+        turn.announced.add(tool_use_id)
+        self._emit(turn, ToolCalled(tool_use_id, tool, summary))
+
+    def _stopped(self, turn: TurnLog) -> LoopEvent:
+        """Return how a stopped turn ends: interrupted, or failed when the loop closed."""
+        if self._close_reason is not None:
+            return Failed("loop_closed", f"the turn was stopped: {self._close_reason}")
+        return Interrupted(turn.turn_id)
 
     def _emit(self, turn: TurnLog, event: LoopEvent) -> None:
         turn.add(event)
@@ -382,13 +414,25 @@ class LoopRuntime:
             Decision(False, f"nobody answered within {self._choice_timeout:g} s"),
             "timeout",
         )
+        self._announce(turn, tool_use_id, tool, summarize(tool, tool_input))
         self._emit(turn, ChoiceRequested(choice.id, kind, payload))  # type: ignore[arg-type]
+        self._deciding += 1
+        if self._deciding == 1 and self._holding:
+            self._holding = False
+            self._gate.release()  # nobody works while a person decides
         try:
             return await choice.future
         finally:
             self._choices.pop(choice.id, None)
             if choice.timer is not None:
                 choice.timer.cancel()
+            self._deciding -= 1
+            if self._deciding == 0 and not self._holding and self._current is turn:
+                await self._gate.acquire(bounded=False)
+                if self._current is turn and not self._holding:
+                    self._holding = True
+                else:  # the turn ended meanwhile (interrupted): its slot is not needed
+                    self._gate.release()
 
     def _settle(self, choice: _Choice, decision: Decision, source: str) -> None:
         if choice.future.done():

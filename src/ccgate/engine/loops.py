@@ -19,7 +19,6 @@ another body is a 409.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -159,7 +158,7 @@ class LoopManager:
                 self._start_agent,
                 idle_timeout=self._idle_timeout,
                 choice_timeout=self._choice_timeout,
-                slot=self._gate.slot,
+                gate=self._gate,
             )
             self._runtimes[record.id] = runtime
         return runtime
@@ -240,8 +239,11 @@ class LoopManager:
             self._live_keys[slot] = turn
 
             async def persist(done: TurnLog) -> None:
-                self._live_keys.pop(slot, None)
-                await self._store.finish(record.namespace, key, [dump(e) for e in done.events])
+                # A retry finds the live turn until its events are in the store.
+                try:
+                    await self._store.finish(record.namespace, key, [dump(e) for e in done.events])
+                finally:
+                    self._live_keys.pop(slot, None)
 
             turn.on_end.append(persist)
             return turn
@@ -273,9 +275,10 @@ class LoopManager:
     async def aclose(self) -> None:
         """Stop every loop's turn and process."""
         runtimes, self._runtimes = list(self._runtimes.values()), {}
-        for runtime in runtimes:
-            with contextlib.suppress(Exception):
-                await runtime.close("ccgate is shutting down")
+        await asyncio.gather(
+            *(runtime.close("ccgate is shutting down") for runtime in runtimes),
+            return_exceptions=True,
+        )
 
 
 def _digest(loop_id: str, content: str, permission_mode: str) -> str:

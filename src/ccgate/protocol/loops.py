@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccgate.engine.events import TextDelta, ThinkingDelta, ToolResult, Usage
 from ccgate.engine.loop_events import (
@@ -31,6 +31,12 @@ from ccgate.store.loops import LoopRecord
 
 __all__ = [
     "CONTENT_MAX",
+    "ChoiceAccepted",
+    "CurrentTurn",
+    "InterruptAccepted",
+    "Loop",
+    "LoopError",
+    "LoopList",
     "EVENTS",
     "METADATA_MAX",
     "ChoiceBody",
@@ -39,12 +45,14 @@ __all__ = [
     "check_metadata",
     "check_permission_mode",
     "error_body",
+    "event_schemas",
     "loop_object",
+    "parse_choice",
     "ping",
     "sse",
 ]
 
-#: A message's content, at most (characters).
+#: A message's content, at most (bytes of UTF-8).
 CONTENT_MAX = 1024 * 1024
 #: A loop's metadata, at most (bytes of JSON).
 METADATA_MAX = 16 * 1024
@@ -85,15 +93,139 @@ class ChoiceBody(BaseModel):
     with a denial); a question with ``answers``: question text to the answer.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    allow: bool | None = None
-    message: str | None = Field(None, max_length=10_000)
-    answers: dict[str, str] | None = None
+    allow: bool | None = Field(None, description="A permission: true to let the call run.")
+    message: str | None = Field(
+        None, max_length=10_000, description="With a denial: the reason the agent reads."
+    )
+    answers: dict[str, str] | None = Field(
+        None, description="A question: each question's text to the chosen answer."
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields that were given."""
         return self.model_dump(exclude_unset=True)
+
+
+class CurrentTurn(BaseModel):
+    """The turn a loop is running."""
+
+    turn_id: str
+    started_at: int | None
+    pending_choice_id: str | None
+
+
+class Loop(BaseModel):
+    """A loop, with its runtime state when it is read one by one."""
+
+    id: str = Field(description="loop_...")
+    object: Literal["loop"] = "loop"
+    title: str
+    metadata: dict[str, Any]
+    permission_mode: str
+    model: str
+    created_at: int
+    archived: bool
+    archived_at: int | None
+    turns: int
+    last_turn_at: int | None
+    busy: bool | None = Field(None, description="A turn is running (single loop reads only).")
+    queue_depth: int | None = Field(None, description="Messages waiting behind it.")
+    current_turn: CurrentTurn | None = None
+
+
+class LoopList(BaseModel):
+    """A page of loops, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[Loop]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ChoiceAccepted(BaseModel):
+    """A choice was answered."""
+
+    choice_id: str
+    status: Literal["resolved"] = "resolved"
+
+
+class InterruptAccepted(BaseModel):
+    """An interrupt was taken; ``interrupted`` says whether a turn was running."""
+
+    loop_id: str
+    interrupted: bool
+
+
+class LoopErrorDetail(BaseModel):
+    """What went wrong."""
+
+    type: str
+    code: str
+    message: str
+
+
+class LoopError(BaseModel):
+    """The Loop API's error shape."""
+
+    error: LoopErrorDetail
+
+
+def event_schemas() -> dict[str, Any]:
+    """Return a JSON Schema of the SSE events: ``event`` names one, ``data`` its payload."""
+    fields: dict[str, dict[str, Any]] = {
+        "queued": {"position": "integer", "turn_id": "string"},
+        "started": {"turn_id": "string", "cold_start": "boolean"},
+        "assistant_delta": {"text": "string"},
+        "thinking_delta": {"text": "string"},
+        "tool_call": {"tool_use_id": "string", "tool": "string", "input_summary": "string"},
+        "tool_result": {"tool_use_id": "string", "ok": "boolean"},
+        "requires_choice": {"choice_id": "string", "kind": "string", "payload": "object"},
+        "choice_resolved": {"choice_id": "string", "source": "string"},
+        "done": {"turn_id": "string", "usage": "object"},
+        "interrupted": {"turn_id": "string"},
+        "error": {"code": "string", "message": "string"},
+        "snapshot": {
+            "turn_id": "string",
+            "assistant_text_so_far": "string",
+            "pending_choice_id": "string",
+        },
+        "ping": {},
+    }
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": name,
+                "description": EVENTS[name],
+                "properties": {
+                    "event": {"const": name},
+                    "data": {
+                        "type": "object",
+                        "properties": {k: {"type": t} for k, t in data.items()},
+                    },
+                },
+            }
+            for name, data in fields.items()
+        ]
+    }
+
+
+def parse_choice(body: Any) -> dict[str, Any]:
+    """Read a choice's answer; anything else is ``invalid_choice_payload``, saying what is wrong."""
+    try:
+        return ChoiceBody.model_validate(body).as_dict()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidRequest(
+            f'{where}: {first["msg"]}; answer a permission with {{"allow": true|false, '
+            '"message"?: "..."}} and a question with {"answers": {"<question>": "<answer>"}}',
+            param=where,
+            code="invalid_choice_payload",
+        ) from None
 
 
 def check_permission_mode(mode: str | None, modes: tuple[str, ...]) -> str | None:
@@ -109,9 +241,10 @@ def check_permission_mode(mode: str | None, modes: tuple[str, ...]) -> str | Non
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """Refuse metadata larger than 16 KB of JSON."""
+    """Refuse metadata larger than 16 KB of JSON (compact, UTF-8)."""
     data = metadata or {}
-    if len(json.dumps(data).encode()) > METADATA_MAX:
+    compact = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(compact.encode()) > METADATA_MAX:
         raise InvalidRequest(
             f"metadata must be at most {METADATA_MAX // 1024} KB of JSON",
             param="metadata",
@@ -173,7 +306,8 @@ EventName = Literal[
 
 #: Every event with what its ``data`` holds (for the OpenAPI description).
 EVENTS: dict[str, str] = {
-    "queued": "{position}: the loop was busy; this message waits its turn",
+    "queued": "{position, turn_id}: the loop was busy; this message waits its turn "
+    "(position 1: it runs next)",
     "started": "{turn_id, cold_start}: the turn began (cold_start: a process had to start)",
     "assistant_delta": "{text}: a piece of the agent's answer",
     "thinking_delta": "{text}: a piece of the agent's thinking",
@@ -192,7 +326,7 @@ EVENTS: dict[str, str] = {
 
 def _named(event: LoopEvent) -> tuple[EventName, dict[str, Any]]:
     if isinstance(event, Queued):
-        return "queued", {"position": event.position}
+        return "queued", {"position": event.position, "turn_id": event.turn_id}
     if isinstance(event, Started):
         return "started", {"turn_id": event.turn_id, "cold_start": event.cold_start}
     if isinstance(event, TextDelta):
@@ -249,6 +383,7 @@ _TYPES = {
     409: "conflict_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    503: "unavailable_error",
 }
 _CODES = {
     400: "invalid_request",
@@ -258,6 +393,7 @@ _CODES = {
     409: "conflict",
     413: "request_too_large",
     429: "rate_limit_exceeded",
+    503: "unavailable",
 }
 
 
