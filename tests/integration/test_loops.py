@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -699,6 +700,26 @@ def test_a_command_sees_no_credential_and_none_of_the_operators_variables(
         r.headers.get("x-api-key") == "demo-upstream-key" for r in agent_calls
     )
     assert not list((data_dir / "run").glob("credential-*"))
+
+
+def test_a_command_cannot_reach_ccgate_or_other_local_services(
+    gateway: Gateway, model: ScriptedModel, demo: Any
+) -> None:
+    ports = [httpx.URL(gateway.url).port, httpx.URL(demo.url).port]
+    probes = "; ".join(
+        f"(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo open-{port} || echo shut-{port}"
+        for port in ports
+    )
+    with _client(gateway) as client:
+        loop = _create(client)
+        turn = _send(client, loop["id"], _bash(probes), on_event=_allow_all(client, loop["id"]))
+        assert client.delete(f"/v1/loops/{loop['id']}").status_code == 204
+    assert turn.names[-1] == "done"
+    [(_, text, _)] = _last_results(model)
+    assert all(f"shut-{port}" in text for port in ports), text
+    # The same probe outside the sandbox finds them open: it can tell.
+    outside = subprocess.run(["bash", "-c", probes], capture_output=True, text=True, check=True)
+    assert all(f"open-{port}" in outside.stdout for port in ports), outside.stdout
 
 
 def test_a_watcher_sees_queued_messages_and_an_archived_loop_cannot_be_watched(

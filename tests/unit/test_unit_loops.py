@@ -141,6 +141,21 @@ async def test_a_permission_waits_for_its_choice() -> None:
     await rig.runtime.close("test")
 
 
+async def test_plan_mode_changes_nothing_and_asks_nobody() -> None:
+    rig = Rig()
+    turn = rig.runtime.submit("tool rm -rf build", "plan")
+    events = await _until_done(turn)
+    assert not any(isinstance(e, ChoiceRequested) for e in events)
+    assert ToolResult("toolu_1", ok=False) in events
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert "plan mode" in text
+    question = rig.runtime.submit("ask Color?", "plan")  # asking is planning
+    asked = await _until(question, ChoiceRequested)
+    rig.runtime.resolve(asked.choice_id, {"answers": {"Color?": "Red"}})
+    await _until_done(question)
+    await rig.runtime.close("test")
+
+
 async def test_a_question_gets_its_answers() -> None:
     rig = Rig()
     turn = rig.runtime.submit("ask Color?", "default")
@@ -306,6 +321,9 @@ def test_tool_inputs_are_summarized_for_people() -> None:
     assert summarize("Edit", {"file_path": "b.py"}) == "edit b.py"
     assert summarize("Grep", {"pattern": "TODO", "path": "src"}) == "TODO in src"
     assert summarize("Other", {"x": 1}) == '{"x": 1}'
+    assert summarize("SandboxNetworkAccess", {"host": "pypi.org"}) == (
+        "connect to pypi.org from a command"
+    )
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,12 @@ __all__ = ["LoopRuntime", "TurnLog", "summarize"]
 
 log = logging.getLogger("ccgate.loops")
 
+#: Not a tool call: the sandbox asks whether a command may connect to ``host``.
+NETWORK_ACCESS = "SandboxNetworkAccess"
+
+#: Tools that change something; a turn in plan mode may not use them.
+CHANGING_TOOLS = frozenset({"Bash", "Write", "Edit", "NotebookEdit"})
+
 #: Starts the loop's agent: ``(record, resume?) -> started Agent``.
 AgentFactory = Callable[[LoopRecord, Callable[..., Awaitable[Decision]]], Awaitable[Agent]]
 
@@ -88,6 +94,8 @@ def summarize(tool: str, tool_input: dict[str, Any]) -> str:
         return text("url")
     if tool == "WebSearch":
         return text("query")
+    if tool == NETWORK_ACCESS:
+        return f"connect to {text('host')} from a command"
     if tool == "TodoWrite":
         return f"update the todo list ({len(tool_input.get('todos') or [])} items)"
     return json.dumps(tool_input, ensure_ascii=False)[:200]
@@ -389,6 +397,14 @@ class LoopRuntime:
         turn = self._current
         if turn is None or turn.interrupted:
             return Decision(False, "the turn was interrupted")
+        if turn.permission_mode == "plan" and tool in CHANGING_TOOLS:
+            # Claude Code's plan mode would still ask before an edit; a loop's plan mode
+            # changes nothing.
+            return Decision(
+                False,
+                "this turn is in plan mode: read, search and plan, but run no command and "
+                "change no file; present the plan instead",
+            )
         kind = "question" if tool == "AskUserQuestion" else "permission"
         choice = _Choice(
             "choice_" + secrets.token_hex(12),
@@ -414,7 +430,8 @@ class LoopRuntime:
             Decision(False, f"nobody answered within {self._choice_timeout:g} s"),
             "timeout",
         )
-        self._announce(turn, tool_use_id, tool, summarize(tool, tool_input))
+        if tool != NETWORK_ACCESS:
+            self._announce(turn, tool_use_id, tool, summarize(tool, tool_input))
         self._emit(turn, ChoiceRequested(choice.id, kind, payload))  # type: ignore[arg-type]
         self._deciding += 1
         if self._deciding == 1 and self._holding:
