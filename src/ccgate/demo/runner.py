@@ -154,6 +154,9 @@ class DemoServer:
             log_level="warning",
             lifespan="off",
             access_log=False,
+            # Like a real API, keep idle connections long enough that a client reusing one
+            # after a pause does not race the server closing it (ECONNRESET).
+            timeout_keep_alive=120,
             timeout_graceful_shutdown=self._shutdown_timeout,
         )
         self._server, self._socket = _Server(config), sock
