@@ -80,7 +80,15 @@ _BENCH_DIR = str(Path(__file__).resolve().parent)
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-from harness import Gateway, base_env, check_leftovers, clip, package_version  # noqa: E402
+from harness import (  # noqa: E402
+    Gateway,
+    base_env,
+    check_leftovers,
+    clip,
+    package_version,
+    percentile,
+    print_table,
+)
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 RUNS = 10
@@ -391,39 +399,12 @@ class Sampler:
 # --------------------------------------------------------------------------- statistics
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Return the ``pct`` percentile by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def stats_ms(values: list[float]) -> list[str]:
     """Return median, p90 and min of seconds, in ms, formatted (``-`` without values)."""
     if not values:
         return ["-", "-", "-"]
     ms = [v * 1000.0 for v in values]
     return [f"{statistics.median(ms):.0f}", f"{percentile(ms, 90):.0f}", f"{min(ms):.0f}"]
-
-
-def table(head: list[str], rows: list[list[str]]) -> None:
-    """Print a table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
 
 
 def mb(kib: float) -> str:
@@ -828,7 +809,7 @@ def print_latency(result: Latency, runs: int) -> None:
                 f"{expected}/{len(good)} ({str(EXPECT_COLD[kind]).lower()})",
             ]
         )
-    table(head, rows)
+    print_table(head, rows)
     good_resumed = sum(t.ok for t in result.turns[RESUMED])
     print(
         f"resumed turns whose upstream request carried the loop's first message: "
@@ -863,7 +844,7 @@ def print_memory(result: Memory) -> None:
         procs = sorted({t.processes for t in trees})
         distinct = len({t.loop_id for t in trees})
         head = ["per loop (MB)", "median", "min", "max", "total"]
-        table(
+        print_table(
             head,
             [
                 ["RSS", mb(statistics.median(rss)), mb(min(rss)), mb(max(rss)), mb(sum(rss))],
@@ -931,7 +912,7 @@ def print_ladder(steps: list[Step], reason: str, margin: int) -> None:
             ]
         )
     if rows:
-        table(head, rows)
+        print_table(head, rows)
         print("(done: ms from the message to its done event; CLI/gw RSS and avail: peak/lowest)")
         good = [t for s in steps for t in s.cold + s.warm if t.ok]
         echoed = sum(t.label + ":" in t.text for t in good)

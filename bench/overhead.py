@@ -84,7 +84,15 @@ _BENCH_DIR = str(Path(__file__).resolve().parent)
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-from harness import ServerProcess, base_env, clip, free_port, package_version  # noqa: E402
+from harness import (  # noqa: E402
+    ServerProcess,
+    base_env,
+    clip,
+    free_port,
+    package_version,
+    percentile,
+    print_table,
+)
 from instant_app import reply_for  # noqa: E402
 
 ON, OFF = "on", "off"
@@ -494,17 +502,6 @@ def config_text(config: str) -> str:
     return f"auth_mode={env['CCGATE_AUTH_MODE']}, usage_ledger={env['CCGATE_USAGE_LEDGER']}{extra}"
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Return the ``pct`` percentile by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 @dataclass(frozen=True)
 class Figures:
     """A row's figures: latency (ms), throughput, and CPU per request (ms) and per second."""
@@ -547,22 +544,6 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "-"
 
 
-def print_lines(head: list[str], rows: list[list[str]]) -> None:
-    """Print a table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
-
-
 def print_figures(results: Results) -> None:
     """Print one line per batch: latency, throughput and where the CPU went."""
     table: list[list[str]] = []
@@ -590,7 +571,7 @@ def print_figures(results: Results) -> None:
     )
     print(", ".join(f"{name} = {what}" for name, what in ENDPOINTS.items()))
     head = ["endpoint", "conc", "config", "ok", "fail", "p50", "p99", "req/s"]
-    print_lines([*head, "srv CPU", "srv busy", "cli CPU", "cli busy"], table)
+    print_table([*head, "srv CPU", "srv busy", "cli CPU", "cli busy"], table)
     bound = sorted(
         {
             f"{r.endpoint} x{r.concurrency}"
@@ -641,7 +622,7 @@ def print_comparison(results: Results) -> None:
             ]
         )
     print("on / off: what auth + quota + ledger add (p50 diff and srv CPU diff in ms per request)")
-    print_lines(
+    print_table(
         ["endpoint", "conc", "p50 ratio", "p50 diff", "req/s ratio", "srv CPU diff"], comparison
     )
 

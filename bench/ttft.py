@@ -52,7 +52,14 @@ _BENCH_DIR = str(Path(__file__).resolve().parent)
 if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
-from harness import Gateway, base_env, check_leftovers, clip, package_version  # noqa: E402
+from harness import (  # noqa: E402
+    Gateway,
+    base_env,
+    check_leftovers,
+    clip,
+    package_version,
+    percentile,
+)
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
@@ -292,17 +299,6 @@ class DirectCLI:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Return the ``pct`` percentile by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary(values: list[float]) -> tuple[float, float, float] | None:

@@ -43,6 +43,7 @@ from ccgate.engine.claude.environment import Credential, agent_credential, agent
 from ccgate.engine.claude.process import (
     RunnerConfig,
     cli_pid,
+    cli_settings_env,
     keep_tail,
     send_signal,
     short,
@@ -198,16 +199,8 @@ class Agent:
             },
         }
         env = agent_environment(os.environ, credential)
-        env.update(
-            {
-                "CLAUDE_CONFIG_DIR": str(workdir),
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_AUTOUPDATER": "1",
-                "DISABLE_TELEMETRY": "1",
-                "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
-                "CLAUDE_CODE_TMPDIR": str(tmp),
-            }
-        )
+        env.update(cli_settings_env(workdir, self._config))
+        env["CLAUDE_CODE_TMPDIR"] = str(tmp)
         if credential_path is not None:
             env["CCGATE_CREDENTIAL_FILE"] = str(credential_path)
         if self._config.upstream_url:

@@ -22,6 +22,7 @@ __all__ = [
     "Pause",
     "RunnerConfig",
     "cli_pid",
+    "cli_settings_env",
     "exit_code",
     "keep_tail",
     "scrubbed_env",
@@ -43,6 +44,17 @@ class RunnerConfig:
     #: Values that must never reach the CLI's environment.
     secrets: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:
+    """Return what every CLI of ccgate runs with: its own config dir, no extra traffic."""
+    return {
+        "CLAUDE_CONFIG_DIR": str(workdir),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_MAX_RETRIES": str(config.upstream_retries),
+    }
 
 
 def scrubbed_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:

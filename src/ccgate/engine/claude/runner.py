@@ -39,6 +39,7 @@ from ccgate.engine.claude.process import (
     Pause,
     RunnerConfig,
     cli_pid,
+    cli_settings_env,
     exit_code,
     keep_tail,
     scrubbed_env,
@@ -327,13 +328,9 @@ class ClaudeRunner:
 
     def _env(self, turn: TurnRequest, workdir: Path) -> dict[str, str]:
         env = scrubbed_env(os.environ, self._config.secrets)
+        env.update(cli_settings_env(workdir, self._config))
         env.update(
             {
-                "CLAUDE_CONFIG_DIR": str(workdir),
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_AUTOUPDATER": "1",
-                "DISABLE_TELEMETRY": "1",
-                "CLAUDE_CODE_MAX_RETRIES": str(self._config.upstream_retries),
                 # Client tools keep their own names (no mcp__<server>__ prefix) and wait
                 # as long as ccgate lets them.
                 "CLAUDE_AGENT_SDK_MCP_NO_PREFIX": "1",
