@@ -41,6 +41,7 @@ from ccgate.engine.models import Catalogue
 from ccgate.engine.quotas import Quotas, windows_at
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.engine.workdirs import WorkerDirs
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
 from ccgate.store.keys import SqlKeyStore
@@ -62,6 +63,9 @@ def _runner_config(settings: Settings, upstream_url: str | None, key: str | None
         request_timeout=settings.request_timeout,
         cli_path=settings.cli_path,
         secrets=tuple(settings.secrets()),
+        session_keepalive=settings.session_keepalive,
+        pool_max_processes=settings.pool_max_processes,
+        pool_memory_mb=settings.pool_memory_mb,
     )
 
 
@@ -125,7 +129,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 continuation=settings.session_continuation,
             )
             runner_config = _runner_config(settings, upstream, key)
-            the_runner = runner or ClaudeRunner(runner_config)
+            dirs = WorkerDirs(settings.data_path)
+            the_runner = runner or ClaudeRunner(runner_config, dirs=dirs)
             stack.push_async_callback(the_runner.aclose)
             counters = SqlCounterStore(database)
             gate = Gate(settings.max_concurrent, settings.max_queue)
@@ -142,6 +147,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 cli_model=lambda name: catalogue.resolve(name).cli,
                 idle_timeout=settings.loop_idle_timeout,
                 choice_timeout=settings.choice_timeout,
+                dirs=dirs,
             )
             stack.push_async_callback(loops.aclose)
             sweeper = asyncio.create_task(_sweep(sessions, counters, loops, settings.session_ttl))
@@ -158,6 +164,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                     cached_answers=len(cache),
                     turns_finished=counts.turns_finished,
                     turns_failed=counts.turns_failed,
+                    pool=the_runner.pool_status(),
                 )
 
             metrics = Metrics(gauges, per_key=settings.metrics_per_key)

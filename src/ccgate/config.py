@@ -98,6 +98,25 @@ class Settings(BaseModel):
         description="Seconds a loop's permission or question waits for an answer before it "
         "counts as denied.",
     )
+    session_keepalive: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds a conversation's Claude Code process stays alive after a turn, so "
+        "its next turn needs no start-up (0 ends it after every turn).",
+    )
+    pool_max_processes: int = Field(
+        4,
+        ge=0,
+        le=256,
+        description="Pre-started Claude Code processes kept ready for new conversations of "
+        "the configurations in use (0 turns the pool off).",
+    )
+    pool_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="Memory (MB) that idle Claude Code processes (warm conversations and the "
+        "pool) may hold; beyond it the oldest idle ones are ended.",
+    )
     session_continuation: bool = Field(
         True,
         description="Continue a known conversation's Claude Code session; off rebuilds the "

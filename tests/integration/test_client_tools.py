@@ -670,7 +670,7 @@ def test_parked_conversations_each_get_their_own_results(
     data_dir: Path,
     runs: list[TurnRequest],
 ) -> None:
-    gateway = make_gateway(max_concurrent=4)
+    gateway = make_gateway(max_concurrent=4, pool_max_processes=0)  # counts processes
     histories: list[list[Any]] = []
     answers: dict[int, str | None] = {}
     with _oai(gateway) as client:

@@ -558,7 +558,8 @@ def test_a_tiny_monthly_budget_is_spent_by_one_request(
 async def test_max_concurrent_refuses_a_third_request_while_two_run(
     make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
 ) -> None:
-    gateway = _multi(make_gateway)
+    # Nothing kept warm, so the process check below sees only what the turns left.
+    gateway = _multi(make_gateway, session_keepalive=0, pool_max_processes=0)
     made = _make_key(gateway, "parallel", quota={"max_concurrent": 2})
     async with openai.AsyncOpenAI(
         base_url=gateway.url + "/v1", api_key=made["key"], max_retries=0, timeout=120
@@ -680,7 +681,8 @@ def test_the_ledger_sums_every_turn_with_the_models_tokens(
 def test_a_failed_turn_and_a_cut_stream_each_leave_one_record(
     make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
 ) -> None:
-    gateway = _multi(make_gateway)
+    # Nothing kept warm, so the process check below sees only what the turns left.
+    gateway = _multi(make_gateway, session_keepalive=0, pool_max_processes=0)
     made = _make_key(gateway, "unlucky")
     with _oai(gateway, made["key"]) as client:
         with pytest.raises(openai.APIStatusError) as caught:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -66,6 +67,15 @@ class FakeRunner:
 
     def live_processes(self) -> int:
         return 0
+
+    def new_session(self, turn: TurnRequest) -> str:
+        return str(uuid.uuid4())
+
+    def release(self, cli_session_id: str) -> None:
+        return None
+
+    def pool_status(self) -> dict[str, object]:
+        return {}
 
     def stop_all(self, reason: str) -> None:
         self.stopped = reason
@@ -515,18 +525,18 @@ async def test_turn_error_mid_stream_anthropic(
 
 
 class BlockingRunner(FakeRunner):
-    """A runner whose turns wait until ``release`` is set."""
+    """A runner whose turns wait until ``go`` is set."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = asyncio.Event()
+        self.go = asyncio.Event()
         self.started = asyncio.Event()
 
     async def _play(self) -> AsyncGenerator[AgentEvent, None]:
         try:
             yield TurnStarted("sonnet", False)
             self.started.set()
-            await self.release.wait()
+            await self.go.wait()
             for event in ok_script()[1:]:
                 yield event
         finally:
@@ -556,7 +566,7 @@ async def test_busy_gateway_answers_429(tmp_path: Path, path: str, body: dict[st
             assert assert_openai_error(busy, 429)["type"] == "rate_limit_error"
         else:
             assert assert_anthropic_error(busy, 429)["type"] == "rate_limit_error"
-        runner.release.set()
+        runner.go.set()
         assert (await asyncio.wait_for(first, 5)).status_code == 200
         assert len(runner.turns) == 1
 

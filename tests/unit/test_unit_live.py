@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
@@ -79,6 +80,15 @@ class ToolRunner:
 
     def live_processes(self) -> int:
         return 0
+
+    def new_session(self, turn: TurnRequest) -> str:
+        return str(uuid.uuid4())
+
+    def release(self, cli_session_id: str) -> None:
+        return None
+
+    def pool_status(self) -> dict[str, object]:
+        return {}
 
     def stop_all(self, reason: str) -> None:
         pass

@@ -50,6 +50,7 @@ async def health(state: State) -> JSONResponse:
         },
         "cli_processes": state.runner.live_processes() + state.loops.live_processes(),
         "loops_active": state.loops.live_processes(),
+        "pool": state.runner.pool_status(),
         "requests": state.counters.requests,
         "upstream_auth": probe.status(),
     }

@@ -10,7 +10,7 @@ appears.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -32,6 +32,8 @@ class Gauges:
     cached_answers: int
     turns_finished: int
     turns_failed: int
+    #: The runner's ``pool_status()``: what it keeps warm and what that did.
+    pool: dict[str, object] = field(default_factory=dict)
 
 
 class _Live(Collector):
@@ -56,6 +58,48 @@ class _Live(Collector):
             "ccgate_turns_finished", "Turns that finished.", value=g.turns_finished
         )
         yield CounterMetricFamily("ccgate_turns_failed", "Turns that failed.", value=g.turns_failed)
+        yield from _pool_metrics(g.pool)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _pool_metrics(pool: dict[str, object]) -> Iterator[Metric]:
+    if not pool:
+        return
+    idle = GaugeMetricFamily(
+        "ccgate_pool_processes", "Idle Claude Code processes kept alive, by kind.", labels=["kind"]
+    )
+    idle.add_metric(["spare"], _number(pool.get("spares")))
+    idle.add_metric(["spare_starting"], _number(pool.get("spares_starting")))
+    idle.add_metric(["conversation"], _number(pool.get("warm_idle")))
+    yield idle
+    yield GaugeMetricFamily(
+        "ccgate_pool_memory_bytes",
+        "Memory held by idle Claude Code processes (their private resident memory).",
+        value=_number(pool.get("idle_memory_mb")) * 1024 * 1024,
+    )
+    hits = CounterMetricFamily(
+        "ccgate_pool_hits",
+        "Turns that ran on a running process: their conversation's, or a spare.",
+        labels=["source"],
+    )
+    hits.add_metric(["conversation"], _number(pool.get("hits_conversation")))
+    hits.add_metric(["pool"], _number(pool.get("hits_pool")))
+    yield hits
+    yield CounterMetricFamily(
+        "ccgate_pool_misses",
+        "Turns that had to start a process.",
+        value=_number(pool.get("misses")),
+    )
+    evictions = CounterMetricFamily(
+        "ccgate_pool_evictions", "Idle processes ended by ccgate, by reason.", labels=["reason"]
+    )
+    reasons = pool.get("evictions")
+    for reason, count in reasons.items() if isinstance(reasons, dict) else ():
+        evictions.add_metric([str(reason)], _number(count))
+    yield evictions
 
 
 class Metrics:

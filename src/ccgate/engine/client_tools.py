@@ -1,16 +1,19 @@
-"""The client's tools as an in-process MCP server, one per turn.
+"""The client's tools as an in-process MCP server, one per CLI process.
 
 The CLI offers the tools to the model under their own names (the runner sets
 ``CLAUDE_AGENT_SDK_MCP_NO_PREFIX``, so no ``mcp__<server>__`` prefix is added)
 and routes each call here. A call's handler does not run anything: it waits in
 the turn's :class:`~ccgate.engine.toolbox.ToolResultBox` for the result the
 client sends with its next request, and returns that to the CLI as the tool's
-result (``is_error`` included), so the same turn continues.
+result (``is_error`` included), so the same turn continues. A process that
+stays warm serves several turns of one conversation: the server asks for the
+box of the turn running now.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server import Server
@@ -51,8 +54,10 @@ def _error(text: str) -> CallToolResult:
     )
 
 
-def client_tool_server(tools: tuple[ToolSpec, ...], box: ToolResultBox) -> Server[Any]:
-    """Return an MCP server offering ``tools`` whose calls wait in ``box``."""
+def client_tool_server(
+    tools: tuple[ToolSpec, ...], current_box: Callable[[], ToolResultBox | None]
+) -> Server[Any]:
+    """Return an MCP server offering ``tools`` whose calls wait in the running turn's box."""
     wire = [
         Tool.model_validate(
             {
@@ -74,6 +79,9 @@ def client_tool_server(tools: tuple[ToolSpec, ...], box: ToolResultBox) -> Serve
         tool_use_id = meta.get(_TOOL_USE_ID) if isinstance(meta, dict) else None
         if params.name not in names or not isinstance(tool_use_id, str):
             return _error(f"No such tool available: {params.name}")
+        box = current_box()
+        if box is None:
+            return _error("The tool call was abandoned: no turn is running")
         log.debug("client_tool_waiting tool=%s id=%s", params.name, tool_use_id)
         try:
             result = await box.wait(tool_use_id)

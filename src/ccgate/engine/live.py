@@ -127,6 +127,8 @@ class TurnManager:
         self._by_session: dict[str, LiveTurn] = {}
         self._closing: set[asyncio.Task[None]] = set()
         sessions.supersede = self._supersede
+        sessions.new_session_id = runner.new_session
+        sessions.on_release = runner.release
         gate.on_wait = self._yield_slot
 
     @property
@@ -157,6 +159,11 @@ class TurnManager:
             live.events = events
         except BaseException:
             await stack.aclose()
+            plan = live.bound.turn.session if live is not None else None
+            if live is not None and plan is not None and not live.bound.continued:
+                # A new conversation whose turn never ran (no slot): a process taken for
+                # it serves nobody else.
+                self._runner.release(plan.cli_session_id)
             raise
         return live
 

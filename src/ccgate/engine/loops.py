@@ -76,11 +76,13 @@ class LoopManager:
         cli_model: Callable[[str], str],
         idle_timeout: float,
         choice_timeout: float,
+        dirs: WorkerDirs | None = None,
     ) -> None:
         self._store = store
         self._cli_model = cli_model
         self._config = runner_config
-        self._dirs = WorkerDirs(runner_config.data_dir)
+        #: Shared with the compatible APIs' runner: no two live CLIs share a config dir.
+        self._dirs = dirs or WorkerDirs(runner_config.data_dir)
         self._loops_dir = loops_dir
         self._gate = gate
         self._idle_timeout = idle_timeout

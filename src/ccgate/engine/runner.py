@@ -12,7 +12,16 @@ Contract of a :class:`Runner`:
   cancelled) stops the turn and ends its CLI process before ``aclose`` returns.
 - ``stop_all(reason)`` ends every live turn at once with ``TurnError("unavailable")``.
 - ``aclose()`` of the runner stops every live turn and leaves no process.
-- ``live_processes()`` counts CLI processes alive right now.
+- ``live_processes()`` counts CLI processes alive right now (idle warm ones too).
+- ``new_session(turn)`` returns the Claude Code session id for a new conversation
+  that starts with ``turn``: a fresh id, or the id of a process started ahead for
+  that turn's configuration, which is from then on bound to that conversation
+  alone.
+- ``pool_status()`` says what the runner keeps warm (sizes, hits, misses,
+  evictions, memory) as a JSON-ready mapping.
+- ``release(session_id)``: the session's CLI state was discarded (a failed or cut
+  turn, a rebuilt, deleted or expired session); no later turn may run on a
+  process that holds it.
 """
 
 from __future__ import annotations
@@ -35,6 +44,18 @@ class Runner(Protocol):
 
     def live_processes(self) -> int:
         """Return how many CLI processes are alive."""
+        ...
+
+    def new_session(self, turn: TurnRequest) -> str:
+        """Return the Claude Code session id of a new conversation starting with ``turn``."""
+        ...
+
+    def release(self, cli_session_id: str) -> None:
+        """Forget a session's CLI state: no process that holds it serves another turn."""
+        ...
+
+    def pool_status(self) -> dict[str, object]:
+        """Return what is kept warm and what that did (``/health``); empty when nothing is."""
         ...
 
     def stop_all(self, reason: str) -> None:

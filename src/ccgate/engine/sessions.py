@@ -103,6 +103,10 @@ class ConversationSessions:
         #: Ends a session's turn that waits for tool results (set by the turn manager): a
         #: request for that session which is not its continuation supersedes it.
         self.supersede: Callable[[str], Awaitable[None]] | None = None
+        #: Name a new conversation's Claude Code session (the runner may have a process
+        #: started for it), and hear that a session's CLI state was discarded.
+        self.new_session_id: Callable[[TurnRequest], str] = lambda turn: str(uuid.uuid4())
+        self.on_release: Callable[[str], None] = lambda cli_session_id: None
 
     @asynccontextmanager
     async def turn(
@@ -164,7 +168,10 @@ class ConversationSessions:
         if results is None and record is not None and await self._continues(record, history_fp):
             plan = SessionPlan(cli_session_id=record.cli_session_id, resume=True)
             return SessionTurn(replace(turn, session=plan), record, continued=True)
-        cli_session_id = str(uuid.uuid4())
+        # A conversation that starts here may take a process started ahead for it; one
+        # built from history needs a process that reads the transcript at start.
+        fresh = not turn.history and results is None
+        cli_session_id = self.new_session_id(turn) if fresh else str(uuid.uuid4())
         if turn.history:
             write_transcript(
                 self._config_dir,
@@ -262,5 +269,6 @@ class ConversationSessions:
         return gone
 
     def _remove_transcript(self, cli_session_id: str) -> None:
+        self.on_release(cli_session_id)
         path = transcript_path(self._config_dir, self._cwd, cli_session_id)
         path.unlink(missing_ok=True)

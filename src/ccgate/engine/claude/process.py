@@ -44,6 +44,12 @@ class RunnerConfig:
     #: Values that must never reach the CLI's environment.
     secrets: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Seconds a conversation's process stays alive after its turn (0: it ends with it).
+    session_keepalive: float = 0.0
+    #: Spares started ahead for new conversations (0: no pool), and the memory (MB) all
+    #: idle processes may hold.
+    pool_max_processes: int = 0
+    pool_memory_mb: int = 2048
 
 
 def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:

@@ -1,12 +1,19 @@
-"""The runner of the compatible APIs: each turn on a Claude Code process of its own.
+"""The runner of the compatible APIs: turns on Claude Code processes that stay warm.
 
-Each turn gets one
-CLI process, owned by one asyncio task (the SDK's cancel scopes break when a
-client is used from another task); the consumer reads the turn's events from
-a queue. Isolation per process: its own ``CLAUDE_CONFIG_DIR`` (a worker slot
+Each CLI process is owned by one asyncio task for its whole life (the SDK's
+cancel scopes break when a client is used from another task); turns reach the
+owner through the process's inbox and their events come back on a queue of the
+turn's own. Isolation per process: its own ``CLAUDE_CONFIG_DIR`` (a worker slot
 under the data dir), a neutral empty working directory, ``setting_sources=[]``,
 no built-in tools, the client's system prompt instead of Claude Code's, and an
 environment from which ccgate's own secrets are blanked.
+
+A process serves one conversation (Claude Code session). After a turn that
+ended cleanly it stays alive for ``session_keepalive`` seconds, so the
+conversation's next turn runs on it without a start-up; new conversations take
+a spare that the pool started ahead for their configuration
+(``engine.claude.pool``). A turn with no process to run on starts one, as does
+a conversation rebuilt from the client's history (the CLI reads it at start).
 
 The client's tools are the only tools the model gets: an in-process MCP server
 (``engine.client_tools``) whose calls wait for the client's results. While a
@@ -21,6 +28,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,7 @@ from claude_agent_sdk import (
     ProcessError,
 )
 
+from ccgate.engine.claude.pool import ProcessPool
 from ccgate.engine.claude.process import (
     CLIExited,
     Pause,
@@ -47,6 +56,7 @@ from ccgate.engine.claude.process import (
     short,
 )
 from ccgate.engine.claude.translate import Translator, moves_on
+from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.engine.cli_info import find_cli
 from ccgate.engine.client_tools import SERVER_NAME, client_tool_server
 from ccgate.engine.events import (
@@ -56,7 +66,8 @@ from ccgate.engine.events import (
     TurnStarted,
 )
 from ccgate.engine.launcher import tethered
-from ccgate.engine.prompt import system_prompt, user_message_content
+from ccgate.engine.memory import SystemMemory
+from ccgate.engine.prompt import user_message_content
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
 from ccgate.engine.workdirs import WorkerDirs
@@ -75,44 +86,84 @@ _TOOL_CALL_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 _END = object()
 
+#: How long a spare may take to start before it counts as stalled and is discarded.
+_SPARE_START_LIMIT = 60.0
+
 
 class ClaudeRunner:
-    """Run each turn on a fresh Claude Code process; see :class:`ccgate.engine.runner.Runner`."""
+    """Run turns on warm Claude Code processes; see :class:`ccgate.engine.runner.Runner`."""
 
-    def __init__(self, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        *,
+        dirs: WorkerDirs | None = None,
+        memory: SystemMemory | None = None,
+    ) -> None:
         self._config = config
-        self._dirs = WorkerDirs(config.data_dir)
-        self._pid_tasks: dict[int, asyncio.Task[None]] = {}
+        self._dirs = dirs or WorkerDirs(config.data_dir)
+        self._pool = ProcessPool(
+            keepalive=config.session_keepalive,
+            max_spares=config.pool_max_processes,
+            memory_mb=config.pool_memory_mb,
+            start_spare=self._start_spare,
+            memory=memory,
+        )
+        #: Every process whose owner task runs.
+        self._procs: set[CliProcess] = set()
         #: Processes that wait for client tool results: they are killed outright, since a
         #: gentler stop lets the CLI answer the call itself and ask the model once more.
         self._waiting: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._finishing: set[asyncio.Task[None]] = set()
         self._stopping: str | None = None
         self._cli: Path | None = None
 
+    @property
+    def pool(self) -> ProcessPool:
+        """Return the pool of idle processes (for status and tests)."""
+        return self._pool
+
     def live_processes(self) -> int:
         """Return how many CLI processes this runner has alive."""
-        return len(self._pid_tasks)
+        return sum(1 for p in self._procs if p.pid is not None)
+
+    def pool_status(self) -> dict[str, object]:
+        """Return what the pool holds and did (``/health``, ``/metrics``)."""
+        return self._pool.status()
+
+    def new_session(self, turn: TurnRequest) -> str:
+        """Return the session id for a new conversation: a ready spare's, else a fresh one."""
+        if self._stopping is None:
+            self._pool.start()
+            claimed = self._pool.claim(ProcessConfig.of(turn))
+            if claimed is not None:
+                return claimed
+        return str(uuid.uuid4())
+
+    def release(self, cli_session_id: str) -> None:
+        """Forget a session's CLI state: its warm process ends."""
+        self._pool.release(cli_session_id)
 
     def stop_all(self, reason: str) -> None:
         """End every live turn now; each ends with ``TurnError("unavailable", reason)``."""
         self._stopping = reason
-        live = [t for t in self._tasks if t not in self._finishing]
-        for pid, task in list(self._pid_tasks.items()):
-            if task in live:
-                send_signal(pid, self._stopsend_signal(pid))
-        for task in live:
-            task.cancel()
+        self._pool.close_idle()
+        for proc in list(self._procs):
+            running = proc.state is ProcessState.BUSY and not proc.finishing
+            if (running or proc.state is ProcessState.STARTING) and proc.task is not None:
+                if proc.pid is not None:
+                    send_signal(proc.pid, self._stop_signal(proc.pid))
+                proc.task.cancel()
 
     async def aclose(self) -> None:
-        """End every turn; let finished ones exit on their own, stop live ones now."""
+        """End every turn and every process; let finishing turns end on their own."""
         self.stop_all("ccgate is shutting down")
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=15)
+        await self._pool.aclose()
+        tasks = [p.task for p in self._procs if p.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
 
     async def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
-        """Run ``turn`` on its own CLI process and yield its events."""
+        """Run ``turn`` on its conversation's process (or a new one) and yield its events."""
         events: AsyncGenerator[AgentEvent, None] = self._run_raw(turn)
         if turn.stop_sequences:
             events = apply_stop_sequences(events, turn.stop_sequences)
@@ -123,16 +174,23 @@ class ClaudeRunner:
             await events.aclose()
 
     async def _run_raw(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        holder: dict[str, int] = {}
-        task = asyncio.create_task(self._own(turn, queue, holder), name="ccgate-turn")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._finishing.discard)
+        job = Job(turn, asyncio.Queue(), cold=True)
+        config = ProcessConfig.of(turn)
+        plan = turn.session
+        proc: CliProcess | None = None
+        if plan is not None and plan.deferred_call is None and self._stopping is None:
+            proc = await self._pool.take(plan.cli_session_id, config)
+        if proc is not None:
+            job.cold = False
+            self._pool.count_turn(proc, cold=False)
+            proc.submit(job)
+        else:
+            proc = self._start(config, turn, job)
+            self._pool.count_turn(proc, cold=True)
         finished = False
         try:
             while True:
-                item = await queue.get()
+                item = await job.out.get()
                 if item is _END:
                     finished = True
                     return
@@ -140,33 +198,128 @@ class ClaudeRunner:
                     isinstance(item, TurnEnd) and not item.waiting_for
                 ):
                     finished = True
-                    self._finishing.add(task)
+                    proc.finishing = True
                 yield item
                 if finished:
                     return
         finally:
-            # A finished turn's process exits on its own in the background (it flushes
-            # its transcript first; aclose() still waits for it). A consumer that left
-            # early (disconnect, stop sequence) ends the process now, without the SDK's
-            # graceful-exit grace period.
-            if not finished and not task.done():
-                if "pid" in holder:
-                    send_signal(holder["pid"], self._stopsend_signal(holder["pid"]))
+            # A finished turn's process finishes reading the answer in the background
+            # (then waits for its conversation's next turn, or exits). A consumer that
+            # left early (disconnect, stop sequence, a dropped parked turn) ends the
+            # process now, without the SDK's graceful-exit grace period.
+            task = proc.task
+            if not finished and task is not None and not task.done():
+                if proc.pid is not None:
+                    send_signal(proc.pid, self._stop_signal(proc.pid))
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.shield(asyncio.gather(task, return_exceptions=True))
 
-    async def _own(
-        self, turn: TurnRequest, queue: asyncio.Queue[Any], holder: dict[str, int]
-    ) -> None:
-        """Own one CLI process for one turn, pushing its events into ``queue``."""
+    # -- processes --------------------------------------------------------------
+
+    def _start(self, config: ProcessConfig, turn: TurnRequest, job: Job) -> CliProcess:
+        """Start a process for ``turn``'s conversation, running ``job`` first."""
+        plan = turn.session
+        if plan is None:
+            # A turn outside any conversation: nobody can continue it, so nothing stays.
+            proc = CliProcess(config, "", spare=False, doomed=True)
+        else:
+            proc = CliProcess(config, plan.cli_session_id, spare=False)
+            self._pool.bind(proc)
+        proc.state = ProcessState.BUSY
+        resume = plan is not None and plan.resume
+        self._launch(proc, self._own(proc, job, resume=resume))
+        return proc
+
+    def _start_spare(self, config: ProcessConfig) -> CliProcess:
+        """Start a spare for ``config`` (the pool's refill calls this)."""
+        proc = CliProcess(config, str(uuid.uuid4()), spare=True)
+        self._launch(proc, self._own(proc, None, resume=False))
+        return proc
+
+    def _launch(self, proc: CliProcess, owner: Any) -> None:
+        self._procs.add(proc)
+        proc.task = asyncio.create_task(owner, name="ccgate-cli")
+
+    async def _own(self, proc: CliProcess, first: Job | None, *, resume: bool) -> None:
+        """Own one CLI process for its life: its first turn (or start), then warm turns."""
+        tail: list[str] = []
         started = time.monotonic()
         try:
+            with self._dirs.lease() as workdir:
+                options = self._options(proc, workdir, resume=resume)
+                options.stderr = lambda line: keep_tail(tail, line)
+                client = ClaudeSDKClient(options)
+                clean = False
+                try:
+                    if first is not None:
+                        clean = await self._serve(proc, client, first, tail, connect=True)
+                    else:
+                        clean = await self._connect_spare(proc, client, tail)
+                    while clean and self._stopping is None:
+                        job = await self._pool.next_job(proc)
+                        if job is None:
+                            break
+                        clean = await self._serve(proc, client, job, tail, connect=False)
+                finally:
+                    await self._disconnect(proc, client, clean=clean)
+        finally:
+            self._procs.discard(proc)
+            self._pool.closed(proc)
+            log.debug(
+                "cli_process_done turns=%d ms=%d", proc.served, (time.monotonic() - started) * 1000
+            )
+
+    async def _connect_spare(
+        self, proc: CliProcess, client: ClaudeSDKClient, tail: list[str]
+    ) -> bool:
+        try:
+            async with asyncio.timeout(_SPARE_START_LIMIT):
+                await client.connect()
+        except Exception as exc:  # noqa: BLE001 - a spare that fails is discarded and retried
+            why = tail[-1] if tail else short(exc)
+            log.warning("pool_spare_start_failed error=%s", why[:300])
+            return False
+        self._note_process(proc, client)
+        return True
+
+    def _note_process(self, proc: CliProcess, client: ClaudeSDKClient) -> None:
+        proc.pid = cli_pid(client)
+        proc.handle = getattr(getattr(client, "_transport", None), "_process", None)
+
+    async def _disconnect(self, proc: CliProcess, client: ClaudeSDKClient, *, clean: bool) -> None:
+        pid = proc.pid
+        if not clean and pid is not None:
+            # Cancelled or failed mid-turn: the process would otherwise get the SDK's
+            # graceful-exit grace period before it is terminated.
+            send_signal(pid, self._stop_signal(pid))
+        query = getattr(client, "_query", None)
+        try:
+            await client.disconnect()
+        finally:
+            # A cancelled disconnect skips this; an open stream warns when collected.
+            close_stream = getattr(query, "close_receive_stream", None)
+            if close_stream is not None:
+                close_stream()
+            if pid is not None:
+                self._waiting.discard(pid)
+            proc.pid = None
+
+    # -- turns ------------------------------------------------------------------
+
+    async def _serve(
+        self, proc: CliProcess, client: ClaudeSDKClient, job: Job, tail: list[str], *, connect: bool
+    ) -> bool:
+        """Run one turn on the process; return whether it may serve the next one."""
+        turn = job.turn
+        tail.clear()
+        proc.box = turn.tool_box
+        clean = False
+        try:
             async with asyncio.timeout(self._config.request_timeout) as clock:
-                with self._dirs.lease() as workdir:
-                    await self._drive(turn, queue, holder, workdir, clock)
+                clean = await self._drive(proc, client, job, tail, clock, connect=connect)
         except TimeoutError:
-            await queue.put(
+            await job.out.put(
                 TurnError(
                     "timeout",
                     f"the turn took longer than request_timeout "
@@ -174,7 +327,7 @@ class ClaudeRunner:
                 )
             )
         except CLINotFoundError as exc:
-            await queue.put(
+            await job.out.put(
                 TurnError(
                     "cli_crashed",
                     f"Claude Code CLI not found ({exc}); reinstall claude-agent-sdk "
@@ -189,7 +342,7 @@ class ClaudeRunner:
                 else ""
             )
             how = f" with code {code}" if code is not None else ""
-            await queue.put(
+            await job.out.put(
                 TurnError(
                     "cli_crashed",
                     f"the Claude Code process exited{how}{detail}",
@@ -200,114 +353,95 @@ class ClaudeRunner:
             if self._stopping is None:
                 raise
             # Stopped by stop_all: the consumer gets a clean error instead of a cut.
-            await queue.put(TurnError("unavailable", self._stopping))
+            await job.out.put(TurnError("unavailable", self._stopping))
         except Exception as exc:  # noqa: BLE001 - any SDK failure becomes a turn error
             log.warning("turn_failed error=%s", type(exc).__name__, exc_info=True)
-            await queue.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}"))
+            await job.out.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}"))
         finally:
+            proc.box = None
             if turn.tool_box is not None:
                 turn.tool_box.close("the turn ended")
-            log.debug("turn_owner_done ms=%d", (time.monotonic() - started) * 1000)
-            queue.put_nowait(_END)
+            if clean:
+                proc.served += 1
+            job.out.put_nowait(_END)
+        return clean
 
     async def _drive(
         self,
-        turn: TurnRequest,
-        queue: asyncio.Queue[Any],
-        holder: dict[str, int],
-        workdir: Path,
+        proc: CliProcess,
+        client: ClaudeSDKClient,
+        job: Job,
+        tail: list[str],
         clock: asyncio.Timeout,
-    ) -> None:
-        options = self._options(turn, workdir)
-        stderr_tail: list[str] = []
-        options.stderr = lambda line: keep_tail(stderr_tail, line)
-        client = ClaudeSDKClient(options)
-        completed = False
-        pid: int | None = None
+        *,
+        connect: bool,
+    ) -> bool:
+        turn = job.turn
         try:
-            await client.connect()
-            pid = cli_pid(client)
-            if pid is not None:
-                holder["pid"] = pid
-                self._pid_tasks[pid] = asyncio.current_task()  # type: ignore[assignment]
-            await queue.put(TurnStarted(model=turn.model, cold_start=True))
-            if turn.session is None or turn.session.deferred_call is None:
+            if connect:
+                await client.connect()
+                self._note_process(proc, client)
+            await job.out.put(TurnStarted(model=turn.model, cold_start=connect))
+            if not (connect and turn.session is not None and turn.session.deferred_call):
                 await client.query(_one_message(turn))
             # else: the CLI re-runs the deferred call at start and goes on by itself.
             translator = Translator(frozenset(t.name for t in turn.offered_tools()))
-            paused = Pause(clock, self._waiting, pid)
+            paused = Pause(clock, self._waiting, proc.pid)
+            last: AgentEvent | None = None
             async for message in client.receive_response():
                 if moves_on(message):
                     paused.resume()
                 for event in translator.feed(message):
-                    await queue.put(event)
+                    await job.out.put(event)
+                    last = event
                     if isinstance(event, TurnEnd) and event.waiting_for:
                         paused.start()
                 if translator.ended_early:
                     break
             if translator.ended_early:
-                return  # finally stops the CLI: it would go on by itself
-            for event in translator.finish(stderr_tail):
-                await queue.put(event)
-            completed = True
+                return False  # the owner stops the CLI: it would go on by itself
+            for event in translator.finish(tail):
+                await job.out.put(event)
+                last = event
         except Exception as exc:
             # However the SDK words it, a process that died is a crash with an exit code.
             code = exc.exit_code if isinstance(exc, ProcessError) else None
             code = code if code is not None else await exit_code(client)
-            tail = stderr_tail[-1] if stderr_tail else ""
+            line = tail[-1] if tail else ""
             if code is not None and code != 0:
-                raise CLIExited(code, tail) from exc
-            if code is None and isinstance(exc, CLIConnectionError) and tail:
+                raise CLIExited(code, line) from exc
+            if code is None and isinstance(exc, CLIConnectionError) and line:
                 # The SDK dropped the process (and its exit code) when it failed to start.
-                raise CLIExited(None, tail) from exc
+                raise CLIExited(None, line) from exc
             raise
-        finally:
-            if not completed and pid is not None:
-                # Cancelled or failed mid-turn: the process would otherwise get the SDK's
-                # graceful-exit grace period before it is terminated.
-                send_signal(pid, self._stopsend_signal(pid))
-            query = getattr(client, "_query", None)
-            try:
-                await client.disconnect()
-            finally:
-                # A cancelled disconnect skips this; an open stream warns when collected.
-                close_stream = getattr(query, "close_receive_stream", None)
-                if close_stream is not None:
-                    close_stream()
-                if pid is not None:
-                    self._pid_tasks.pop(pid, None)
-                    self._waiting.discard(pid)
+        # Only a turn that ended as the model meant leaves a process fit for the next one.
+        return isinstance(last, TurnEnd) and last.stop_reason == "end_turn"
 
     def _cli_path(self) -> Path | None:
         if self._cli is None:
             self._cli = tethered(find_cli(self._config.cli_path), self._config.data_dir)
         return self._cli or self._config.cli_path
 
-    def _stopsend_signal(self, pid: int) -> signal.Signals:
+    def _stop_signal(self, pid: int) -> signal.Signals:
         return signal.SIGKILL if pid in self._waiting else signal.SIGTERM
 
-    def _options(self, turn: TurnRequest, workdir: Path) -> ClaudeAgentOptions:
-        system: Any = system_prompt(turn)
+    def _options(self, proc: CliProcess, workdir: Path, *, resume: bool) -> ClaudeAgentOptions:
+        config = proc.config
+        system: Any = config.system
         if len(system.encode()) > _INLINE_SYSTEM_PROMPT_MAX:
             path = workdir / "system-prompt.txt"
             path.write_text(system)
             system = {"type": "file", "path": str(path)}
-        resume = session_id = None
-        if turn.session is not None:
-            if turn.session.resume:
-                resume = turn.session.cli_session_id
-            else:
-                session_id = turn.session.cli_session_id
         thinking: Any = None
-        if turn.thinking_budget:
-            thinking = {"type": "enabled", "budget_tokens": turn.thinking_budget}
+        if config.thinking_budget:
+            thinking = {"type": "enabled", "budget_tokens": config.thinking_budget}
         servers: dict[str, Any] = {}
         allowed: list[str] = []
-        offered = turn.offered_tools()
-        if offered and turn.tool_box is not None:
-            server = client_tool_server(offered, turn.tool_box)
+        if config.tools:
+            server = client_tool_server(config.tools, lambda: proc.box)
             servers[SERVER_NAME] = McpSdkServerConfig(type="sdk", name=SERVER_NAME, instance=server)
             allowed.append(f"mcp__{SERVER_NAME}")
+        session = proc.session_id or None
         return ClaudeAgentOptions(
             tools=[],
             mcp_servers=servers,
@@ -315,18 +449,18 @@ class ClaudeRunner:
             setting_sources=[],
             strict_mcp_config=True,
             system_prompt=system,
-            model=turn.model,
+            model=config.model,
             cwd=str(self._dirs.neutral_cwd),
-            env=self._env(turn, workdir),
+            env=self._env(config, workdir),
             include_partial_messages=True,
             thinking=thinking,
-            resume=resume,
-            session_id=session_id,
+            resume=session if resume else None,
+            session_id=None if resume else session,
             cli_path=self._cli_path(),
             max_buffer_size=64 * 1024 * 1024,
         )
 
-    def _env(self, turn: TurnRequest, workdir: Path) -> dict[str, str]:
+    def _env(self, config: ProcessConfig, workdir: Path) -> dict[str, str]:
         env = scrubbed_env(os.environ, self._config.secrets)
         env.update(cli_settings_env(workdir, self._config))
         env.update(
@@ -342,8 +476,8 @@ class ClaudeRunner:
             env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
         if self._config.upstream_api_key:
             env["ANTHROPIC_API_KEY"] = self._config.upstream_api_key
-        if turn.max_tokens:
-            env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(turn.max_tokens)
+        if config.max_tokens:
+            env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(config.max_tokens)
         env.update(self._config.extra_env)
         return env
 
