@@ -1,32 +1,41 @@
-"""Time-to-first-token of a short streamed reply: through ccgate versus a direct ``claude -p``.
+"""Time to first token and total time of a short streamed reply: ccgate's warm paths vs a cold CLI.
 
-Both variants talk to the same scripted model (``ccgate.demo``) on this machine, so
-the numbers isolate what ccgate adds on top of a cold Claude Code process:
+Every variant talks to the same scripted model (``ccgate.demo``) on this machine, so
+the figures isolate what starting Claude Code costs and what ccgate's warm processes
+save. Four variants, measured in one run, interleaved round-robin so machine noise hits
+all of them alike:
 
-* ``ccgate /v1/messages`` -- a real ``python -m ccgate serve`` subprocess, a streamed
-  Anthropic Messages request sent with httpx. TTFT = the first ``content_block_delta``
-  carrying a ``text_delta``; total = ``message_stop``.
-* ``ccgate /v1/chat/completions`` -- the same server, a streamed OpenAI request.
-  TTFT = the first chunk with non-empty ``delta.content``; total = ``data: [DONE]``.
-* ``direct claude -p`` -- the CLI bundled with claude-agent-sdk, spawned with
-  ``--output-format stream-json --include-partial-messages``. TTFT = spawn until the
-  first ``stream_event`` line with a ``text_delta``; total = spawn until the process exits.
+(a) ``direct claude -p (cold)`` -- the CLI bundled with claude-agent-sdk, spawned per
+    request with ``--output-format stream-json --include-partial-messages`` (what every
+    process-per-request gateway pays). TTFT = spawn until the first ``text_delta`` line;
+    total = spawn until the process exits.
+(b) ``ccgate new conversation, pool on`` -- a streamed ``/v1/messages`` request that
+    starts a new conversation with a system prompt the client always sends, against a
+    ``python -m ccgate serve`` with its defaults: the pool has a process ready for that
+    configuration.
+(c) ``ccgate 2nd turn of a conversation`` -- the same server; a conversation's first
+    turn is sent untimed, then its second turn is timed: it runs on the process the
+    first turn kept warm (``session_keepalive``).
+(d) ``ccgate new conversation, pool off`` -- as (b) against a second server started with
+    ``--pool-max-processes 0``: every new conversation starts its CLI.
 
-Runs alternate ccgate and direct (messages, direct, chat, direct, ...) so machine
-noise hits both sides alike; the direct variant therefore gets twice as many samples.
-Two warm-up runs of each variant come first and are not counted. The script reports;
-it never asserts on timings and exits 0 once the benchmark ran.
+TTFT = the first ``content_block_delta`` carrying a ``text_delta``; total =
+``message_stop``. Warm-up runs of each variant come first and are not counted (they
+also make (b)'s configuration hot). At the end the servers' ``/health`` pool figures
+(hits, misses, evictions) are printed. The script reports; it never asserts on timings
+and exits 0 once the benchmark ran.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/ttft.py                # 10 counted runs per ccgate variant
-    python bench/ttft.py --runs 15
+    python bench/ttft.py                # 15 counted runs per variant
+    python bench/ttft.py --runs 30
     python bench/ttft.py --quick        # 3 runs, 1 warm-up: a smoke test, not a measurement
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -60,17 +69,23 @@ from harness import (  # noqa: E402
     package_version,
     percentile,
 )
+from harness import print_table as harness_table  # noqa: E402
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
-MIN_RUNS = 10
+#: The system prompt of the client whose configuration the pool learns.
+SYSTEM = "You are a terse assistant used by a benchmark."
+#: The system prompt of the conversations of variant (c).
+SYSTEM_CONVERSATION = "You are a terse assistant in a conversation."
+MIN_RUNS = 15
 QUICK_RUNS = 3
 RUN_TIMEOUT = 60.0
 
-MESSAGES = "ccgate /v1/messages"
-CHAT = "ccgate /v1/chat/completions"
-DIRECT = "direct claude -p"
-VARIANTS = (MESSAGES, CHAT, DIRECT)
+DIRECT = "(a) direct claude -p (cold)"
+POOL = "(b) ccgate new conversation, pool on"
+SECOND = "(c) ccgate 2nd turn of a conversation"
+NO_POOL = "(d) ccgate new conversation, pool off"
+VARIANTS = (DIRECT, POOL, SECOND, NO_POOL)
 
 
 @dataclass(frozen=True)
@@ -123,13 +138,20 @@ def sse_data(lines: Iterator[str]) -> Iterator[str]:
 # --------------------------------------------------------------------------- ccgate side
 
 
-def run_messages(client: httpx.Client, url: str, prompt: str, model: str) -> Sample:
+def run_messages(
+    client: httpx.Client,
+    url: str,
+    messages: list[dict[str, Any]],
+    model: str,
+    system: str,
+) -> Sample:
     """Stream one Anthropic Messages request; time the first text delta and message_stop."""
     body = {
         "model": model,
         "max_tokens": 256,
         "stream": True,
-        "messages": [{"role": "user", "content": prompt}],
+        "system": system,
+        "messages": messages,
     }
     headers = {"anthropic-version": "2023-06-01", "x-api-key": "unused"}
     ttft: float | None = None
@@ -156,37 +178,29 @@ def run_messages(client: httpx.Client, url: str, prompt: str, model: str) -> Sam
     return Sample(ttft, None, "".join(text), error="stream ended without message_stop")
 
 
-def run_chat(client: httpx.Client, url: str, prompt: str, model: str) -> Sample:
-    """Stream one OpenAI chat completion; time the first content chunk and ``[DONE]``."""
-    body = {
-        "model": model,
-        "max_tokens": 256,
-        "stream": True,
-        "messages": [{"role": "user", "content": prompt}],
-    }
-    ttft: float | None = None
-    text: list[str] = []
-    start = time.perf_counter()
-    try:
-        with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                response.read()
-                return Sample(None, None, error=f"HTTP {response.status_code}: {response.text}")
-            for data in sse_data(response.iter_lines()):
-                if data == "[DONE]":
-                    return Sample(ttft, time.perf_counter() - start, "".join(text))
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    return Sample(None, None, error=f"stream error: {data}")
-                for choice in chunk.get("choices", []):
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        if ttft is None:
-                            ttft = time.perf_counter() - start
-                        text.append(content)
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        return Sample(None, None, error=f"{type(exc).__name__}: {exc}")
-    return Sample(ttft, None, "".join(text), error="stream ended without [DONE]")
+class Conversations:
+    """Variant (c): each run opens a conversation untimed, then times its second turn."""
+
+    def __init__(self, client: httpx.Client, url: str, prompt: str, model: str) -> None:
+        self.client = client
+        self.url = url
+        self.prompt = prompt
+        self.model = model
+        self.count = 0
+
+    def run(self) -> Sample:
+        """Send a first turn (not timed), then the second turn (timed)."""
+        self.count += 1
+        first = [{"role": "user", "content": f"{self.prompt} conversation {self.count}"}]
+        opened = run_messages(self.client, self.url, first, self.model, SYSTEM_CONVERSATION)
+        if not opened.ok:
+            return Sample(None, None, error=f"first turn: {opened.error}")
+        history = [
+            *first,
+            {"role": "assistant", "content": opened.text},
+            {"role": "user", "content": self.prompt},
+        ]
+        return run_messages(self.client, self.url, history, self.model, SYSTEM_CONVERSATION)
 
 
 # --------------------------------------------------------------------------- direct side
@@ -315,7 +329,7 @@ def fmt(stats: tuple[float, float, float] | None) -> list[str]:
 
 
 def print_table(results: Results) -> None:
-    """Print per-variant statistics and the ccgate/direct ratios."""
+    """Print per-variant statistics and the ratios against the cold CLI."""
     head = ["variant", "n", "fail", "TTFT med", "p90", "min", "total med", "p90", "min"]
     rows: list[list[str]] = []
     medians: dict[str, tuple[float | None, float | None]] = {}
@@ -328,25 +342,14 @@ def print_table(results: Results) -> None:
         rows.append(
             [variant, str(len(good)), str(len(samples) - len(good)), *fmt(ttft), *fmt(total)]
         )
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
     print("times in ms (n = counted successful runs)")
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
+    harness_table(head, rows)
     print()
     direct_ttft, direct_total = medians[DIRECT]
-    for variant in (MESSAGES, CHAT):
+    for variant, name in ((POOL, "b/a"), (SECOND, "c/a"), (NO_POOL, "d/a")):
         med_ttft, med_total = medians[variant]
         print(
-            f"ratio {variant + ' / direct:':<38} median TTFT {ratio(med_ttft, direct_ttft)}   "
+            f"ratio {name} {variant[4:] + ':':<36} median TTFT {ratio(med_ttft, direct_ttft)}   "
             f"median total {ratio(med_total, direct_total)}"
         )
 
@@ -380,10 +383,7 @@ def print_environment(cli_version: str, health: dict[str, Any], args: argparse.N
     print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
     print(f"  load average:      {load}")
     print(f"  prompt:            {args.prompt!r}, model {args.model!r}")
-    print(
-        f"  runs:              {args.runs} per ccgate variant, {2 * args.runs} direct, "
-        f"after {args.warmup} warm-up(s) of each"
-    )
+    print(f"  runs:              {args.runs} per variant, after {args.warmup} warm-up(s) of each")
     print()
 
 
@@ -394,14 +394,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
         prog="python bench/ttft.py",
-        description="TTFT and total time of a short streamed reply: ccgate vs direct claude -p.",
+        description="TTFT and total time of a short streamed reply: ccgate's warm paths vs a "
+        "cold claude -p.",
     )
     parser.add_argument(
         "--runs",
         type=int,
         default=None,
-        help=f"counted runs per ccgate variant (default {MIN_RUNS}, minimum {MIN_RUNS} "
-        f"unless --quick; the direct variant gets twice as many)",
+        help=f"counted runs per variant (default {MIN_RUNS}, minimum {MIN_RUNS} unless --quick)",
     )
     parser.add_argument(
         "--quick",
@@ -417,42 +417,74 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 1 or (args.runs < MIN_RUNS and not args.quick):
         parser.error(f"--runs must be at least {MIN_RUNS} (or pass --quick for a smoke test)")
     if args.warmup is None:
-        args.warmup = 1 if args.quick else 2
+        args.warmup = 1 if args.quick else 3
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
     return args
 
 
 def schedule(runs: int) -> list[str]:
-    """Return the alternating order: messages, direct, chat, direct, ... (ccgate every other)."""
+    """Return the round-robin order, rotated each round so no variant always follows another."""
     order: list[str] = []
-    for _ in range(runs):
-        order += [MESSAGES, DIRECT, CHAT, DIRECT]
+    for n in range(runs):
+        shift = n % len(VARIANTS)
+        order += [*VARIANTS[shift:], *VARIANTS[:shift]]
     return order
 
 
+def pool_report(client: httpx.Client, name: str, gateway: Gateway) -> None:
+    """Print a server's pool figures from ``/health``."""
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        pool = client.get(f"{gateway.url}/health", timeout=10).json()["pool"]
+        print(
+            f"{name}: hits {pool['hits_pool']} from spares + {pool['hits_conversation']} warm "
+            f"turns, misses {pool['misses']}, evictions {pool['evictions'] or 0}, idle now "
+            f"{pool['spares']} spare(s) + {pool['warm_idle']} conversation(s), "
+            f"{pool['idle_memory_mb']:.0f} MB"
+        )
+
+
 def benchmark(args: argparse.Namespace, root: Path) -> Results:
-    """Start the model and the gateway, run warm-ups and counted runs; return the samples."""
+    """Start the model and both gateways, run warm-ups and counted runs; return the samples."""
     env = base_env()
     demo = DemoServer(ScriptedModel()).start_in_thread()
-    gateway: Gateway | None = None
+    gateways: list[Gateway] = []
     try:
         print(f"scripted model:   {demo.url}")
         direct = DirectCLI(bundled_cli(), demo.url, root, env)
-        gateway = Gateway(demo.url, root / "ccgate-data", env, log_path=root / "ccgate-server.log")
+        pooled = Gateway(demo.url, root / "pool-on", env, log_path=root / "pool-on.log")
+        gateways.append(pooled)
+        unpooled = Gateway(
+            demo.url,
+            root / "pool-off",
+            env,
+            extra_env={"CCGATE_POOL_MAX_PROCESSES": "0"},
+            log_path=root / "pool-off.log",
+        )
+        gateways.append(unpooled)
         with httpx.Client(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False) as client:
-            health = gateway.wait_healthy(client)
-            print(f"ccgate server:    {gateway.url} (pid {gateway.proc.pid})")
+            health = pooled.wait_healthy(client)
+            unpooled.wait_healthy(client)
+            print(f"ccgate servers:   {pooled.url} (pool on), {unpooled.url} (pool off)")
             print()
             print_environment(direct.version(), health, args)
-            url = gateway.url
+            counter = iter(range(1_000_000))
+
+            def new_conversation(url: str) -> Sample:
+                text = f"{args.prompt} request {next(counter)}"
+                return run_messages(
+                    client, url, [{"role": "user", "content": text}], args.model, SYSTEM
+                )
+
+            conversations = Conversations(client, pooled.url, args.prompt, args.model)
             runners: dict[str, Callable[[], Sample]] = {
-                MESSAGES: lambda: run_messages(client, url, args.prompt, args.model),
-                CHAT: lambda: run_chat(client, url, args.prompt, args.model),
                 DIRECT: lambda: direct.run(args.prompt, args.model),
+                POOL: lambda: new_conversation(pooled.url),
+                SECOND: conversations.run,
+                NO_POOL: lambda: new_conversation(unpooled.url),
             }
             for _ in range(args.warmup):
-                for variant in (MESSAGES, DIRECT, CHAT):
+                for variant in VARIANTS:
                     sample = runners[variant]()
                     if not sample.ok:
                         print(f"warm-up {variant} failed: {clip(sample.error or '')}")
@@ -461,16 +493,20 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
             started = time.monotonic()
             for i, variant in enumerate(order, 1):
                 results.add(variant, runners[variant]())
-                if i % 8 == 0 or i == len(order):
+                if i % 12 == 0 or i == len(order):
                     print(f"  {i}/{len(order)} runs done", flush=True)
             print(f"measured in {time.monotonic() - started:.1f} s")
             print()
             texts = {s.text for v in VARIANTS for s in results.samples[v] if s.ok}
-            print(f"reply text(s) seen: {sorted(clip(t, 80) for t in texts)}")
+            print(
+                f"reply texts seen: {len(texts)} distinct, e.g. {clip(min(texts, key=len), 80)!r}"
+            )
+            pool_report(client, "pool on ", pooled)
+            pool_report(client, "pool off", unpooled)
             print()
             return results
     finally:
-        if gateway is not None:
+        for gateway in gateways:
             print(f"ccgate server stop: {gateway.stop()}")
         demo.stop()
 
