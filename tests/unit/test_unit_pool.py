@@ -289,3 +289,25 @@ async def test_configuration_key_names_the_configuration_without_its_text() -> N
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", max_tokens=10).key
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking_budget=1024).key
     assert "secret" not in a.key
+
+
+async def test_a_spare_for_a_hot_configuration_ends_the_oldest_idle_conversation() -> None:
+    pool, starts = _pool(memory_mb=250.0)
+    procs = [CliProcess(_config("other"), f"s{n}", spare=False) for n in range(2)]
+    parked = []
+    for proc in procs:
+        pool.bind(proc)
+        parked.append(_ready(pool, proc, memory_mb=100.0))
+        await _settle()
+    pool.start()
+    try:
+        for _ in range(HOT_AFTER):
+            pool.claim(_config())
+        await _settle()
+        # 200 MB idle + a ~100 MB spare > 250: the older conversation makes room.
+        assert len(starts.started) == 1
+        assert await parked[0] is None and procs[0].closed_because == "memory"
+        assert procs[1].state is ProcessState.IDLE
+        parked[1].cancel()
+    finally:
+        await pool.aclose()

@@ -222,7 +222,7 @@ def parse_choice(body: Any) -> dict[str, Any]:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(
             f'{where}: {first["msg"]}; answer a permission with {{"allow": true|false, '
-            '"message"?: "..."}} and a question with {"answers": {"<question>": "<answer>"}}',
+            '"message"?: "..."} and a question with {"answers": {"<question>": "<answer>"}}',
             param=where,
             code="invalid_choice_payload",
         ) from None

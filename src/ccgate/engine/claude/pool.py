@@ -241,22 +241,36 @@ class ProcessPool:
         return min(SPARES_PER_CONFIG, 1 + (recent >= BUSY_AFTER))
 
     def _wanted(self) -> ProcessConfig | None:
-        """Return the configuration that most needs a spare now, if any may start."""
+        """Return the configuration that most needs a spare now, if one may start."""
         if self._closing or self._max_spares <= 0:
             return None
         now = time.monotonic()
         if sum(len(s) for s in self._spares.values()) >= self._max_spares:
             return None
-        if self._idle_memory() + self._typical_mb() > self._memory_mb or self._memory_short():
+        need = self._typical_mb()
+        if need > self._memory_mb or self._memory_short():
             return None
         by_demand = sorted(self._demand, key=lambda k: len(self._demand[k]), reverse=True)
         for key in by_demand:
-            failures, until = self._backoff.get(key, (0, 0.0))
-            if until > now:
+            _, until = self._backoff.get(key, (0, 0.0))
+            if until > now or len(self._spares.get(key, [])) >= self._target(key, now):
                 continue
-            if len(self._spares.get(key, [])) < self._target(key, now):
+            if self._make_room(need):
                 return self._configs[key]
+            return None
         return None
+
+    def _make_room(self, need: float) -> bool:
+        """Fit a new spare in the budget: the new one is the newest idle process, so the
+        oldest idle conversations go first (spares are not ended to make another)."""
+        idle = self.idle()
+        total = sum(p.memory_mb or _DEFAULT_PROCESS_MB for p in idle)
+        conversations = [p for p in idle if not p.spare]
+        while total + need > self._memory_mb and conversations:
+            oldest = conversations.pop(0)
+            total -= oldest.memory_mb or _DEFAULT_PROCESS_MB
+            self._discard(oldest, "memory")
+        return total + need <= self._memory_mb
 
     async def _refill(self) -> None:
         while True:
