@@ -130,14 +130,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
             )
             runner_config = _runner_config(settings, upstream, key)
             dirs = WorkerDirs(settings.data_path)
-            the_runner = runner or ClaudeRunner(runner_config, dirs=dirs)
-            stack.push_async_callback(the_runner.aclose)
             counters = SqlCounterStore(database)
             gate = Gate(settings.max_concurrent, settings.max_queue)
-            turns = TurnManager(
-                the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
-            )
-            stack.push_async_callback(turns.aclose)
             catalogue = Catalogue.load()
             loops = LoopManager(
                 SqlLoopStore(database),
@@ -149,6 +143,17 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 choice_timeout=settings.choice_timeout,
                 dirs=dirs,
             )
+            the_runner = runner
+            if the_runner is None:
+                # Idle loops share the warm processes' memory budget and pressure.
+                claude = ClaudeRunner(runner_config, dirs=dirs, elsewhere=loops.idle_processes)
+                claude.pool.start()
+                the_runner = claude
+            stack.push_async_callback(the_runner.aclose)
+            turns = TurnManager(
+                the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
+            )
+            stack.push_async_callback(turns.aclose)
             stack.push_async_callback(loops.aclose)
             sweeper = asyncio.create_task(_sweep(sessions, counters, loops, settings.session_ttl))
             stack.push_async_callback(_stop, sweeper)

@@ -994,6 +994,30 @@ def test_an_idle_loop_releases_its_process_and_resumes_its_session(
     ]
 
 
+def test_short_memory_releases_an_idle_loops_process_and_it_resumes(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
+) -> None:
+    # Idle loops share the budget of idle processes: below one process, none may stay.
+    gateway = make_gateway(pool_memory_mb=1)
+    with _client(gateway) as client:
+        loop = _create(client)
+        _send(client, loop["id"], "remember fig")
+        # The next periodic memory check ends the idle loop's process (long before
+        # loop_idle_timeout), and says so.
+        assert wait_until(
+            lambda: _health(gateway)["loops_active"] == 0 and not cli_processes(data_dir),
+            within=30,
+        )
+        assert _health(gateway)["pool"]["evictions"].get("memory_loop") == 1
+        second = _send(client, loop["id"], "and now?")
+        assert client.delete(f"/v1/loops/{loop['id']}").status_code == 204
+    assert second.one("started")["cold_start"] is True
+    assert [m for m in _dialogue(model) if m[0] == "user"] == [
+        ("user", "remember fig"),
+        ("user", "and now?"),
+    ]
+
+
 def test_a_shutdown_mid_turn_leaves_no_process(
     make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
 ) -> None:

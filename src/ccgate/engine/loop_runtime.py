@@ -175,6 +175,8 @@ class LoopRuntime:
         self._agent: Agent | None = None
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        #: When the loop's process became idle (None while a turn runs or without one).
+        self.idle_since: float | None = None
         self._closed = False
         self._close_reason: str | None = None
 
@@ -295,6 +297,7 @@ class LoopRuntime:
                 self._current = None
                 await self._ended(turn)
         if not self._closed:
+            self.idle_since = time.monotonic()
             self._idle = asyncio.get_running_loop().call_later(
                 self._idle_timeout, lambda: asyncio.ensure_future(self._release())
             )
@@ -460,7 +463,21 @@ class LoopRuntime:
 
     # -- the process --------------------------------------------------------------------
 
+    @property
+    def idle_pid(self) -> int | None:
+        """Return the pid of the loop's process while it waits for a message, else None."""
+        if self._idle is None or self._current is not None or self._agent is None:
+            return None
+        return self._agent.pid if self._agent.alive else None
+
+    def release_idle(self) -> None:
+        """End the loop's idle process now (memory is short); its next message resumes."""
+        if self._idle is not None and self._current is None:
+            self._cancel_idle()
+            asyncio.ensure_future(self._release())
+
     def _cancel_idle(self) -> None:
+        self.idle_since = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None

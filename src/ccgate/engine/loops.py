@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ccgate.engine.claude.agent import Agent, AgentSpec, Decision
+from ccgate.engine.claude.pool import IdleElsewhere
 from ccgate.engine.claude.process import RunnerConfig
 from ccgate.engine.gate import Gate
 from ccgate.engine.loop_events import Failed, dump, load
@@ -172,6 +173,14 @@ class LoopManager:
     def live_processes(self) -> int:
         """Return how many loops hold a Claude Code process."""
         return sum(1 for r in self._runtimes.values() if r.live_process)
+
+    def idle_processes(self) -> list[IdleElsewhere]:
+        """Return the loops' processes that wait for a message (memory pressure may end them)."""
+        return [
+            IdleElsewhere(r.idle_since, r.idle_pid, r.release_idle)
+            for r in self._runtimes.values()
+            if r.idle_pid is not None and r.idle_since is not None
+        ]
 
     async def _start_agent(
         self, record: LoopRecord, chooser: Callable[..., Awaitable[Decision]]

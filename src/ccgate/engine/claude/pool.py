@@ -31,11 +31,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.engine.memory import SystemMemory, process_memory_mb
 
-__all__ = ["PoolStats", "ProcessPool"]
+__all__ = ["IdleElsewhere", "PoolStats", "ProcessPool"]
 
 log = logging.getLogger("ccgate.engine")
 
@@ -53,6 +54,22 @@ TICK = 5.0
 _DEFAULT_PROCESS_MB = 120.0
 #: How long a warm process's previous turn may take to finish reading before it is skipped.
 _FINISH_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class IdleElsewhere:
+    """An idle CLI process that is not the pool's (a loop's), ended under memory pressure."""
+
+    idle_since: float
+    pid: int | None
+    release: Callable[[], None]
+
+
+class _Idle(NamedTuple):
+    since: float
+    memory_mb: float
+    end: Callable[[], None]
+    spare: bool
 
 
 @dataclass
@@ -81,8 +98,11 @@ class ProcessPool:
         memory_mb: float,
         start_spare: Callable[[ProcessConfig], CliProcess],
         memory: SystemMemory | None = None,
+        elsewhere: Callable[[], list[IdleElsewhere]] | None = None,
     ) -> None:
         self._keepalive = keepalive
+        #: Other idle processes (loops') that share the memory budget and its pressure.
+        self._elsewhere = elsewhere or (lambda: [])
         self._max_spares = max_spares
         self._memory_mb = memory_mb
         self._start_spare = start_spare
@@ -263,13 +283,13 @@ class ProcessPool:
     def _make_room(self, need: float) -> bool:
         """Fit a new spare in the budget: the new one is the newest idle process, so the
         oldest idle conversations go first (spares are not ended to make another)."""
-        idle = self.idle()
-        total = sum(p.memory_mb or _DEFAULT_PROCESS_MB for p in idle)
-        conversations = [p for p in idle if not p.spare]
+        idle = self._all_idle()
+        total = sum(i.memory_mb for i in idle)
+        conversations = [i for i in idle if not i.spare]
         while total + need > self._memory_mb and conversations:
             oldest = conversations.pop(0)
-            total -= oldest.memory_mb or _DEFAULT_PROCESS_MB
-            self._discard(oldest, "memory")
+            total -= oldest.memory_mb
+            oldest.end()
         return total + need <= self._memory_mb
 
     async def _refill(self) -> None:
@@ -323,9 +343,6 @@ class ProcessPool:
         procs += [p for s in self._spares.values() for p in s if p.state is ProcessState.IDLE]
         return sorted(procs, key=lambda p: p.idle_since)
 
-    def _idle_memory(self) -> float:
-        return sum(p.memory_mb or _DEFAULT_PROCESS_MB for p in self.idle())
-
     def _typical_mb(self) -> float:
         known = [p.memory_mb for p in self.idle() if p.memory_mb]
         return sum(known) / len(known) if known else _DEFAULT_PROCESS_MB
@@ -335,18 +352,45 @@ class ProcessPool:
         return machine is not None and machine.available < machine.total * LOW_MEMORY_SHARE
 
     def _enforce_memory(self) -> None:
-        idle = self.idle()
-        total = sum(p.memory_mb or _DEFAULT_PROCESS_MB for p in idle)
+        idle = self._all_idle()
+        total = sum(i.memory_mb for i in idle)
         machine = self._memory.read()
         # Memory an ended process gives back shows only once it has exited, so what is
         # released here counts against the shortage right away.
         short = machine.total * LOW_MEMORY_SHARE - machine.available if machine else 0.0
         while idle and (total > self._memory_mb or short > 0):
             oldest = idle.pop(0)
-            held = oldest.memory_mb or _DEFAULT_PROCESS_MB
-            total -= held
-            short -= held
-            self._discard(oldest, "memory")
+            total -= oldest.memory_mb
+            short -= oldest.memory_mb
+            oldest.end()
+
+    def _all_idle(self) -> list[_Idle]:
+        """Return every idle process, the pool's and others', oldest first."""
+        mine = [
+            _Idle(p.idle_since, p.memory_mb or _DEFAULT_PROCESS_MB, self._ender(p), p.spare)
+            for p in self.idle()
+        ]
+        others = [
+            _Idle(
+                o.idle_since,
+                (process_memory_mb(o.pid) if o.pid else None) or _DEFAULT_PROCESS_MB,
+                self._other_ender(o),
+                spare=False,
+            )
+            for o in self._elsewhere()
+        ]
+        return sorted(mine + others, key=lambda i: i.since)
+
+    def _ender(self, proc: CliProcess) -> Callable[[], None]:
+        return lambda: self._discard(proc, "memory")
+
+    def _other_ender(self, other: IdleElsewhere) -> Callable[[], None]:
+        def end() -> None:
+            self.stats.evictions["memory_loop"] += 1
+            log.info("process_released pid=%s reason=memory kind=loop", other.pid)
+            other.release()
+
+        return end
 
     def _discard(self, proc: CliProcess, reason: str) -> None:
         if proc.state is ProcessState.IDLE:

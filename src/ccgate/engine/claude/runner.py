@@ -29,7 +29,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from claude_agent_sdk import (
     ProcessError,
 )
 
-from ccgate.engine.claude.pool import ProcessPool
+from ccgate.engine.claude.pool import IdleElsewhere, ProcessPool
 from ccgate.engine.claude.process import (
     CLIExited,
     Pause,
@@ -99,6 +99,7 @@ class ClaudeRunner:
         *,
         dirs: WorkerDirs | None = None,
         memory: SystemMemory | None = None,
+        elsewhere: Callable[[], list[IdleElsewhere]] | None = None,
     ) -> None:
         self._config = config
         self._dirs = dirs or WorkerDirs(config.data_dir)
@@ -108,6 +109,7 @@ class ClaudeRunner:
             memory_mb=config.pool_memory_mb,
             start_spare=self._start_spare,
             memory=memory,
+            elsewhere=elsewhere,
         )
         #: Every process whose owner task runs.
         self._procs: set[CliProcess] = set()
