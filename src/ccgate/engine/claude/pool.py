@@ -402,6 +402,10 @@ class ProcessPool:
                 time.monotonic() - proc.idle_since,
             )
             proc.end(reason)
+        else:
+            # Busy (or starting): once untracked nothing could find it, so it ends after
+            # its turn instead of idling unseen.
+            proc.doomed = True
         if self._warm.get(proc.session_id) is proc:
             del self._warm[proc.session_id]
         spares = self._spares.get(proc.config.key)
