@@ -62,6 +62,19 @@ def _ready(pool: ProcessPool, proc: CliProcess, memory_mb: float = 100.0) -> asy
     return asyncio.get_running_loop().create_task(park())
 
 
+async def _idle_conversations(
+    pool: ProcessPool, count: int, system: str = "be terse"
+) -> tuple[list[CliProcess], list[asyncio.Task[Any]]]:
+    """Park ``count`` conversation processes of 100 MB idle, oldest first."""
+    procs = [CliProcess(_config(system), f"s{n}", spare=False) for n in range(count)]
+    parked = []
+    for proc in procs:
+        pool.bind(proc)
+        parked.append(_ready(pool, proc, memory_mb=100.0))
+        await _settle()
+    return procs, parked
+
+
 def _pool(**kw: Any) -> tuple[ProcessPool, _Starts]:
     starts = _Starts()
     options: dict[str, Any] = {
@@ -177,12 +190,7 @@ async def test_a_released_session_ends_its_process_now_or_after_its_turn() -> No
 
 async def test_idle_processes_over_the_memory_budget_end_oldest_first() -> None:
     pool, _ = _pool(memory_mb=250.0, max_spares=0)
-    procs = [CliProcess(_config(), f"s{n}", spare=False) for n in range(3)]
-    parked = []
-    for proc in procs:
-        pool.bind(proc)
-        parked.append(_ready(pool, proc, memory_mb=100.0))
-        await _settle()
+    procs, parked = await _idle_conversations(pool, 3)
     # 300 MB idle against a budget of 250: the oldest goes.
     assert await parked[0] is None
     assert procs[0].closed_because == "memory"
@@ -194,12 +202,7 @@ async def test_idle_processes_over_the_memory_budget_end_oldest_first() -> None:
 async def test_short_machine_memory_ends_idle_processes_until_enough_is_freed() -> None:
     memory = _Memory(total=10_000.0, available=8_000.0)
     pool, _ = _pool(max_spares=0, memory=memory)
-    procs = [CliProcess(_config(), f"s{n}", spare=False) for n in range(3)]
-    parked = []
-    for proc in procs:
-        pool.bind(proc)
-        parked.append(_ready(pool, proc, memory_mb=100.0))
-        await _settle()
+    procs, parked = await _idle_conversations(pool, 3)
     assert all(p.state is ProcessState.IDLE for p in procs)
     # Available memory drops 150 MB below 10 % of the total: two processes must go.
     memory.machine = MachineMemory(total=10_000.0, available=850.0)
@@ -293,12 +296,7 @@ async def test_configuration_key_names_the_configuration_without_its_text() -> N
 
 async def test_a_spare_for_a_hot_configuration_ends_the_oldest_idle_conversation() -> None:
     pool, starts = _pool(memory_mb=250.0)
-    procs = [CliProcess(_config("other"), f"s{n}", spare=False) for n in range(2)]
-    parked = []
-    for proc in procs:
-        pool.bind(proc)
-        parked.append(_ready(pool, proc, memory_mb=100.0))
-        await _settle()
+    procs, parked = await _idle_conversations(pool, 2, system="other")
     pool.start()
     try:
         for _ in range(HOT_AFTER):

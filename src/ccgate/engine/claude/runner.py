@@ -121,7 +121,7 @@ class ClaudeRunner:
 
     @property
     def pool(self) -> ProcessPool:
-        """Return the pool of idle processes (for status and tests)."""
+        """Return the pool of idle processes; whoever builds the runner starts it."""
         return self._pool
 
     def live_processes(self) -> int:
@@ -135,7 +135,6 @@ class ClaudeRunner:
     def new_session(self, turn: TurnRequest) -> str:
         """Return the session id for a new conversation: a ready spare's, else a fresh one."""
         if self._stopping is None:
-            self._pool.start()
             claimed = self._pool.claim(ProcessConfig.of(turn))
             if claimed is not None:
                 return claimed
