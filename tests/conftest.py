@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 
 from ccgate.config import load_settings
 from ccgate.demo import DemoServer, ScriptedModel
+from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from gateway_testing import Gateway, start_gateway, wait_for_no_processes
 
 
@@ -34,10 +37,27 @@ def model(demo: DemoServer) -> ScriptedModel:
     return demo.model
 
 
+@pytest.fixture(scope="session")
+def cli_models_cache(demo: DemoServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ask the real CLI for its models once per run; return the cache file it filled.
+
+    A gateway reads them at start unless its data dir holds that cache for the same
+    CLI binary: seeding every test's data dir with it spares a CLI start per gateway.
+    """
+    folder = tmp_path_factory.mktemp("cli-models")
+    config = RunnerConfig(data_dir=folder, upstream_url=demo.url, upstream_api_key="k")
+    runner = ClaudeRunner(config)
+    models, _ = asyncio.run(runner.cli_models())
+    assert models, "the CLI listed no models"
+    return folder / "cache" / "cli-models.json"
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
+def data_dir(tmp_path: Path, cli_models_cache: Path) -> Iterator[Path]:
     """Return a fresh data dir and check no CLI process of it outlives the test."""
     path = tmp_path / "data"
+    (path / "cache").mkdir(parents=True)
+    shutil.copy(cli_models_cache, path / "cache" / "cli-models.json")
     yield path
     left = wait_for_no_processes(path)
     for pid in left:
@@ -51,7 +71,9 @@ def make_gateway(demo: DemoServer, data_dir: Path) -> Iterator[Callable[..., Gat
     """Return a factory of gateways pointed at the scripted model; all stop after the test."""
     started: list[Gateway] = []
 
-    def make(runner: Any = None, **overrides: Any) -> Gateway:
+    def make(
+        runner: Any = None, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Gateway:
         flags: dict[str, Any] = {
             "data_dir": data_dir,
             "upstream_url": demo.url,
@@ -60,7 +82,7 @@ def make_gateway(demo: DemoServer, data_dir: Path) -> Iterator[Callable[..., Gat
             **overrides,
         }
         settings = load_settings(flags, {})
-        gateway = start_gateway(settings, runner)
+        gateway = start_gateway(settings, runner, environ)
         started.append(gateway)
         return gateway
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,17 @@ class Gateway:
         self.thread.join(timeout=60)
 
 
-def start_gateway(settings: Settings, runner: Any = None) -> Gateway:
-    """Serve ``create_app(settings)`` on a free loopback port from a thread."""
+def start_gateway(
+    settings: Settings, runner: Any = None, environ: Mapping[str, str] | None = None
+) -> Gateway:
+    """Serve ``create_app(settings)`` on a free loopback port from a thread.
+
+    ``environ`` is the environment the gateway runs in (default: this process's).
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings, runner=runner)
+    app = create_app(settings, runner=runner, environ=environ)
     config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
     server = _Server(config)
     server.capture_signals = lambda: _no_signals()  # type: ignore[method-assign]

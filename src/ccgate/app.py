@@ -1,12 +1,13 @@
-"""The application factory: ``create_app(settings, *, runner=None, store=None)``."""
+"""The application factory: ``create_app(settings, *, runner=None, store=None, environ=None)``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -54,8 +55,11 @@ __all__ = ["create_app"]
 log = logging.getLogger("ccgate")
 
 
-def _runner_config(settings: Settings, upstream_url: str | None, key: str | None) -> RunnerConfig:
+def _runner_config(
+    settings: Settings, upstream_url: str | None, key: str | None, environ: Mapping[str, str]
+) -> RunnerConfig:
     return RunnerConfig(
+        environ=environ,
         data_dir=settings.data_path,
         upstream_url=upstream_url,
         upstream_api_key=key,
@@ -89,19 +93,38 @@ async def _sweep(
         await asyncio.sleep(interval)
 
 
+async def _follow_cli_models(runner: ClaudeRunner, catalogue: Catalogue) -> None:
+    """Adopt the models the CLI offers into the catalogue (once, in the background)."""
+    try:
+        models, seen_at = await runner.cli_models()
+    except Exception as exc:  # noqa: BLE001 - the packaged list stays in use
+        log.warning("cli_models_unavailable error=%s", type(exc).__name__)
+        return
+    catalogue.adopt(models, seen_at=seen_at)
+    log.info("cli_models models=%s", ",".join(f"{m.value}={m.resolved}" for m in models))
+
+
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-def create_app(settings: Settings, *, runner: Runner | None = None, store: Any = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    runner: Runner | None = None,
+    store: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
     """Build the gateway; its parts start in the lifespan, never at import or build time.
 
     ``runner`` replaces the Claude Code runner (tests of the front doors use a
     fake); with ``settings.demo`` the scripted model is started in-process and
-    the CLI pointed at it.
+    the CLI pointed at it. ``environ`` is the environment ccgate runs in (default
+    ``os.environ``): every Claude Code process's environment is made from it.
     """
+    environment: Mapping[str, str] = os.environ if environ is None else environ
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,7 +151,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 settings.data_path / "cwd",
                 continuation=settings.session_continuation,
             )
-            runner_config = _runner_config(settings, upstream, key)
+            runner_config = _runner_config(settings, upstream, key, environment)
             dirs = WorkerDirs(settings.data_path)
             counters = SqlCounterStore(database)
             gate = Gate(settings.max_concurrent, settings.max_queue)
@@ -148,6 +171,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 # Idle loops share the warm processes' memory budget and pressure.
                 claude = ClaudeRunner(runner_config, dirs=dirs, elsewhere=loops.idle_processes)
                 claude.pool.start()
+                follow = asyncio.create_task(_follow_cli_models(claude, catalogue))
+                stack.push_async_callback(_stop, follow)
                 the_runner = claude
             stack.push_async_callback(the_runner.aclose)
             turns = TurnManager(

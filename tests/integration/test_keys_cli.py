@@ -103,7 +103,7 @@ def test_create_prints_the_key_once_and_stores_only_its_hash(tmp_path: Path) -> 
     assert "only time the key is shown" in out
     assert "alice" in out
     assert "60 req/min, 1000 req/day, 50000 tokens/day, $2.50/month, 3 at once" in out
-    assert "claude-sonnet-4-5, haiku" in out
+    assert "claude-sonnet-4-5, claude-haiku-5-5" in out
     assert "2099-01-01 12:00 UTC" in out
     assert "auth_mode is none" in created.stderr, "the key is useless until auth_mode=multi"
     key_id = re.search(r"key_[0-9a-f]{16}", out)
@@ -126,7 +126,7 @@ def test_create_prints_the_key_once_and_stores_only_its_hash(tmp_path: Path) -> 
         "budget_usd_per_month": 2.5,
         "max_concurrent": 3,
     }
-    assert entry["models"] == ["claude-sonnet-4-5", "haiku"]
+    assert entry["models"] == ["claude-sonnet-4-5", "claude-haiku-5-5"]
     assert entry["expires_at"] == int(datetime(2099, 1, 1, 12, tzinfo=UTC).timestamp())
 
     stored = database_bytes(tmp_path)
@@ -188,7 +188,7 @@ def test_bad_input_is_refused_with_status_2(tmp_path: Path) -> None:
     unknown_model = ccgate(tmp_path, "keys", "create", "x", "--models", "sonnet,gpt-4o")
     assert unknown_model.returncode == 2
     assert "'gpt-4o' does not exist" in unknown_model.stderr
-    assert "Known models: claude-opus-4-5, claude-sonnet-4-5" in unknown_model.stderr
+    assert "such as claude-opus-5-5, claude-fable-5-2" in unknown_model.stderr
 
     bad_time = ccgate(tmp_path, "keys", "create", "x", "--expires-at", "next tuesday")
     assert bad_time.returncode == 2

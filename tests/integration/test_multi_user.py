@@ -268,7 +268,10 @@ def test_a_new_key_is_shown_once_and_listed_only_as_a_preview(
     assert RAW_KEY.fullmatch(made["key"]), made["key"]
     assert made["name"] == "alice"
     assert made["quota"] == {"requests_per_minute": 20, "tokens_per_day": 5000}
-    assert made["models"] == ["sonnet", "claude-haiku-4-5"]  # an alias is stored as the model
+    assert made["models"] == [
+        "claude-sonnet-5-5",
+        "claude-haiku-4-5",
+    ]  # an alias is stored as the model
     assert made["expires_at"] == int(datetime(2999, 1, 1, tzinfo=UTC).timestamp())
     assert before <= made["created_at"] <= int(time.time())
     other = _make_key(gateway, "bob")
@@ -307,7 +310,7 @@ def test_patch_changes_a_key_and_disabling_locks_it_out_until_re_enabled(
     assert (body["name"], body["quota"], body["models"], body["disabled"]) == (
         "alice-2",
         {"requests_per_day": 100},
-        ["haiku"],
+        ["claude-haiku-5-5"],
         False,
     )
     assert "key" not in body
@@ -529,10 +532,10 @@ def test_tokens_per_day_refuses_once_a_requests_tokens_are_charged(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = _multi(make_gateway)
-    made = _make_key(gateway, "wordy", quota={"tokens_per_day": 100})
+    made = _make_key(gateway, "wordy", quota={"tokens_per_day": 20})
     assert _chat(gateway, made["key"], "spend").text == "You said: spend"
     [record] = _ledger(gateway, made["id"])
-    assert record.input_tokens + record.output_tokens > 100
+    assert record.input_tokens + record.output_tokens > 20
     with pytest.raises(openai.RateLimitError) as caught:
         _chat(gateway, made["key"], "more")
     _assert_quota_error(caught.value, "tokens_per_day", retry=False)
@@ -543,12 +546,12 @@ def test_a_tiny_monthly_budget_is_spent_by_one_request(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = _multi(make_gateway)
-    made = _make_key(gateway, "thrifty", quota={"budget_usd_per_month": 0.0001})
+    made = _make_key(gateway, "thrifty", quota={"budget_usd_per_month": 0.00005})
     with _ant(gateway, made["key"]) as client:
         first = client.messages.create(model="sonnet", max_tokens=100, messages=_user("pay"))  # type: ignore[arg-type]
         assert first.content[0].text == "You said: pay"  # type: ignore[union-attr]
         [record] = _ledger(gateway, made["id"])
-        assert record.cost_usd > 0.0001
+        assert record.cost_usd > 0.00005
         with pytest.raises(anthropic.RateLimitError) as caught:
             client.messages.create(model="sonnet", max_tokens=100, messages=_user("again"))  # type: ignore[arg-type]
     _assert_quota_error(caught.value, "budget_usd_per_month", retry=False)
@@ -608,7 +611,7 @@ def test_a_model_outside_the_keys_list_is_403(
         "model",
         "model_not_allowed",
     )
-    assert "'sonnet'" in error["message"] and "haiku" in error["message"]
+    assert "'claude-sonnet-5-5'" in error["message"] and "claude-haiku-5-5" in error["message"]
     with _ant(gateway, made["key"]) as client:
         with pytest.raises(anthropic.PermissionDeniedError) as by_anthropic:
             client.messages.create(model="opus", max_tokens=50, messages=_user("may I?"))  # type: ignore[arg-type]
@@ -618,7 +621,7 @@ def test_a_model_outside_the_keys_list_is_403(
         assert model.conversation_requests() == []
         allowed = client.messages.create(model="haiku", max_tokens=50, messages=_user("ok"))  # type: ignore[arg-type]
     assert allowed.content[0].text == "You said: ok"  # type: ignore[union-attr]
-    assert [r.model for r in _ledger(gateway, made["id"])] == ["haiku"]
+    assert [r.model for r in _ledger(gateway, made["id"])] == ["claude-haiku-5-5"]
 
 
 # --- 4. the usage ledger --------------------------------------------------------------------
@@ -651,9 +654,9 @@ def test_the_ledger_sums_every_turn_with_the_models_tokens(
 
     records = _ledger(gateway, key_id)
     assert [(r.endpoint, r.model, r.status) for r in records] == [
-        ("/v1/messages", "haiku", "ok"),
-        ("/v1/chat/completions", "sonnet", "ok"),
-        ("/v1/chat/completions", "sonnet", "ok"),
+        ("/v1/messages", "claude-haiku-5-5", "ok"),
+        ("/v1/chat/completions", "claude-sonnet-5-5", "ok"),
+        ("/v1/chat/completions", "claude-sonnet-5-5", "ok"),
     ]
     assert [r.input_tokens for r in reversed(records)] == [
         estimate_input_tokens(r.body) for r in requests
@@ -667,7 +670,10 @@ def test_the_ledger_sums_every_turn_with_the_models_tokens(
         return response.json()
 
     by_model = admin_usage(group_by="model")["data"]
-    assert {row["group"]: row["requests"] for row in by_model} == {"haiku": 1, "sonnet": 2}
+    assert {row["group"]: row["requests"] for row in by_model} == {
+        "claude-haiku-5-5": 1,
+        "claude-sonnet-5-5": 2,
+    }
     [by_day] = admin_usage(group_by="day")["data"]
     assert (by_day["group"], by_day["requests"]) == (utc_day(time.time()), 3)
     [by_key] = admin_usage(group_by="key")["data"]
@@ -741,7 +747,7 @@ def test_without_the_ledger_quotas_still_count(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = _multi(make_gateway, usage_ledger=False)
-    made = _make_key(gateway, "unrecorded", quota={"tokens_per_day": 100})
+    made = _make_key(gateway, "unrecorded", quota={"tokens_per_day": 20})
     assert _chat(gateway, made["key"], "spend").text == "You said: spend"
     with pytest.raises(openai.RateLimitError) as caught:
         _chat(gateway, made["key"], "more")
@@ -910,19 +916,19 @@ def test_metrics_count_requests_tokens_cost_latency_and_cache_lookups(
     assert httpx.get(gateway.url + "/metrics", timeout=30).status_code == 401
 
     samples = _samples(gateway, made["key"])
-    chat = {"endpoint": "/v1/chat/completions", "model": "sonnet", "status": "ok"}
+    chat = {"endpoint": "/v1/chat/completions", "model": "claude-sonnet-5-5", "status": "ok"}
     assert _metric(samples, "ccgate_requests_total", **chat, cached="false") == 1
     assert _metric(samples, "ccgate_requests_total", **chat, cached="true") == 1
-    assert _metric(samples, "ccgate_tokens_total", model="sonnet", kind="input") == (
+    assert _metric(samples, "ccgate_tokens_total", model="claude-sonnet-5-5", kind="input") == (
         miss.input_tokens
     )
-    assert _metric(samples, "ccgate_tokens_total", model="sonnet", kind="output") == (
+    assert _metric(samples, "ccgate_tokens_total", model="claude-sonnet-5-5", kind="output") == (
         miss.output_tokens
     )
-    assert _metric(samples, "ccgate_cost_usd_total", model="sonnet") == pytest.approx(
+    assert _metric(samples, "ccgate_cost_usd_total", model="claude-sonnet-5-5") == pytest.approx(
         miss.cost_usd + hit.cost_usd
     )
-    where = {"endpoint": "/v1/chat/completions", "model": "sonnet"}
+    where = {"endpoint": "/v1/chat/completions", "model": "claude-sonnet-5-5"}
     assert _metric(samples, "ccgate_time_to_first_token_seconds_count", **where) == 2
     assert _metric(samples, "ccgate_turn_duration_seconds_count", **where) == 2
     assert _metric(samples, "ccgate_turn_duration_seconds_bucket", **where, le="+Inf") == 2
@@ -942,7 +948,7 @@ def test_metrics_per_key_label_series_with_the_keys_name(
     alice, bob = _make_key(gateway, "alice-bot"), _make_key(gateway, "bob-bot")
     _chat(gateway, alice["key"], "labelled")
     samples = _samples(gateway, bob["key"])
-    labelled = {"endpoint": "/v1/chat/completions", "model": "sonnet", "status": "ok"}
+    labelled = {"endpoint": "/v1/chat/completions", "model": "claude-sonnet-5-5", "status": "ok"}
     assert _metric(samples, "ccgate_requests_total", **labelled, key="alice-bot") == 1
     assert _metric(samples, "ccgate_requests_total", key="bob-bot") == 0
     assert _metric(samples, "ccgate_tokens_total", key="alice-bot", kind="input") > 0
@@ -964,7 +970,7 @@ def test_keys_are_stored_as_hashes_and_never_logged_or_echoed(
 ) -> None:
     caplog.set_level(logging.INFO)
     # Start from a data dir and a database file anyone may read: ccgate must tighten both.
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o755)
     (data_dir / "ccgate.db").touch()
     (data_dir / "ccgate.db").chmod(0o644)

@@ -175,7 +175,7 @@ def test_sessions_api(gateway: Gateway, model: ScriptedModel) -> None:
     listing = httpx.get(gateway.url + "/v1/sessions").json()["data"]
     assert [s["key"] for s in listing] == ["k2", "k1"]
     one = httpx.get(gateway.url + "/v1/sessions/k1").json()
-    assert one["turns"] == 1 and one["model"] == "sonnet"
+    assert one["turns"] == 1 and one["model"] == "claude-sonnet-5-5"
     assert one["usage"]["output_tokens"] > 0
     assert 0 < one["ttl_remaining_seconds"] <= 86400
     assert httpx.delete(gateway.url + "/v1/sessions/k1").json()["deleted"] is True

@@ -190,7 +190,7 @@ async def test_chat_completion(client: httpx.AsyncClient, runner: FakeRunner) ->
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 2
     (turn,) = runner.turns
-    assert turn.model == "sonnet"
+    assert turn.model == "claude-sonnet-5-5"
     assert turn.max_tokens == 9
     assert turn.last.text() == "hi"
     assert runner.closed_runs == 1
@@ -668,6 +668,19 @@ async def test_models_list(client: httpx.AsyncClient) -> None:
     ids = [m["id"] for m in body["data"]]
     assert {"sonnet", "opus", "haiku", "claude-sonnet-4-5"} <= set(ids)
     assert all(m["object"] == "model" for m in body["data"])
+    current = [m["id"] for m in body["data"] if m["current"]]
+    assert ids[: len(current)] == current  # Claude Code's current models come first
+    assert "claude-sonnet-5-5" in current and "claude-sonnet-4-5" not in current
+
+
+async def test_models_list_for_anthropic_clients(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+    body = response.json()
+    assert body["has_more"] is False
+    assert body["first_id"] == body["data"][0]["id"]
+    assert all(m["type"] == "model" and m["created_at"].endswith("Z") for m in body["data"])
+    one = await client.get("/v1/models/sonnet", headers={"anthropic-version": "2023-06-01"})
+    assert one.json()["id"] == "claude-sonnet-5-5"
 
 
 @pytest.mark.parametrize(
@@ -675,7 +688,8 @@ async def test_models_list(client: httpx.AsyncClient) -> None:
     [
         ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5"),
         ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
-        ("sonnet", "sonnet"),
+        ("sonnet", "claude-sonnet-5-5"),
+        ("anthropic/claude-sonnet-4.5", "claude-sonnet-4-5"),
     ],
 )
 async def test_model_get(client: httpx.AsyncClient, name: str, model_id: str) -> None:

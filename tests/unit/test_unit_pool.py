@@ -10,7 +10,7 @@ import pytest
 from ccgate.engine.claude.pool import HOT_AFTER, ProcessPool
 from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.engine.memory import MachineMemory, SystemMemory
-from ccgate.engine.turn import Message, TextPart, ToolSpec, TurnRequest
+from ccgate.engine.turn import Message, TextPart, Thinking, ToolSpec, TurnRequest
 
 pytestmark = pytest.mark.asyncio
 
@@ -290,7 +290,9 @@ async def test_configuration_key_names_the_configuration_without_its_text() -> N
     a = ProcessConfig("sonnet", "a secret system prompt")
     assert a.key == ProcessConfig("sonnet", "a secret system prompt").key
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", max_tokens=10).key
-    assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking_budget=1024).key
+    assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking=Thinking(1024)).key
+    assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking=Thinking()).key
+    assert a.key != ProcessConfig("sonnet", "a secret system prompt", effort="low").key
     assert "secret" not in a.key
 
 

@@ -20,7 +20,7 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.models import Catalogue, ModelInfo
-from ccgate.engine.turn import ImagePart, TextPart, TurnRequest
+from ccgate.engine.turn import ImagePart, TextPart, Thinking, TurnRequest
 from ccgate.errors import InvalidRequest, UpstreamRateLimited
 from ccgate.protocol.anthropic import (
     CountTokensRequest,
@@ -151,9 +151,16 @@ def test_stop_sequences_and_metadata(sonnet: ModelInfo) -> None:
 
 def test_thinking_budget(sonnet: ModelInfo) -> None:
     turn = _turn(sonnet, thinking={"type": "enabled", "budget_tokens": 2048})
-    assert turn.thinking_budget == 2048
-    assert _turn(sonnet, thinking={"type": "disabled"}).thinking_budget is None
-    assert _turn(sonnet).thinking_budget is None
+    assert turn.thinking == Thinking(2048)
+    assert _turn(sonnet, thinking={"type": "adaptive"}).thinking == Thinking()
+    assert _turn(sonnet, thinking={"type": "disabled"}).thinking is None
+    assert _turn(sonnet).thinking is None
+
+
+def test_effort_comes_from_output_config(sonnet: ModelInfo) -> None:
+    turn = _turn(sonnet, thinking={"type": "adaptive"}, output_config={"effort": "high"})
+    assert turn.effort == "high"
+    assert _turn(sonnet).effort is None
 
 
 @pytest.mark.parametrize("budget", [4096, 5000])

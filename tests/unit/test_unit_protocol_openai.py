@@ -20,7 +20,7 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.models import Catalogue, ModelInfo
-from ccgate.engine.turn import ImagePart, TextPart, TurnRequest
+from ccgate.engine.turn import ImagePart, TextPart, Thinking, TurnRequest
 from ccgate.errors import InvalidRequest, UpstreamOverloaded
 from ccgate.protocol.openai import (
     ChatCompletionRequest,
@@ -77,7 +77,7 @@ def test_system_and_developer_become_system_prompt(sonnet: ModelInfo) -> None:
     assert len(turn.messages) == 1
     assert turn.last.role == "user"
     assert turn.last.text() == "hello"
-    assert turn.model == "sonnet"
+    assert turn.model == sonnet.cli
     assert turn.requested_model == "sonnet"
 
 
@@ -208,22 +208,34 @@ def test_max_tokens(sonnet: ModelInfo) -> None:
 
 
 @pytest.mark.parametrize(
-    ("effort", "has_budget"),
-    [("minimal", True), ("low", True), ("medium", True), ("high", True), (None, False)],
+    ("reasoning", "effort"),
+    [
+        ("minimal", "low"),
+        ("low", "low"),
+        ("medium", "medium"),
+        ("high", "high"),
+        ("xhigh", "xhigh"),
+    ],
 )
-def test_reasoning_effort_sets_thinking_budget(
-    sonnet: ModelInfo, effort: str | None, has_budget: bool
+def test_reasoning_effort_asks_for_adaptive_thinking_at_that_effort(
+    sonnet: ModelInfo, reasoning: str, effort: str
 ) -> None:
-    budget = _turn(sonnet, reasoning_effort=effort).thinking_budget
-    assert (budget is not None) is has_budget
-    if budget is not None:
-        assert budget >= 1024
+    turn = _turn(sonnet, reasoning_effort=reasoning)
+    assert turn.thinking == Thinking()
+    assert turn.effort == effort
 
 
-def test_reasoning_effort_budgets_increase(sonnet: ModelInfo) -> None:
-    budgets = [_turn(sonnet, reasoning_effort=e).thinking_budget for e in ("low", "medium", "high")]
-    assert budgets == sorted(budgets)
-    assert len(set(budgets)) == 3
+@pytest.mark.parametrize("reasoning", [None, "none"])
+def test_no_reasoning_effort_means_no_thinking(sonnet: ModelInfo, reasoning: str | None) -> None:
+    turn = _turn(sonnet, reasoning_effort=reasoning)
+    assert turn.thinking is None
+    assert turn.effort is None
+
+
+def test_unknown_reasoning_effort_is_refused(sonnet: ModelInfo) -> None:
+    error = _refused(sonnet, reasoning_effort="extreme")
+    assert error.param == "reasoning_effort"
+    assert "minimal" in error.message
 
 
 # --- completion_from_events ----------------------------------------------------------------

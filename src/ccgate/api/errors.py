@@ -66,6 +66,13 @@ def error_for_turn(event: TurnError) -> GatewayError:
         return UpstreamOverloaded(f"The upstream is overloaded ({detail}); retry shortly.")
     if event.kind == "invalid_request":
         return InvalidRequest(f"The upstream refused the request: {detail}")
+    if event.kind == "model_not_found":
+        return NotFound(
+            f"The upstream does not offer this model ({detail}). GET /v1/models lists the "
+            "models Claude Code offers.",
+            param="model",
+            code="model_not_found",
+        )
     if event.kind == "timeout":
         return TurnTimeout(detail)
     if event.kind == "unavailable":

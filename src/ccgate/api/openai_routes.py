@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from ccgate.api.auth import Client
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
-from ccgate.protocol import openai
+from ccgate.protocol import anthropic, openai
 
 __all__ = ["router"]
 
@@ -36,13 +36,30 @@ async def chat_completions(
     return JSONResponse(openai.completion_from_events(events, requested), headers=headers)
 
 
+def _speaks_anthropic(request: Request) -> bool:
+    """Tell whether the caller is an Anthropic client (its SDKs send ``anthropic-version``)."""
+    return "anthropic-version" in request.headers
+
+
 @router.get("/v1/models")
-async def list_models(state: State, client: Client) -> dict[str, Any]:
-    """List the models this gateway offers."""
-    return {"object": "list", "data": [openai.model_object(m) for m in state.catalogue.models]}
+async def list_models(request: Request, state: State, client: Client) -> dict[str, Any]:
+    """List the models this gateway offers, Claude Code's current ones first.
+
+    Anthropic clients (``anthropic-version`` header) get the Anthropic Models
+    API's shape, others OpenAI's.
+    """
+    entries = state.catalogue.listing()
+    if _speaks_anthropic(request):
+        return anthropic.model_list(entries)
+    return {"object": "list", "data": [openai.model_object(m, i) for i, m in entries]}
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, state: State, client: Client) -> dict[str, Any]:
+async def get_model(
+    model_id: str, request: Request, state: State, client: Client
+) -> dict[str, Any]:
     """Describe one model (any accepted name or alias)."""
-    return openai.model_object(state.catalogue.resolve(model_id))
+    model = state.catalogue.resolve(model_id)
+    if _speaks_anthropic(request):
+        return anthropic.model_info(model)
+    return openai.model_object(model)

@@ -17,7 +17,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import anyio
@@ -67,7 +67,7 @@ T = TypeVar("T")
 class Renderer(Protocol):
     """A protocol's streaming renderer (``ChatStream``, ``MessageStream``)."""
 
-    def start(self) -> list[str]: ...
+    def start(self, first: Sequence[AgentEvent] = ()) -> list[str]: ...
 
     def render(self, event: AgentEvent) -> list[str]: ...
 
@@ -295,7 +295,7 @@ async def stream_turn(
         end: AgentEvent | None = None
         streaming.append(True)
         try:
-            for line in renderer.start():
+            for line in renderer.start(first):
                 yield line
             chain = contextlib.aclosing(_chain(first, None if ended else reader, ping, seen))
             async with chain as events:

@@ -2,7 +2,9 @@
 
 Routes: ``POST /v1/messages`` (streamed and not), ``POST /v1/messages/count_tokens``,
 ``HEAD|GET /api/hello`` (the CLI's connectivity check) and ``GET /``. Anything else
-gets an Anthropic-shaped 404. Every request, on any path, is recorded.
+gets an Anthropic-shaped 404. Every request, on any path, is recorded. A model
+id containing ``nonexistent`` is answered as Anthropic answers a model it does
+not know (404 ``not_found_error``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from ccgate.demo.answer import (
 from ccgate.demo.model import RecordedRequest, ScriptedModel
 from ccgate.demo.reply import Reply
 
-__all__ = ["create_demo_app"]
+__all__ = ["UNKNOWN_MODEL_MARK", "create_demo_app"]
+
+#: A model id containing this is one the scripted model does not know.
+UNKNOWN_MODEL_MARK = "nonexistent"
 
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -76,6 +81,12 @@ class _Messages:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             payload, _ = error_response(400, "demo: body must be a JSON object with messages")
             await JSONResponse(payload, status_code=400)(scope, receive, send)
+            return
+        model = body.get("model")
+        if isinstance(model, str) and UNKNOWN_MODEL_MARK in model:
+            # As Anthropic answers a model id it does not know.
+            payload, _ = error_response(404, f"model: {model}")
+            await JSONResponse(payload, status_code=404)(scope, receive, send)
             return
         reply = self._model.reply_for(body)
         async with anyio.create_task_group() as group:

@@ -44,6 +44,7 @@ ErrorKind = Literal[
     "rate_limit",
     "overloaded",
     "invalid_request",
+    "model_not_found",
     "timeout",
     "cli_crashed",
     "upstream",

@@ -7,13 +7,16 @@ billed request nobody reads. On Linux, ``setpriv --pdeathsig KILL`` makes the
 kernel kill the CLI the moment ccgate dies.
 
 An agent's CLI runs commands, and a command inherits the CLI's environment, so
-an agent's credential never travels in it: ccgate writes it to a file of its
-own (mode 0600, in the data dir no command can read) and names that file in
-``CCGATE_CREDENTIAL_FILE``; the launcher opens it as descriptor 3, deletes it,
-and the CLI reads the credential from the descriptor
-(``CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR`` or
+a credential never travels in the environment ccgate gives a CLI: ccgate
+writes it to a file of its own (mode 0600, in the data dir no command can
+read) and names that file in ``CCGATE_CREDENTIAL_FILE``; the launcher opens it
+as descriptor 3, deletes it, and the CLI reads the credential from the
+descriptor (``CLAUDE_CODE_API_KEY_FILE_DESCRIPTOR`` or
 ``CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR``). The CLI does not pass descriptor
-3 on to the commands it runs.
+3 on to the commands it runs. With ``CCGATE_CREDENTIAL_AS=ANTHROPIC_API_KEY``
+(a compatible-API turn in Claude Code's minimal mode, which reads an API key
+from nowhere else, and which runs no commands) the launcher puts the file's
+content in that variable of the CLI instead.
 
 The launcher is a short shell script in the data dir that ``exec``s into the
 CLI (same pid, same arguments, same environment otherwise).
@@ -48,10 +51,15 @@ def tethered(cli: Path | None, data_dir: Path) -> Path | None:
         "# Written by ccgate: run Claude Code so that it dies with the ccgate that started it,\n"
         "# with its credential (if any) on a descriptor instead of in its environment.\n"
         'if [ -n "${CCGATE_CREDENTIAL_FILE:-}" ]; then\n'
-        f'  exec {CREDENTIAL_FD}<"$CCGATE_CREDENTIAL_FILE" || exit 70\n'
+        '  if [ "${CCGATE_CREDENTIAL_AS:-}" = ANTHROPIC_API_KEY ]; then\n'
+        '    ANTHROPIC_API_KEY=$(cat -- "$CCGATE_CREDENTIAL_FILE") || exit 70\n'
+        "    export ANTHROPIC_API_KEY\n"
+        "  else\n"
+        f'    exec {CREDENTIAL_FD}<"$CCGATE_CREDENTIAL_FILE" || exit 70\n'
+        "  fi\n"
         '  rm -f -- "$CCGATE_CREDENTIAL_FILE"\n'
         "fi\n"
-        "unset CCGATE_CREDENTIAL_FILE\n"
+        "unset CCGATE_CREDENTIAL_FILE CCGATE_CREDENTIAL_AS\n"
         f'exec {tether}{shlex.quote(str(cli))} "$@"\n'
     )
     launcher = data_dir.expanduser() / "bin" / "claude"

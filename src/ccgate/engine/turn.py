@@ -9,11 +9,14 @@ if TYPE_CHECKING:
     from ccgate.engine.toolbox import ToolResultBox
 
 __all__ = [
+    "EFFORTS",
+    "Effort",
     "ImagePart",
     "Message",
     "Part",
     "SessionPlan",
     "TextPart",
+    "Thinking",
     "ToolCallPart",
     "ToolChoice",
     "ToolResultPart",
@@ -104,6 +107,23 @@ class ToolChoice:
     parallel: bool = True
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+#: The effort levels, least first.
+EFFORTS: tuple[Effort, ...] = ("low", "medium", "high", "xhigh", "max")
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """Extended thinking the client asked for: adaptive, or with a token budget.
+
+    A turn without it runs without thinking: the model thinks only when the
+    client asks.
+    """
+
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPlan:
     """Which Claude Code session a turn runs in.
@@ -138,7 +158,9 @@ class TurnRequest:
     system: str | None = None
     max_tokens: int | None = None
     stop_sequences: tuple[str, ...] = ()
-    thinking_budget: int | None = None
+    thinking: Thinking | None = None
+    #: How much effort the client asked for (``None``: the model's own default).
+    effort: Effort | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     session: SessionPlan | None = None
     tools: tuple[ToolSpec, ...] = ()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +27,7 @@ from ccgate.engine.turn import (
     Message,
     Part,
     TextPart,
+    Thinking,
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
@@ -48,6 +51,8 @@ __all__ = [
     "count_tokens",
     "error_body",
     "message_from_events",
+    "model_info",
+    "model_list",
     "to_turn",
 ]
 
@@ -85,6 +90,10 @@ class ThinkingParam(_Loose):
     budget_tokens: int | None = Field(None, ge=1024)
 
 
+class OutputConfig(_Loose):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class CountTokensRequest(_Loose):
     """The body of ``POST /v1/messages/count_tokens``."""
 
@@ -102,6 +111,7 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: ThinkingParam | None = None
+    output_config: OutputConfig | None = None
     metadata: dict[str, Any] | None = None
     session_id: str | None = None
 
@@ -245,13 +255,7 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
             "reply is not possible through Claude Code)",
             param="messages",
         )
-    budget = None
-    if req.thinking is not None and req.thinking.type == "enabled":
-        budget = req.thinking.budget_tokens or 1024
-        if budget >= req.max_tokens:
-            raise InvalidRequest(
-                "thinking.budget_tokens must be less than max_tokens", param="thinking"
-            )
+    thinking = _thinking(req)
     metadata = {k: str(v) for k, v in (req.metadata or {}).items() if isinstance(v, str)}
     return TurnRequest(
         model=model.cli,
@@ -260,11 +264,26 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
         system=check_system(system_text(req.system), "system"),
         max_tokens=min(req.max_tokens, model.max_output),
         stop_sequences=tuple(req.stop_sequences or ()),
-        thinking_budget=budget,
+        thinking=thinking,
+        effort=req.output_config.effort if req.output_config else None,
         metadata=metadata,
         tools=tools,
         tool_choice=choice,
     )
+
+
+def _thinking(req: MessagesRequest) -> Thinking | None:
+    """Return the thinking a request asks for: ``enabled`` (with its budget) or ``adaptive``."""
+    if req.thinking is None or req.thinking.type == "disabled":
+        return None
+    if req.thinking.type == "adaptive":
+        return Thinking()
+    budget = req.thinking.budget_tokens or 1024
+    if budget >= req.max_tokens:
+        raise InvalidRequest(
+            "thinking.budget_tokens must be less than max_tokens", param="thinking"
+        )
+    return Thinking(budget)
 
 
 def count_tokens(req: CountTokensRequest) -> int:
@@ -333,6 +352,28 @@ def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
     }
 
 
+def model_info(model: ModelInfo, listed_id: str | None = None) -> dict[str, Any]:
+    """Return a model as the Anthropic Models API's object."""
+    created = datetime.fromtimestamp(model.created, tz=UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "type": "model",
+        "id": listed_id or model.id,
+        "display_name": model.display_name,
+        "created_at": created,
+    }
+
+
+def model_list(entries: list[tuple[str, ModelInfo]]) -> dict[str, Any]:
+    """Return ``GET /v1/models`` in the Anthropic Models API's shape (one page)."""
+    data = [model_info(model, listed) for listed, model in entries]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
 def error_body(error: GatewayError) -> dict[str, Any]:
     """Return Anthropic's error shape for ``error``."""
     return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
@@ -347,8 +388,15 @@ class MessageStream:
         self._open: str | None = None
         self._usage: Usage | None = None
 
-    def start(self) -> list[str]:
-        """Return ``message_start`` and the first ``ping``."""
+    def start(self, first: Sequence[AgentEvent] = ()) -> list[str]:
+        """Return ``message_start`` and the first ``ping``.
+
+        ``first`` are the events already read; the usage the model reported when
+        its message started gives ``message_start`` its real input token counts.
+        """
+        started = next((e for e in first if isinstance(e, Usage)), None)
+        usage = _usage(started) if started is not None else {"input_tokens": 0}
+        usage["output_tokens"] = 0
         message: dict[str, Any] = {
             "id": new_id("msg_"),
             "type": "message",
@@ -357,7 +405,7 @@ class MessageStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": usage,
         }
         return [_event("message_start", {"message": message}), self.ping()]
 

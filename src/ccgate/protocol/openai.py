@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +24,11 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
+    Effort,
     Message,
     Part,
     TextPart,
+    Thinking,
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
@@ -53,7 +56,16 @@ FINISH_REASONS: dict[StopReason, str] = {
     "refusal": "content_filter",
 }
 
-_THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+#: OpenAI's ``reasoning_effort`` as Claude's adaptive thinking at an effort level;
+#: ``none`` (or no value) runs the turn without thinking.
+_EFFORTS: dict[str, Effort | None] = {
+    "none": None,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+}
 
 
 class _Loose(BaseModel):
@@ -262,7 +274,7 @@ def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> Tur
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stops) > 4:
         raise InvalidRequest("stop takes at most 4 sequences", param="stop")
-    budget = _THINKING_BUDGETS.get(req.reasoning_effort or "")
+    thinking, effort = _reasoning(req.reasoning_effort)
     return TurnRequest(
         model=model.cli,
         requested_model=requested,
@@ -270,10 +282,24 @@ def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> Tur
         system=check_system("\n\n".join(s for s in system if s) or None, "messages"),
         max_tokens=_clamp(req.max_completion_tokens or req.max_tokens, model.max_output),
         stop_sequences=tuple(stops),
-        thinking_budget=budget,
+        thinking=thinking,
+        effort=effort,
         tools=tools,
         tool_choice=choice,
     )
+
+
+def _reasoning(value: str | None) -> tuple[Thinking | None, Effort | None]:
+    """Return the thinking and effort ``reasoning_effort`` asks for (none without it)."""
+    if value is None:
+        return None, None
+    if value not in _EFFORTS:
+        raise InvalidRequest(
+            f"reasoning_effort must be one of {', '.join(_EFFORTS)}, got {value!r}",
+            param="reasoning_effort",
+        )
+    effort = _EFFORTS[value]
+    return (None, None) if effort is None else (Thinking(), effort)
 
 
 def _clamp(value: int | None, limit: int) -> int | None:
@@ -371,8 +397,8 @@ class ChatStream:
             body["usage"] = None
         return _data(body)
 
-    def start(self) -> list[str]:
-        """Return the opening chunk (the assistant role)."""
+    def start(self, first: Sequence[AgentEvent] = ()) -> list[str]:
+        """Return the opening chunk (the assistant role); ``first`` is not needed here."""
         self._started = True
         return [self._chunk({"role": "assistant", "content": ""})]
 
@@ -429,14 +455,16 @@ class ChatStream:
         return [_data(error_body(error)), "data: [DONE]\n\n"]
 
 
-def model_object(model: ModelInfo) -> dict[str, Any]:
-    """Return a model as OpenAI's ``model`` object."""
+def model_object(model: ModelInfo, listed_id: str | None = None) -> dict[str, Any]:
+    """Return a model as OpenAI's ``model`` object (listed under ``listed_id``, an alias)."""
     return {
-        "id": model.id,
+        "id": listed_id or model.id,
         "object": "model",
         "created": model.created,
         "owned_by": "anthropic",
         "display_name": model.display_name,
+        "model": model.id,
+        "current": model.current,
         "aliases": list(model.aliases),
         "context_window": model.context_window,
         "max_output_tokens": model.max_output,

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -198,7 +197,7 @@ class Agent:
                 },
             },
         }
-        env = agent_environment(os.environ, credential)
+        env = agent_environment(self._config.environ, credential)
         env.update(cli_settings_env(workdir, self._config))
         env["CLAUDE_CODE_TMPDIR"] = str(tmp)
         if credential_path is not None:
@@ -236,7 +235,7 @@ class Agent:
     async def _own(self) -> None:
         assert self._ready is not None
         try:
-            credential = agent_credential(self._config.upstream_api_key, os.environ)
+            credential = agent_credential(self._config.upstream_api_key, self._config.environ)
             with contextlib.ExitStack() as stack:
                 workdir = stack.enter_context(self._dirs.lease())
                 path = (

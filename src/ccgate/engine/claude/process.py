@@ -13,6 +13,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import anyio
 from claude_agent_sdk import ClaudeSDKClient
@@ -44,6 +45,9 @@ class RunnerConfig:
     #: Values that must never reach the CLI's environment.
     secrets: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The environment ccgate runs in (``os.environ`` at the composition root); every
+    #: CLI's environment is made from it (``engine.claude.environment``).
+    environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Seconds a conversation's process stays alive after its turn (0: it ends with it).
     session_keepalive: float = 0.0
     #: Spares started ahead for new conversations (0: no pool), and the memory (MB) all

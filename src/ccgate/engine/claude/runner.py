@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 import uuid
@@ -42,6 +41,9 @@ from claude_agent_sdk import (
     ProcessError,
 )
 
+from ccgate.engine.claude.environment import Credential, agent_credential, cli_environment
+from ccgate.engine.claude.fidelity import fidelity_env, thinking_option
+from ccgate.engine.claude.models import cached_cli_models
 from ccgate.engine.claude.pool import IdleElsewhere, ProcessPool
 from ccgate.engine.claude.process import (
     CLIExited,
@@ -51,7 +53,6 @@ from ccgate.engine.claude.process import (
     cli_settings_env,
     exit_code,
     keep_tail,
-    scrubbed_env,
     send_signal,
     short,
 )
@@ -65,8 +66,9 @@ from ccgate.engine.events import (
     TurnError,
     TurnStarted,
 )
-from ccgate.engine.launcher import tethered
+from ccgate.engine.launcher import credential_file, tethered
 from ccgate.engine.memory import SystemMemory
+from ccgate.engine.models import CliModel
 from ccgate.engine.prompt import user_message_content
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
@@ -118,6 +120,7 @@ class ClaudeRunner:
         self._waiting: set[int] = set()
         self._stopping: str | None = None
         self._cli: Path | None = None
+        self._credential = agent_credential(config.upstream_api_key, config.environ)
 
     @property
     def pool(self) -> ProcessPool:
@@ -131,6 +134,32 @@ class ClaudeRunner:
     def pool_status(self) -> dict[str, object]:
         """Return what the pool holds and did (``/health``, ``/metrics``)."""
         return self._pool.status()
+
+    async def cli_models(self) -> tuple[list[CliModel], int]:
+        """Return the models the CLI offers and when it first said so (cached per CLI binary)."""
+        binary = find_cli(self._config.cli_path)
+        launcher = self._cli_path()
+        if binary is None or launcher is None:
+            return [], 0
+        with contextlib.ExitStack() as stack:
+            workdir = stack.enter_context(self._dirs.lease())
+            secret = self._credential
+            path = (
+                stack.enter_context(credential_file(self._config.data_dir, secret.value))
+                if secret is not None
+                else None
+            )
+            options = ClaudeAgentOptions(
+                tools=[],
+                setting_sources=[],
+                strict_mcp_config=True,
+                system_prompt="",
+                cwd=str(self._dirs.neutral_cwd),
+                env=self._env(ProcessConfig("", ""), workdir, path),
+                cli_path=launcher,
+            )
+            cache = self._config.data_dir / "cache" / "cli-models.json"
+            return await cached_cli_models(binary, cache, options)
 
     def new_session(self, turn: TurnRequest) -> str:
         """Return the session id for a new conversation: a ready spare's, else a fresh one."""
@@ -247,8 +276,15 @@ class ClaudeRunner:
         tail: list[str] = []
         started = time.monotonic()
         try:
-            with self._dirs.lease() as workdir:
-                options = self._options(proc, workdir, resume=resume)
+            with contextlib.ExitStack() as stack:
+                workdir = stack.enter_context(self._dirs.lease())
+                secret = self._credential
+                path = (
+                    stack.enter_context(credential_file(self._config.data_dir, secret.value))
+                    if secret is not None
+                    else None
+                )
+                options = self._options(proc, workdir, path, resume=resume)
                 options.stderr = lambda line: keep_tail(tail, line)
                 client = ClaudeSDKClient(options)
                 clean = False
@@ -426,16 +462,15 @@ class ClaudeRunner:
     def _stop_signal(self, pid: int) -> signal.Signals:
         return signal.SIGKILL if pid in self._waiting else signal.SIGTERM
 
-    def _options(self, proc: CliProcess, workdir: Path, *, resume: bool) -> ClaudeAgentOptions:
+    def _options(
+        self, proc: CliProcess, workdir: Path, credential_path: Path | None, *, resume: bool
+    ) -> ClaudeAgentOptions:
         config = proc.config
         system: Any = config.system
         if len(system.encode()) > _INLINE_SYSTEM_PROMPT_MAX:
             path = workdir / "system-prompt.txt"
             path.write_text(system)
             system = {"type": "file", "path": str(path)}
-        thinking: Any = None
-        if config.thinking_budget:
-            thinking = {"type": "enabled", "budget_tokens": config.thinking_budget}
         servers: dict[str, Any] = {}
         allowed: list[str] = []
         if config.tools:
@@ -452,18 +487,25 @@ class ClaudeRunner:
             system_prompt=system,
             model=config.model,
             cwd=str(self._dirs.neutral_cwd),
-            env=self._env(config, workdir),
+            env=self._env(config, workdir, credential_path),
             include_partial_messages=True,
-            thinking=thinking,
+            thinking=thinking_option(config.thinking),  # type: ignore[arg-type]
             resume=session if resume else None,
             session_id=None if resume else session,
             cli_path=self._cli_path(),
             max_buffer_size=64 * 1024 * 1024,
         )
 
-    def _env(self, config: ProcessConfig, workdir: Path) -> dict[str, str]:
-        env = scrubbed_env(os.environ, self._config.secrets)
+    def _env(
+        self, config: ProcessConfig, workdir: Path, credential_path: Path | None
+    ) -> dict[str, str]:
+        secret: Credential | None = self._credential
+        minimal = secret is not None and secret.is_api_key
+        env = cli_environment(self._config.environ, secret, key_variable=minimal)
+        if credential_path is not None:
+            env["CCGATE_CREDENTIAL_FILE"] = str(credential_path)
         env.update(cli_settings_env(workdir, self._config))
+        env.update(fidelity_env(config.thinking, config.effort, minimal=minimal))
         env.update(
             {
                 # Client tools keep their own names (no mcp__<server>__ prefix) and wait
@@ -475,8 +517,6 @@ class ClaudeRunner:
         )
         if self._config.upstream_url:
             env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
-        if self._config.upstream_api_key:
-            env["ANTHROPIC_API_KEY"] = self._config.upstream_api_key
         if config.max_tokens:
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(config.max_tokens)
         env.update(self._config.extra_env)

@@ -62,9 +62,15 @@ _ASSISTANT_ERRORS: dict[str, ErrorKind] = {
 }
 
 
+#: How the CLI words an upstream's refusal of the model id it was given.
+_UNKNOWN_MODEL = "issue with the selected model"
+
+
 def _kind_for_status(status: int | None) -> ErrorKind | None:
     if status is None:
         return None
+    if status == 404:
+        return "model_not_found"
     if status == 401:
         return "authentication"
     if status in (402, 403):
@@ -242,6 +248,8 @@ class Translator:
         if kind is not None:
             text = self._error_text or "; ".join((result.errors or []) if result else [])
             text = text or (result.result if result and result.result else "") or "no details"
+            if _UNKNOWN_MODEL in text:
+                kind = "model_not_found"
             return [*events, TurnError(kind, text[:1000])]
         if self._message_open and self._streamed_text:
             # The streamed answer broke off and the CLI got the rest another way (its

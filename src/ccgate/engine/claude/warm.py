@@ -23,7 +23,7 @@ from typing import Any
 
 from ccgate.engine.prompt import system_prompt
 from ccgate.engine.toolbox import ToolResultBox
-from ccgate.engine.turn import ToolSpec, TurnRequest
+from ccgate.engine.turn import Effort, Thinking, ToolSpec, TurnRequest
 
 __all__ = ["CliProcess", "Job", "ProcessConfig", "ProcessState"]
 
@@ -35,7 +35,8 @@ class ProcessConfig:
     model: str
     system: str
     tools: tuple[ToolSpec, ...] = ()
-    thinking_budget: int | None = None
+    thinking: Thinking | None = None
+    effort: Effort | None = None
     max_tokens: int | None = None
 
     @classmethod
@@ -46,7 +47,8 @@ class ProcessConfig:
             model=turn.model,
             system=system_prompt(turn),
             tools=tools,
-            thinking_budget=turn.thinking_budget,
+            thinking=turn.thinking,
+            effort=turn.effort,
             max_tokens=turn.max_tokens,
         )
 
@@ -58,7 +60,8 @@ class ProcessConfig:
                 self.model,
                 self.system,
                 [[t.name, t.description, t.input_schema] for t in self.tools],
-                self.thinking_budget,
+                None if self.thinking is None else [self.thinking.budget_tokens],
+                self.effort,
                 self.max_tokens,
             ],
             sort_keys=True,
