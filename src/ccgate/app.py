@@ -24,6 +24,7 @@ from ccgate.api import (
     usage_routes,
 )
 from ccgate.api.accounting import Accounting
+from ccgate.api.crash import CrashGuard
 from ccgate.api.errors import install_error_handlers
 from ccgate.api.limits import BodyLimit
 from ccgate.api.metrics import Gauges, Metrics
@@ -218,5 +219,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
     app.include_router(loops_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    # The last one added runs first: crashes end in CrashGuard.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CrashGuard)
     return app
