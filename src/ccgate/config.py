@@ -18,9 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from ccgate.errors import ConfigError
 from ccgate.keystrength import MAKE_ONE, weakness
 
-__all__ = ["ENV_PREFIX", "Settings", "host_name", "is_loopback", "load_settings"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEMO_DATA_DIR",
+    "ENV_PREFIX",
+    "Settings",
+    "host_name",
+    "is_loopback",
+    "load_settings",
+]
 
 ENV_PREFIX = "CCGATE_"
+
+#: Where ccgate keeps its data unless told otherwise.
+DEFAULT_DATA_DIR = Path("~/.ccgate")
+#: Where ``--demo`` keeps its data unless told otherwise: never the real setup's directory.
+DEMO_DATA_DIR = Path("~/.ccgate-demo")
 
 #: Keys shown in the documentation, refused as real keys.
 EXAMPLE_KEYS = frozenset(
@@ -43,9 +56,9 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address to bind. Non-loopback needs auth.")
     port: int = Field(8787, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     data_dir: Path = Field(
-        Path("~/.ccgate"),
+        DEFAULT_DATA_DIR,
         description="Database, per-worker CLI config dirs, the neutral cwd and ccgate.toml "
-        "(mode 0700).",
+        "(mode 0700); with --demo the default is ~/.ccgate-demo.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccgate.db."
@@ -318,7 +331,9 @@ def load_settings(
     """Build Settings from flags, an environment mapping and a TOML file, and check them.
 
     ``flags`` holds only what the user gave (``None`` values are skipped). The
-    file is ``config_path`` or ``ccgate.toml`` in the data directory.
+    file is ``config_path`` or ``ccgate.toml`` in the data directory. Without a
+    ``data_dir``, ``demo`` uses :data:`DEMO_DATA_DIR`, so that trying ccgate
+    leaves nothing in the directory a real setup will use.
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = environ or {}
@@ -330,13 +345,17 @@ def load_settings(
     if config_path is None and ENV_PREFIX + "CONFIG" in environ:
         config_path = Path(environ[ENV_PREFIX + "CONFIG"])
     if config_path is None:
-        data_dir = flags.get("data_dir") or env_values.get("data_dir") or "~/.ccgate"
+        demo = bool(flags.get("demo") or env_values.get("demo"))
+        default = DEMO_DATA_DIR if demo else DEFAULT_DATA_DIR
+        data_dir = flags.get("data_dir") or env_values.get("data_dir") or default
         config_path = Path(str(data_dir)).expanduser() / "ccgate.toml"
     elif not config_path.exists():
         raise ConfigError(f"config file {config_path} does not exist")
     merged = {**_read_file(config_path), **env_values, **flags}
     try:
         settings = Settings.model_validate(merged)
+        if settings.demo and not merged.get("data_dir"):
+            settings = Settings.model_validate({**merged, "data_dir": DEMO_DATA_DIR})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

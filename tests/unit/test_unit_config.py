@@ -125,6 +125,37 @@ def test_bad_bool_env_refused(tmp_path: Path) -> None:
         _load(tmp_path, CCGATE_DEMO="perhaps")
 
 
+@pytest.mark.parametrize(("flags", "env"), [({"demo": True}, {}), ({}, {"CCGATE_DEMO": "1"})])
+def test_demo_keeps_its_data_out_of_the_real_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: dict[str, Any], env: dict[str, str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ccgate").mkdir()
+    (tmp_path / ".ccgate" / "ccgate.toml").write_text("port = 1111\n")
+    (tmp_path / ".ccgate-demo").mkdir()
+    (tmp_path / ".ccgate-demo" / "ccgate.toml").write_text("port = 2222\n")
+    settings = load_settings(flags, env)
+    assert settings.data_path == tmp_path / ".ccgate-demo"
+    assert settings.port == 2222  # its own config file, not the real setup's
+    assert load_settings({}, {}).data_path == tmp_path / ".ccgate"
+
+
+def test_demo_uses_a_data_dir_that_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    given = tmp_path / "given"
+    assert load_settings({"demo": True, "data_dir": given}, {}).data_path == given
+    from_env = load_settings({"demo": True}, {"CCGATE_DATA_DIR": str(given)})
+    assert from_env.data_path == given
+    (given / "ccgate.toml").parent.mkdir()
+    (given / "ccgate.toml").write_text(f"demo = true\ndata_dir = '{given}'\n")
+    assert load_settings({}, {"CCGATE_CONFIG": str(given / "ccgate.toml")}).data_path == given
+    (given / "ccgate.toml").write_text("demo = true\n")  # demo named by a file only
+    named = load_settings({}, {"CCGATE_CONFIG": str(given / "ccgate.toml")})
+    assert named.demo and named.data_path == tmp_path / "home" / ".ccgate-demo"
+
+
 def test_empty_env_for_optional_setting_is_unset(tmp_path: Path) -> None:
     (tmp_path / "ccgate.toml").write_text("upstream_url = 'http://file.example'\n")
     settings = _load(tmp_path, CCGATE_UPSTREAM_URL="", CCGATE_UPSTREAM_API_KEY="")
