@@ -25,7 +25,9 @@ from ccgate.api import (
     usage_routes,
 )
 from ccgate.api.accounting import Accounting
+from ccgate.api.crash import CrashGuard
 from ccgate.api.errors import install_error_handlers
+from ccgate.api.hosts import HostGuard, HostPolicy
 from ccgate.api.limits import BodyLimit
 from ccgate.api.metrics import Gauges, Metrics
 from ccgate.api.probe import AuthProbe
@@ -243,5 +245,9 @@ def create_app(
     app.include_router(loops_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    # The last one added runs first: crashes end in CrashGuard; a wrong Host or origin is
+    # refused before anything else is done.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HostGuard, policy=HostPolicy.from_settings(settings))
+    app.add_middleware(CrashGuard)
     return app

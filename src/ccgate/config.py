@@ -13,13 +13,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ccgate.errors import ConfigError
+from ccgate.keystrength import MAKE_ONE, weakness
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings", "is_loopback"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEMO_DATA_DIR",
+    "ENV_PREFIX",
+    "Settings",
+    "host_name",
+    "is_loopback",
+    "load_settings",
+]
 
 ENV_PREFIX = "CCGATE_"
+
+#: Where ccgate keeps its data unless told otherwise.
+DEFAULT_DATA_DIR = Path("~/.ccgate")
+#: Where ``--demo`` keeps its data unless told otherwise: never the real setup's directory.
+DEMO_DATA_DIR = Path("~/.ccgate-demo")
 
 #: Keys shown in the documentation, refused as real keys.
 EXAMPLE_KEYS = frozenset(
@@ -42,9 +56,9 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address to bind. Non-loopback needs auth.")
     port: int = Field(8787, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     data_dir: Path = Field(
-        Path("~/.ccgate"),
+        DEFAULT_DATA_DIR,
         description="Database, per-worker CLI config dirs, the neutral cwd and ccgate.toml "
-        "(mode 0700).",
+        "(mode 0700); with --demo the default is ~/.ccgate-demo.",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccgate.db."
@@ -66,11 +80,24 @@ class Settings(BaseModel):
     auth_mode: AuthMode = Field(
         "none", description="none (loopback only), shared (one api_key) or multi (keys in the DB)."
     )
-    api_key: SecretStr | None = Field(None, description="The client key of auth_mode=shared.")
+    api_key: SecretStr | None = Field(
+        None, description="The client key of auth_mode=shared (a random key, not a phrase)."
+    )
     admin_key: SecretStr | None = Field(
         None,
-        description="The key of the admin API (/admin/*): at least 32 random characters; "
-        "unset turns the admin API off.",
+        description="The key of the admin API (/admin/*), which also reads /metrics (a random "
+        "key); unset turns the admin API off.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A token that reads /metrics and nothing else (a random key), for a "
+        "Prometheus scraper.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Host names the gateway answers to besides its loopback names and the "
+        "bound address (comma-separated in the environment; * for any). Needed for a name "
+        "a reverse proxy passes on; on a network address unset means any.",
     )
     max_concurrent: int = Field(4, ge=1, le=256, description="Live CLI turns at once.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests waiting for a turn slot.")
@@ -158,6 +185,28 @@ class Settings(BaseModel):
     )
     demo: bool = Field(False, description="Serve the built-in scripted model as upstream.")
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """Read ``a,b`` (environment, flag) or a list (config file); check every name."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple):
+            return value
+        names: list[str] = []
+        for raw in value:
+            entry = str(raw).strip().lower()
+            if not entry:
+                continue
+            name = "*" if entry == "*" else host_name(entry)
+            if name is None or "/" in entry or (name != "*" and _has_port(entry)):
+                raise ValueError(
+                    f"{entry!r} is not a host name: list names or addresses without a scheme "
+                    "or port (any port matches), e.g. gateway.example.com,192.168.1.5"
+                )
+            names.append(name)
+        return tuple(names)
+
     @property
     def data_path(self) -> Path:
         """Return the data directory with ``~`` expanded."""
@@ -175,7 +224,7 @@ class Settings(BaseModel):
 
     def secrets(self) -> list[str]:
         """Return every ccgate secret value that is set (to keep them out of the CLI)."""
-        values = [self.api_key, self.admin_key]
+        values = [self.api_key, self.admin_key, self.metrics_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
     def check(self) -> None:
@@ -187,25 +236,51 @@ class Settings(BaseModel):
                 "CCGATE_API_KEY=<a long random key> (or --auth-mode shared --api-key ...), "
                 "or bind to 127.0.0.1."
             )
-        if self.auth_mode == "shared" and (
-            self.api_key is None
-            or len(self.api_key.get_secret_value()) < 16
-            or self.api_key.get_secret_value().lower() in EXAMPLE_KEYS
-        ):
+        if self.auth_mode == "shared" and self.api_key is None:
             raise ConfigError(
-                "auth_mode=shared needs api_key of at least 16 characters, not an example from "
-                "the documentation: set CCGATE_API_KEY "
-                "(for example the output of: python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')."
+                "auth_mode=shared needs api_key: set CCGATE_API_KEY to the output of "
+                f"{MAKE_ONE} (or pass --api-key)."
             )
-        if self.admin_key is not None:
-            admin = self.admin_key.get_secret_value()
-            if len(admin) < 32 or admin.lower() in EXAMPLE_KEYS:
-                raise ConfigError(
-                    "admin_key must be at least 32 characters and not an example from the "
-                    "documentation: set CCGATE_ADMIN_KEY to the output of python3 -c 'import "
-                    "secrets; print(secrets.token_urlsafe(32))'."
-                )
+        keys = (
+            ("api_key", self.api_key if self.auth_mode == "shared" else None),
+            ("admin_key", self.admin_key),
+            ("metrics_token", self.metrics_token),
+        )
+        for name, secret in keys:
+            if secret is not None:
+                _check_key(name, secret.get_secret_value())
+
+
+def _check_key(name: str, value: str) -> None:
+    """Refuse a key that is an example from the documentation or easy to guess."""
+    fix = f"set {ENV_PREFIX}{name.upper()} to the output of {MAKE_ONE}"
+    if value.lower() in EXAMPLE_KEYS:
+        raise ConfigError(f"{name} is an example from the documentation: {fix}.")
+    problem = weakness(value)
+    if problem is not None:
+        raise ConfigError(f"{name} is refused, {problem}: {fix}.")
+
+
+def host_name(authority: str) -> str | None:
+    """Return the host of ``authority`` (``name``, ``name:port``, ``[v6]:port``), lowercased
+    and without a trailing dot, or None when it is malformed."""
+    text = authority.strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :]
+        if end == -1 or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        return text[1:end] or None
+    name, colon, port = text.partition(":")
+    if colon and not port.isdigit():
+        return None  # a bare IPv6 address is not a Host; a port is digits
+    name = name.rstrip(".")
+    return name or None
+
+
+def _has_port(authority: str) -> bool:
+    text = authority.strip()
+    return text.rpartition("]")[2].startswith(":") if text.startswith("[") else ":" in text
 
 
 def is_loopback(host: str) -> bool:
@@ -256,7 +331,9 @@ def load_settings(
     """Build Settings from flags, an environment mapping and a TOML file, and check them.
 
     ``flags`` holds only what the user gave (``None`` values are skipped). The
-    file is ``config_path`` or ``ccgate.toml`` in the data directory.
+    file is ``config_path`` or ``ccgate.toml`` in the data directory. Without a
+    ``data_dir``, ``demo`` uses :data:`DEMO_DATA_DIR`, so that trying ccgate
+    leaves nothing in the directory a real setup will use.
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = environ or {}
@@ -268,13 +345,17 @@ def load_settings(
     if config_path is None and ENV_PREFIX + "CONFIG" in environ:
         config_path = Path(environ[ENV_PREFIX + "CONFIG"])
     if config_path is None:
-        data_dir = flags.get("data_dir") or env_values.get("data_dir") or "~/.ccgate"
+        demo = bool(flags.get("demo") or env_values.get("demo"))
+        default = DEMO_DATA_DIR if demo else DEFAULT_DATA_DIR
+        data_dir = flags.get("data_dir") or env_values.get("data_dir") or default
         config_path = Path(str(data_dir)).expanduser() / "ccgate.toml"
     elif not config_path.exists():
         raise ConfigError(f"config file {config_path} does not exist")
     merged = {**_read_file(config_path), **env_values, **flags}
     try:
         settings = Settings.model_validate(merged)
+        if settings.demo and not merged.get("data_dir"):
+            settings = Settings.model_validate({**merged, "data_dir": DEMO_DATA_DIR})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -12,6 +12,7 @@ turn it into that protocol's shape::
     ├── PermissionDenied              403  key not allowed to do this
     ├── NotFound                      404  unknown model, route or object
     ├── Conflict                      409  the request conflicts with an earlier one
+    ├── MisdirectedRequest            421  a Host this gateway does not answer to
     ├── RequestTooLarge               413  body over ``max_body_bytes``
     ├── ClientGone                    499  the client left before the answer
     ├── RateLimited                   429  a limit of this gateway
@@ -37,6 +38,7 @@ __all__ = [
     "Conflict",
     "GatewayError",
     "InvalidRequest",
+    "MisdirectedRequest",
     "NotFound",
     "PermissionDenied",
     "QueueFull",
@@ -139,6 +141,16 @@ class Conflict(GatewayError):
     openai_type = "conflict_error"
     anthropic_type = "invalid_request_error"
     code = "conflict"
+    should_retry = False
+
+
+class MisdirectedRequest(GatewayError):
+    """The request names a host (``Host``) that is not one of this gateway's names."""
+
+    status = 421
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "host_not_allowed"
     should_retry = False
 
 

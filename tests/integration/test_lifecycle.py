@@ -106,11 +106,13 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    secret = "ccg_shared_secret_value_0123456789"
+    secret = "ccg_shared_secret_value_35Mt3_LYvQPCu-OpuXyNK0RI"
     monkeypatch.setenv("CCGATE_API_KEY", secret)
-    monkeypatch.setenv("CCGATE_ADMIN_KEY", "admin-secret-0123456789-abcdefghijklm")
+    monkeypatch.setenv("CCGATE_ADMIN_KEY", "admin-secret-Mq11TXMOe-pce6Kbj79WsfE7rRvDJck6")
     gateway = make_gateway(
-        auth_mode="shared", api_key=secret, admin_key="admin-secret-0123456789-abcdefghijklm"
+        auth_mode="shared",
+        api_key=secret,
+        admin_key="admin-secret-Mq11TXMOe-pce6Kbj79WsfE7rRvDJck6",
     )
     body = {**STALL}
     thread = threading.Thread(
@@ -128,7 +130,7 @@ def test_no_ccgate_secret_reaches_the_cli_environment(
     pid = cli_processes(data_dir)[0]
     environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
     assert secret not in environ
-    assert "admin-secret-0123456789-abcdefghijklm" not in environ
+    assert "admin-secret-Mq11TXMOe-pce6Kbj79WsfE7rRvDJck6" not in environ
     variables = dict(v.split("=", 1) for v in environ.split("\0") if "=" in v)
     assert variables["ANTHROPIC_API_KEY"] == "demo-upstream-key"
     assert variables["CLAUDE_CONFIG_DIR"].startswith(str(data_dir))
@@ -145,7 +147,7 @@ def _post_quietly(url: str, body: dict[str, object], key: str) -> None:
 def test_shared_auth_over_a_real_server(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
-    key = "a-long-shared-key-for-tests-123"
+    key = "a-long-shared-key-for-tests-Nee_VbScO42cdv-xjatJ454"
     gateway = make_gateway(auth_mode="shared", api_key=key)
     with (
         anthropic.Anthropic(base_url=gateway.url, api_key="wrong-key", max_retries=0) as ant,

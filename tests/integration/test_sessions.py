@@ -158,7 +158,7 @@ def test_sessions_are_namespaced_by_client(
     local = make_gateway()
     _chat(local, [{"role": "user", "content": "secret A"}], **{"X-Session-Id": "same"})
     local.stop()
-    key = "a-long-shared-key-for-tests-123"
+    key = "a-long-shared-key-for-tests-Nee_VbScO42cdv-xjatJ454"
     shared = make_gateway(auth_mode="shared", api_key=key)
     auth = {"authorization": f"Bearer {key}"}
     assert httpx.get(shared.url + "/v1/sessions").status_code == 401

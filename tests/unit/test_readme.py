@@ -33,14 +33,26 @@ def test_readme_documents_every_setting(name: str) -> None:
     assert re.search(rf"{re.escape(env)}(?!\w)", text), f"README lacks the env var {env}"
 
 
-def test_quickstart_has_exactly_two_commands() -> None:
-    section = _section(_readme(), "Quickstart")
-    block = re.search(r"^```[^\n]*\n(.*?)^```", section, re.M | re.S)
-    assert block is not None, "the Quickstart section has no code block"
-    commands = [
-        line.strip()
-        for line in block.group(1).splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    assert len(commands) == 2, commands
-    assert commands[1] == ".ci/run"
+def _blocks(section: str) -> list[tuple[str, list[str]]]:
+    """Return each code block of ``section`` with the prose before it and its commands."""
+    blocks = []
+    for match in re.finditer(r"^```[^\n]*\n(.*?)^```", section, re.M | re.S):
+        before = section[: match.start()].rsplit("```", 1)[-1]
+        commands = [
+            line.strip()
+            for line in match.group(1).splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        blocks.append((before, commands))
+    return blocks
+
+
+def test_quickstart_has_two_commands_in_separate_blocks() -> None:
+    """The gateway first, said to run in the foreground; the tests second, in a second terminal."""
+    blocks = _blocks(_section(_readme(), "Quickstart"))
+    assert len(blocks) >= 2, "the Quickstart section needs a block per command"
+    (serve_prose, serve), (check_prose, check) = blocks[0], blocks[1]
+    assert len(serve) == 1 and serve[0].endswith("ccgate serve --demo"), serve
+    assert "foreground" in serve_prose.lower(), "say that the gateway keeps its terminal"
+    assert check == [".ci/run"]
+    assert "second terminal" in check_prose.lower()

@@ -103,7 +103,7 @@ def make_client(tmp_path: Path, runner: FakeRunner) -> Factory:
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost"
             ) as client,
         ):
             yield client
@@ -245,7 +245,7 @@ async def test_openai_sdk_through_app(tmp_path: Path, runner: FakeRunner) -> Non
     async with (
         app.router.lifespan_context(app),
         openai.AsyncOpenAI(
-            base_url="http://gateway.test/v1",
+            base_url="http://localhost/v1",
             api_key="unused",
             max_retries=0,
             http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
@@ -270,7 +270,7 @@ async def test_anthropic_sdk_through_app(tmp_path: Path, runner: FakeRunner) -> 
     async with (
         app.router.lifespan_context(app),
         anthropic.AsyncAnthropic(
-            base_url="http://gateway.test",
+            base_url="http://localhost",
             api_key="unused",
             max_retries=0,
             http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)),
@@ -553,7 +553,7 @@ async def test_busy_gateway_answers_429(tmp_path: Path, path: str, body: dict[st
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client,
     ):
         first = asyncio.create_task(client.post(path, json=body))
@@ -642,7 +642,7 @@ async def test_health_has_no_secrets_and_runs_nothing(tmp_path: Path) -> None:
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client,
     ):
         response = await client.get("/health")
@@ -746,7 +746,7 @@ async def test_a_silent_start_longer_than_the_first_event_wait_is_still_answered
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client,
     ):
         response = await client.post(CHAT, json=chat_body(stream=True))

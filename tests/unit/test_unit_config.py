@@ -10,7 +10,9 @@ import pytest
 from ccgate.config import Settings, is_loopback, load_settings
 from ccgate.errors import ConfigError
 
-KEY = "k" * 24
+KEY = "ODJsQZouryY4bDJfGhsouykIrjUZJZ8OGJdmbpcJXpc"  # secrets.token_urlsafe(32)
+CLIENT_SECRET = "client-secret-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6"
+ADMIN_SECRET = "admin-secret-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRT"
 
 
 def _load(tmp_path: Path, flags: dict[str, Any] | None = None, **env: str) -> Settings:
@@ -123,6 +125,37 @@ def test_bad_bool_env_refused(tmp_path: Path) -> None:
         _load(tmp_path, CCGATE_DEMO="perhaps")
 
 
+@pytest.mark.parametrize(("flags", "env"), [({"demo": True}, {}), ({}, {"CCGATE_DEMO": "1"})])
+def test_demo_keeps_its_data_out_of_the_real_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: dict[str, Any], env: dict[str, str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ccgate").mkdir()
+    (tmp_path / ".ccgate" / "ccgate.toml").write_text("port = 1111\n")
+    (tmp_path / ".ccgate-demo").mkdir()
+    (tmp_path / ".ccgate-demo" / "ccgate.toml").write_text("port = 2222\n")
+    settings = load_settings(flags, env)
+    assert settings.data_path == tmp_path / ".ccgate-demo"
+    assert settings.port == 2222  # its own config file, not the real setup's
+    assert load_settings({}, {}).data_path == tmp_path / ".ccgate"
+
+
+def test_demo_uses_a_data_dir_that_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    given = tmp_path / "given"
+    assert load_settings({"demo": True, "data_dir": given}, {}).data_path == given
+    from_env = load_settings({"demo": True}, {"CCGATE_DATA_DIR": str(given)})
+    assert from_env.data_path == given
+    (given / "ccgate.toml").parent.mkdir()
+    (given / "ccgate.toml").write_text(f"demo = true\ndata_dir = '{given}'\n")
+    assert load_settings({}, {"CCGATE_CONFIG": str(given / "ccgate.toml")}).data_path == given
+    (given / "ccgate.toml").write_text("demo = true\n")  # demo named by a file only
+    named = load_settings({}, {"CCGATE_CONFIG": str(given / "ccgate.toml")})
+    assert named.demo and named.data_path == tmp_path / "home" / ".ccgate-demo"
+
+
 def test_empty_env_for_optional_setting_is_unset(tmp_path: Path) -> None:
     (tmp_path / "ccgate.toml").write_text("upstream_url = 'http://file.example'\n")
     settings = _load(tmp_path, CCGATE_UPSTREAM_URL="", CCGATE_UPSTREAM_API_KEY="")
@@ -189,43 +222,58 @@ def test_shared_mode_needs_api_key(tmp_path: Path) -> None:
         _load(tmp_path, CCGATE_AUTH_MODE="shared")
 
 
-def test_shared_mode_needs_long_api_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="16"):
-        _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="short-key")
-    assert _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="x" * 16).api_key
+@pytest.mark.parametrize(
+    "weak",
+    ["a" * 32, "password" * 4, "0" * 32, "short-key", "abcdefghijklmnopqrstuvwxyz0123456789"],
+)
+@pytest.mark.parametrize(
+    ("name", "mode"), [("api_key", "shared"), ("admin_key", "multi"), ("metrics_token", "multi")]
+)
+def test_weak_keys_are_refused_with_how_to_make_one(
+    tmp_path: Path, name: str, mode: str, weak: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, {"auth_mode": mode, name: weak})
+    message = str(info.value)
+    assert f"{name} is refused" in message and "too easy to guess" in message
+    assert f"CCGATE_{name.upper()}" in message
+    assert "secrets.token_urlsafe(32)" in message
+    assert weak not in message  # never echoed, even a weak one
 
 
-def test_multi_mode_may_bind_the_network(tmp_path: Path) -> None:
-    settings = _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_HOST="0.0.0.0")
-    assert settings.auth_mode == "multi" and settings.admin_key is None
+@pytest.mark.parametrize("name", ["api_key", "admin_key", "metrics_token"])
+def test_random_keys_are_accepted(tmp_path: Path, name: str) -> None:
+    settings = _load(tmp_path, {"auth_mode": "shared", "api_key": KEY, name: KEY})
+    assert getattr(settings, name).get_secret_value() == KEY
+
+
+def test_an_unused_api_key_is_not_judged(tmp_path: Path) -> None:
+    assert _load(tmp_path, {"auth_mode": "multi", "api_key": "a" * 32}).api_key
 
 
 @pytest.mark.parametrize(
-    "admin_key",
-    ["too-short-0123456789", "replace-with-a-long-random-admin-key-of-32-characters"],
+    ("name", "example"),
+    [
+        ("admin_key", "replace-with-a-long-random-admin-key-of-32-characters"),
+        ("api_key", "replace-with-a-long-random-key"),
+        ("api_key", "CHANGE-ME"),
+    ],
 )
-def test_weak_or_example_admin_keys_are_refused(tmp_path: Path, admin_key: str) -> None:
-    with pytest.raises(ConfigError, match="admin_key must be at least 32 characters"):
-        _load(tmp_path, CCGATE_AUTH_MODE="multi", CCGATE_ADMIN_KEY=admin_key)
-
-
-def test_the_documented_shared_key_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not an example"):
-        _load(tmp_path, CCGATE_AUTH_MODE="shared", CCGATE_API_KEY="replace-with-a-long-random-key")
+def test_documented_examples_are_refused(tmp_path: Path, name: str, example: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} is an example from the documentation"):
+        _load(tmp_path, {"auth_mode": "shared", "api_key": KEY, name: example})
 
 
 def test_secrets_lists_set_client_secrets(tmp_path: Path) -> None:
     settings = _load(
         tmp_path,
         CCGATE_AUTH_MODE="shared",
-        CCGATE_API_KEY="client-secret-0123456789",
-        CCGATE_ADMIN_KEY="admin-secret-0123456789-abcdefghij",
+        CCGATE_API_KEY=CLIENT_SECRET,
+        CCGATE_ADMIN_KEY=ADMIN_SECRET,
+        CCGATE_METRICS_TOKEN=KEY,
         CCGATE_UPSTREAM_API_KEY="upstream-0123456789",
     )
-    assert sorted(settings.secrets()) == [
-        "admin-secret-0123456789-abcdefghij",
-        "client-secret-0123456789",
-    ]
+    assert sorted(settings.secrets()) == sorted([ADMIN_SECRET, CLIENT_SECRET, KEY])
     assert _load(tmp_path).secrets() == []
 
 
@@ -233,14 +281,16 @@ def test_secret_values_never_in_repr(tmp_path: Path) -> None:
     settings = _load(
         tmp_path,
         CCGATE_AUTH_MODE="shared",
-        CCGATE_API_KEY="client-secret-0123456789",
-        CCGATE_ADMIN_KEY="admin-secret-0123456789-abcdefghij",
+        CCGATE_API_KEY=CLIENT_SECRET,
+        CCGATE_ADMIN_KEY=ADMIN_SECRET,
+        CCGATE_METRICS_TOKEN="metrics-token-" + KEY,
         CCGATE_UPSTREAM_API_KEY="upstream-secret-0123456789",
     )
     for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert "client-secret" not in text
         assert "admin-secret" not in text
         assert "upstream-secret" not in text
+        assert "metrics-token" not in text
     assert settings.upstream_api_key is not None
     assert settings.upstream_api_key.get_secret_value() == "upstream-secret-0123456789"
 

@@ -354,7 +354,7 @@ def _sdk(text: str) -> anthropic.Anthropic:
         )
 
     return anthropic.Anthropic(
-        base_url="http://gateway.test",
+        base_url="http://localhost",
         api_key="unused",
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),

@@ -380,7 +380,7 @@ def _sdk(text: str) -> openai.OpenAI:
         )
 
     return openai.OpenAI(
-        base_url="http://gateway.test/v1",
+        base_url="http://localhost/v1",
         api_key="unused",
         max_retries=0,
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),

@@ -318,7 +318,7 @@ def test_openai_sdk_assembles_streamed_tool_calls() -> None:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=text)
 
     client = openai.OpenAI(
-        base_url="http://gateway.test/v1",
+        base_url="http://localhost/v1",
         api_key="unused",
         max_retries=0,
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
@@ -517,7 +517,7 @@ def test_anthropic_sdk_accumulates_tool_use() -> None:
         )
 
     client = anthropic.Anthropic(
-        base_url="http://gateway.test",
+        base_url="http://localhost",
         api_key="unused",
         max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),

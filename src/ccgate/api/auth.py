@@ -10,12 +10,22 @@ from fastapi import Depends, Request
 
 from ccgate.engine.models import ModelInfo
 from ccgate.errors import AuthenticationFailed, PermissionDenied
+from ccgate.keystrength import MAKE_ONE
 from ccgate.store.keys import KeyRecord
 
 if TYPE_CHECKING:
     from ccgate.api.state import AppState
 
-__all__ = ["Admin", "Caller", "Client", "client_key", "require_admin", "require_client"]
+__all__ = [
+    "Admin",
+    "Caller",
+    "Client",
+    "MetricsReader",
+    "client_key",
+    "require_admin",
+    "require_client",
+    "require_metrics_reader",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +91,48 @@ def require_admin(request: Request) -> None:
     expected = state.settings.admin_key
     if expected is None:
         raise AuthenticationFailed(
-            "the admin API is off: start ccgate with CCGATE_ADMIN_KEY set to a random key of "
-            "at least 32 characters"
+            "the admin API is off: start ccgate with CCGATE_ADMIN_KEY set to the output of "
+            f"{MAKE_ONE}"
         )
     presented = client_key(request)
     if presented is None or not _equal(presented, expected.get_secret_value()):
         raise AuthenticationFailed("invalid admin key")
 
 
+async def require_metrics_reader(request: Request) -> None:
+    """Check who reads ``/metrics``: the admin key or ``metrics_token``, or the shared key.
+
+    In ``auth_mode=multi`` a client key is refused (403): the metrics show every
+    key's traffic, which is not one client's business. With ``auth_mode=none``
+    ``/metrics`` is open, like everything else on loopback.
+    """
+    state: AppState = request.app.state.ccgate
+    settings = state.settings
+    if settings.auth_mode == "none":
+        return
+    presented = client_key(request)
+    if presented is None:
+        raise AuthenticationFailed(
+            "no key: /metrics needs the admin key or metrics_token (or, with "
+            "auth_mode=shared, the shared key) as 'Authorization: Bearer <key>'"
+        )
+    readers = [settings.admin_key, settings.metrics_token]
+    if settings.auth_mode == "shared":
+        readers.append(settings.api_key)
+    # Every candidate is compared, so the time taken does not say which one matched.
+    matches = [_equal(presented, r.get_secret_value()) for r in readers if r is not None]
+    if any(matches):
+        return
+    if settings.auth_mode == "multi":
+        await state.keys.authenticate(presented)  # 401 for an unknown, revoked... key
+        raise PermissionDenied(
+            "a client key may not read /metrics in auth_mode=multi (the metrics show every "
+            "key's traffic): scrape it with admin_key or metrics_token",
+            code="metrics_not_allowed",
+        )
+    raise AuthenticationFailed("invalid key for /metrics")
+
+
 Client = Annotated[Caller, Depends(require_client)]
 Admin = Annotated[None, Depends(require_admin)]
+MetricsReader = Annotated[None, Depends(require_metrics_reader)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ccgate.engine.events import TurnError
+from ccgate.engine.redact import hide_addresses
 from ccgate.errors import (
     AuthenticationFailed,
     CLICrashed,
@@ -36,8 +36,6 @@ __all__ = [
     "is_anthropic_path",
 ]
 
-log = logging.getLogger("ccgate.api")
-
 _LOGIN_HINT = (
     "Log in once with `claude /login` as the user running ccgate (or set "
     "CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`), or set CCGATE_UPSTREAM_API_KEY "
@@ -47,7 +45,7 @@ _LOGIN_HINT = (
 
 def error_for_turn(event: TurnError) -> GatewayError:
     """Return the client-facing error for a failed turn, with a message a person can act on."""
-    detail = event.message
+    detail = hide_addresses(event.message)  # where the upstream lives is no client's business
     if event.kind == "authentication":
         return UpstreamAuthError(
             f"Claude Code's upstream rejected its credentials ({detail}). {_LOGIN_HINT}"
@@ -120,7 +118,8 @@ def _validation_message(exc: RequestValidationError) -> GatewayError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error, expected or not, answer in the protocol's own shape."""
+    """Make every expected error answer in the protocol's own shape (``CrashGuard`` in
+    ``api/crash.py`` answers and logs the unexpected ones)."""
 
     async def gateway(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
@@ -150,16 +149,6 @@ def install_error_handlers(app: FastAPI) -> None:
             error.status = exc.status_code
         return error_response(request.url.path, error)
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "request_crashed path=%s error=%s", request.url.path, type(exc).__name__, exc_info=exc
-        )
-        return error_response(
-            request.url.path,
-            GatewayError("ccgate hit an internal error; the details are in its log"),
-        )
-
     app.add_exception_handler(GatewayError, gateway)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
-    app.add_exception_handler(Exception, unexpected)

@@ -6,11 +6,11 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccgate import __version__
-from ccgate.api.auth import Client
+from ccgate.api.auth import Client, MetricsReader
 from ccgate.api.state import State
 
 __all__ = ["public_upstream", "router"]
@@ -66,7 +66,20 @@ async def health_auth(state: State, client: Client) -> JSONResponse:
     return JSONResponse(body, status_code=503 if probe.status() == "unhealthy" else 200)
 
 
-@router.get("/metrics")
-async def metrics(state: State, client: Client) -> Response:
-    """Expose counters, histograms and gauges in Prometheus' text format."""
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus' text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def metrics(state: State, reader: MetricsReader) -> Response:
+    """Expose counters, histograms and gauges in Prometheus' text format.
+
+    Readers: the admin key or ``metrics_token``; with ``auth_mode=shared`` also
+    the shared key; with ``auth_mode=none`` anyone (on loopback).
+    """
+    return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

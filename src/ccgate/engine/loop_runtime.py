@@ -55,6 +55,7 @@ from ccgate.engine.loop_events import (
     ToolCalled,
     is_final,
 )
+from ccgate.engine.redact import hide_addresses
 from ccgate.errors import InvalidRequest, NotFound
 from ccgate.store.loops import LoopRecord
 
@@ -289,10 +290,14 @@ class LoopRuntime:
             self._current, self._text_so_far = turn, ""
             try:
                 await self._run(turn)
-            except Exception as exc:  # noqa: BLE001 - a failed turn must not stop the loop
-                log.warning("loop_turn_failed loop=%s", self.record.id, exc_info=True)
+            except Exception:  # noqa: BLE001 - a failed turn must not stop the loop
+                log.error("loop_turn_failed loop=%s", self.record.id, exc_info=True)
                 if not turn.done:
-                    self._finish(turn, Failed("internal_error", f"the turn failed: {exc}"))
+                    # The exception's text stays in the log: it may hold a statement's values.
+                    message = (
+                        "the turn failed on an internal error; the details are in ccgate's log"
+                    )
+                    self._finish(turn, Failed("internal_error", message))
             finally:
                 self._current = None
                 await self._ended(turn)
@@ -326,7 +331,8 @@ class LoopRuntime:
             try:
                 self._agent = await self._start_agent(self.record, self._choose)
             except Exception as exc:  # noqa: BLE001 - reported to the turn
-                self._finish(turn, Failed("cli_crashed", f"Claude Code could not start: {exc}"))
+                message = hide_addresses(f"Claude Code could not start: {exc}")
+                self._finish(turn, Failed("cli_crashed", message))
                 return
         turn.started_at = time.time()
         self._emit(turn, Started(turn.turn_id, cold_start=cold))
@@ -371,7 +377,7 @@ class LoopRuntime:
             if turn.interrupted:
                 self._finish(turn, self._stopped(turn))
             else:
-                self._finish(turn, Failed(event.kind, event.message))
+                self._finish(turn, Failed(event.kind, hide_addresses(event.message)))
 
     def _announce(self, turn: TurnLog, tool_use_id: str, tool: str, summary: str) -> None:
         """Send a call's ``tool_call`` once (a choice may need it before the stream has it)."""

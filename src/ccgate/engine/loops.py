@@ -98,6 +98,16 @@ class LoopManager:
         """Return a loop's working directory."""
         return self._loops_dir / loop_id / "workspace"
 
+    def _make_workspace(self, loop_id: str) -> Path:
+        """Create a loop's directories, each readable by ccgate's user only, and return the
+        workspace (``mkdir(parents=True)`` would leave the parents at the umask's 0755)."""
+        workspace = self.workspace(loop_id)
+        for directory in (self._loops_dir, workspace.parent, workspace):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # An older ccgate made them 0755; tighten what is already there.
+            directory.chmod(0o700)
+        return workspace
+
     async def create(
         self,
         namespace: str,
@@ -116,7 +126,7 @@ class LoopManager:
             model=model,
             session_id=str(uuid.uuid4()),
         )
-        self.workspace(record.id).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_workspace(record.id)
         log.info("loop_created loop=%s", record.id)
         return record
 
@@ -191,8 +201,7 @@ class LoopManager:
                 f"Claude Code's sandbox needs {' and '.join(missing)}, which are not installed: "
                 "install the Debian packages bubblewrap and socat"
             )
-        workspace = self.workspace(record.id)
-        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workspace = self._make_workspace(record.id)
         data_dir = self._config.data_dir
         resume = transcript_path(data_dir, workspace, record.session_id).exists()
         deny = {data_dir, self._loops_dir, user_credentials().parent}

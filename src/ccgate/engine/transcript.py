@@ -8,7 +8,9 @@ the client's earlier turns as real alternating user/assistant messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import time
 import uuid
@@ -57,7 +59,8 @@ def write_transcript(
     docstring); that call's id is ``results.tool_results[-1].tool_use_id``.
     """
     path = transcript_path(config_dir, cwd, session_id)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (path.parent.parent, path.parent):  # projects/ and the cwd's folder
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     writer = _Writer(cwd, session_id, model)
     for message in history:
         writer.message(message.role, content_blocks(message.parts))
@@ -68,7 +71,12 @@ def write_transcript(
             writer.message("user", content_blocks(rest), tool_result=True)
         writer.deferred(deferred, history[-1])
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(writer.lines) + "\n")
+    # A transcript holds a client's conversation: readable by ccgate's user only.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(writer.lines) + "\n")
     tmp.replace(path)
     return path
 

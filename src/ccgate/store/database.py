@@ -82,6 +82,8 @@ class Database:
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:
             _private_file(Path(parsed.database).expanduser())
+        # An error's text names the statement, never its values (keys' hashes, prompts).
+        engine_options.setdefault("hide_parameters", True)
         self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
