@@ -134,8 +134,13 @@ def added_pieces(body: dict[str, Any], client_texts: set[str]) -> list[tuple[str
             inner = block.get("content") if block.get("type") == "tool_result" else [block]
             for part in inner if isinstance(inner, list) else [{"type": "text", "text": inner}]:
                 text = part.get("text", "") if isinstance(part, dict) else ""
-                if "<system-reminder>" in text:
-                    pieces.append(("<system-reminder> in a message", tokens(len(text))))
+                if "<total_tokens>" in text:
+                    pieces.append(
+                        ("<total_tokens> reminder after a tool result", tokens(len(text)))
+                    )
+                elif "<system-reminder>" in text:
+                    label = "<system-reminder> in a message (# Environment ...)"
+                    pieces.append((label, tokens(len(text))))
     for name in ("thinking", "output_config", "context_management"):
         if name in body:
             pieces.append((f"parameter {name}={json.dumps(body[name])}", 0))
@@ -147,7 +152,7 @@ def added_pieces(body: dict[str, Any], client_texts: set[str]) -> list[tuple[str
 
 def plain(client: openai.OpenAI) -> list[dict[str, Any]]:
     request = {
-        "model": "claude-opus-5-5",
+        "model": MODEL[0],
         "messages": [
             {"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Name three primes."},
@@ -162,7 +167,7 @@ def conversation(client: openai.OpenAI) -> list[dict[str, Any]]:
     sent = []
     for text in ("first question", "second question", "third question"):
         messages.append({"role": "user", "content": text})
-        request = {"model": "claude-opus-5-5", "messages": list(messages)}
+        request = {"model": MODEL[0], "messages": list(messages)}
         reply = client.chat.completions.create(**request)
         messages.append({"role": "assistant", "content": reply.choices[0].message.content})
         sent.append(request)
@@ -176,7 +181,7 @@ def tool_call(client: openai.OpenAI) -> list[dict[str, Any]]:
             "content": 'Define "gateway" [[demo: tool=lookup input={"word":"gateway"}]]',
         }
     ]
-    first = {"model": "claude-opus-5-5", "messages": list(messages), "tools": TOOLS}
+    first = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
     reply = client.chat.completions.create(**first)
     message = reply.choices[0].message
     call = (message.tool_calls or [])[0]
@@ -184,10 +189,13 @@ def tool_call(client: openai.OpenAI) -> list[dict[str, Any]]:
         message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "a point of entry"},
     ]
-    second = {"model": "claude-opus-5-5", "messages": list(messages), "tools": TOOLS}
+    second = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
     client.chat.completions.create(**second)
     return [first, second]
 
+
+#: The model every scenario asks for (``--model``).
+MODEL = ["claude-opus-5-5"]
 
 SCENARIOS: dict[str, Callable[[openai.OpenAI], list[dict[str, Any]]]] = {
     "plain": plain,
@@ -273,7 +281,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one scenario (a smoke test)")
+    parser.add_argument("--model", default=MODEL[0], help="the model the requests name")
     args = parser.parse_args()
+    MODEL[0] = args.model
     scenarios = ["plain"] if args.quick else list(SCENARIOS)
     demo = DemoServer(ScriptedModel()).start_in_thread()
     rows: list[list[str]] = []

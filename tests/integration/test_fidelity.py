@@ -16,7 +16,9 @@ import anthropic
 import openai
 import pytest
 
-from ccgate.demo import ScriptedModel
+from ccgate.demo import DemoServer, ScriptedModel
+from ccgate.engine.claude import ClaudeRunner, RunnerConfig
+from ccgate.engine.claude.fidelity import fidelity_env
 from gateway_testing import Gateway, cli_processes
 
 pytestmark = pytest.mark.cli
@@ -47,6 +49,19 @@ def _environ(**extra: str) -> dict[str, str]:
     kept.pop("ANTHROPIC_API_KEY", None)
     kept.pop("CLAUDE_CODE_OAUTH_TOKEN", None)
     return {**kept, **OPERATOR_SECRETS, **extra}
+
+
+def test_without_the_levers_the_cli_adds_what_the_next_test_rules_out(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, demo: DemoServer, data_dir: Path
+) -> None:
+    gateway = make_gateway(_without_levers(demo, data_dir), environ=_environ())
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as client:
+        client.chat.completions.create(
+            model="claude-opus-5-5", messages=[{"role": "user", "content": "hello there"}]
+        )
+    body = model.conversation_requests()[-1].body
+    assert "# Environment" in _wire(body)
+    assert body["thinking"]["type"] == "adaptive" and body["output_config"]["effort"]
 
 
 def test_a_plain_turn_reaches_the_model_as_the_client_wrote_it(
@@ -121,10 +136,30 @@ def test_thinking_runs_only_when_asked_and_maps_to_the_cli_s_settings(
     assert adaptive_low["output_config"] == {"effort": "low"}
 
 
+def _without_levers(demo: DemoServer, data_dir: Path) -> ClaudeRunner:
+    """Return a runner whose CLIs run with the fidelity levers blanked (the control)."""
+    blank = dict.fromkeys(fidelity_env(None, None, minimal=True), "")
+    config = RunnerConfig(
+        data_dir=data_dir,
+        upstream_url=demo.url,
+        upstream_api_key="demo-upstream-key",
+        upstream_retries=0,
+        environ=_environ(),
+        extra_env=blank,
+    )
+    return ClaudeRunner(config)
+
+
+@pytest.mark.parametrize("levers", [True, False], ids=["ccgate", "control-without-levers"])
 def test_tool_results_reach_the_model_without_a_token_reminder(
-    make_gateway: Callable[..., Gateway], model: ScriptedModel
+    make_gateway: Callable[..., Gateway],
+    model: ScriptedModel,
+    demo: DemoServer,
+    data_dir: Path,
+    levers: bool,
 ) -> None:
-    gateway = make_gateway()
+    runner = None if levers else _without_levers(demo, data_dir)
+    gateway = make_gateway(runner)
     tools = [
         {
             "type": "function",
@@ -139,8 +174,9 @@ def test_tool_results_reach_the_model_without_a_token_reminder(
         {"role": "user", "content": 'find it [[demo: tool=lookup input={"q":"x"}]]'}
     ]
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as client:
+        # A pinned id whose model the CLI gives token reminders.
         first = client.chat.completions.create(
-            model="claude-opus-5-5", messages=messages, tools=tools
+            model="claude-haiku-4-5", messages=messages, tools=tools
         )
         call = (first.choices[0].message.tool_calls or [])[0]
         messages += [
@@ -148,7 +184,7 @@ def test_tool_results_reach_the_model_without_a_token_reminder(
             {"role": "tool", "tool_call_id": call.id, "content": "found 42"},
         ]
         final = client.chat.completions.create(
-            model="claude-opus-5-5", messages=messages, tools=tools
+            model="claude-haiku-4-5", messages=messages, tools=tools
         )
     assert "found 42" in (final.choices[0].message.content or "")
     last = model.conversation_requests()[-1].body
@@ -156,7 +192,8 @@ def test_tool_results_reach_the_model_without_a_token_reminder(
     assert result_message["role"] == "user"
     wire = _wire(result_message)
     assert "found 42" in wire
-    assert "total_tokens" not in wire and "system-reminder" not in wire
+    # Without the lever the CLI adds the reminder: the control shows the test can fail.
+    assert ("<total_tokens>" in wire) is not levers
 
 
 def test_an_oauth_credential_reaches_the_cli_on_a_descriptor_and_nothing_else_leaks(
