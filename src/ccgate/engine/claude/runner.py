@@ -142,13 +142,7 @@ class ClaudeRunner:
         if binary is None or launcher is None:
             return [], 0
         with contextlib.ExitStack() as stack:
-            workdir = stack.enter_context(self._dirs.lease())
-            secret = self._credential
-            path = (
-                stack.enter_context(credential_file(self._config.data_dir, secret.value))
-                if secret is not None
-                else None
-            )
+            workdir, path = self._lease(stack)
             options = ClaudeAgentOptions(
                 tools=[],
                 setting_sources=[],
@@ -267,6 +261,14 @@ class ClaudeRunner:
         self._launch(proc, self._own(proc, None, resume=False))
         return proc
 
+    def _lease(self, stack: contextlib.ExitStack) -> tuple[Path, Path | None]:
+        """Take a config dir and write the credential file for one CLI (both end with ``stack``)."""
+        workdir = stack.enter_context(self._dirs.lease())
+        secret = self._credential
+        if secret is None:
+            return workdir, None
+        return workdir, stack.enter_context(credential_file(self._config.data_dir, secret.value))
+
     def _launch(self, proc: CliProcess, owner: Any) -> None:
         self._procs.add(proc)
         proc.task = asyncio.create_task(owner, name="ccgate-cli")
@@ -277,13 +279,7 @@ class ClaudeRunner:
         started = time.monotonic()
         try:
             with contextlib.ExitStack() as stack:
-                workdir = stack.enter_context(self._dirs.lease())
-                secret = self._credential
-                path = (
-                    stack.enter_context(credential_file(self._config.data_dir, secret.value))
-                    if secret is not None
-                    else None
-                )
+                workdir, path = self._lease(stack)
                 options = self._options(proc, workdir, path, resume=resume)
                 options.stderr = lambda line: keep_tail(tail, line)
                 client = ClaudeSDKClient(options)
