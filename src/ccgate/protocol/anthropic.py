@@ -45,6 +45,8 @@ from ccgate.protocol.common import (
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
+    "SYSTEM_NOTE_CLOSE",
+    "SYSTEM_NOTE_OPEN",
     "CountTokensRequest",
     "MessageStream",
     "MessagesRequest",
@@ -55,6 +57,11 @@ __all__ = [
     "model_list",
     "to_turn",
 ]
+
+
+#: How an inline system message reaches the model: as Claude Code words one in a user turn.
+SYSTEM_NOTE_OPEN = "<system-reminder>"
+SYSTEM_NOTE_CLOSE = "</system-reminder>"
 
 
 class _Loose(BaseModel):
@@ -76,7 +83,8 @@ class ContentBlock(_Loose):
 
 
 class InputMessage(_Loose):
-    role: Literal["user", "assistant"]
+    # ``system``: an inline system message (Claude Code sends its environment that way).
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
@@ -153,6 +161,38 @@ def _parts(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _system_note(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
+    """Return an inline system message as a ``<system-reminder>`` text of the user's turn.
+
+    That is how Claude Code itself words a system message for an upstream that
+    refuses them, and it keeps the note where it was in the conversation while
+    the system prompt (which names a conversation and its warm process) stays
+    the same from turn to turn.
+    """
+    if isinstance(content, str):
+        texts = [content]
+    else:
+        texts = []
+        for i, block in enumerate(content):
+            if block.type != "text":
+                where = f"{param}.{i}"
+                raise InvalidRequest(
+                    f"{where}: a system message may hold only 'text' blocks, not '{block.type}'",
+                    param=where,
+                )
+            texts.append(block.text or "")
+    text = "\n\n".join(t for t in texts if t.strip())
+    if not text:
+        return ()
+    return (TextPart(f"{SYSTEM_NOTE_OPEN}\n{text}\n{SYSTEM_NOTE_CLOSE}"),)
+
+
+def _message(message: InputMessage, param: str) -> Message:
+    if message.role == "system":
+        return Message("user", _system_note(message.content, param))
+    return Message(message.role, _parts(message.content, param))
+
+
 def _tool_use(block: ContentBlock, where: str) -> ToolCallPart:
     if not block.id or not block.name or not isinstance(block.input, dict):
         raise InvalidRequest(
@@ -199,6 +239,15 @@ def system_text(system: str | list[SystemBlock] | None) -> str | None:
 
 
 def _tools(req: MessagesRequest) -> tuple[ToolSpec, ...]:
+    # Checked first: a client that searches its tools (Claude Code) reads "defer_loading"
+    # in the refusal and sends its tools again without deferring any.
+    for i, tool in enumerate(req.tools or []):
+        if tool.get("defer_loading"):
+            raise InvalidRequest(
+                f"tools.{i}: defer_loading (tool search) is not supported; send every tool "
+                "without it",
+                param=f"tools.{i}",
+            )
     specs: list[ToolSpec] = []
     for i, tool in enumerate(req.tools or []):
         param = f"tools.{i}"
@@ -243,12 +292,19 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
     """Translate a Messages request into a turn, or raise InvalidRequest."""
     tools = _tools(req)
     choice = _choice(req, tools)
-    items = [
-        (f"messages.{i}", Message(m.role, _parts(m.content, f"messages.{i}.content")))
-        for i, m in enumerate(req.messages)
-    ]
-    check_tool_flow(items, tools if req.tools is not None else None)
-    messages = merge_roles([m for _, m in items])
+    spoken: list[tuple[str, Message]] = []
+    sent: list[Message] = []
+    for i, raw in enumerate(req.messages):
+        message = _message(raw, f"messages.{i}.content")
+        if raw.role != "system":
+            # System notes join the user turn they sit in; they neither make nor answer calls.
+            spoken.append((f"messages.{i}", message))
+        if message.parts or raw.role != "system":
+            sent.append(message)
+    check_tool_flow(spoken, tools if req.tools is not None else None)
+    messages = merge_roles(sent)
+    if not messages:
+        raise InvalidRequest("messages: there is no user message", param="messages")
     if messages[-1].role != "user":
         raise InvalidRequest(
             "messages: the last message must have role 'user' (prefilling the assistant's "
