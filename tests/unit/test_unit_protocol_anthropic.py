@@ -234,6 +234,11 @@ def test_thinking_budget(sonnet: ModelInfo) -> None:
     turn = _turn(sonnet, thinking={"type": "enabled", "budget_tokens": 2048})
     assert turn.thinking == Thinking(2048)
     assert _turn(sonnet, thinking={"type": "adaptive"}).thinking == Thinking()
+    omitted = {"type": "adaptive", "display": "omitted"}
+    assert _turn(sonnet, thinking=omitted).thinking == Thinking(display="omitted")
+    for shown in ("summarized", "highlights", "updates"):
+        thinking = {"type": "enabled", "budget_tokens": 2048, "display": shown}
+        assert _turn(sonnet, thinking=thinking).thinking == Thinking(2048, "summarized")
     assert _turn(sonnet, thinking={"type": "disabled"}).thinking is None
     assert _turn(sonnet).thinking is None
 
@@ -391,6 +396,19 @@ def test_event_order_thinking_then_text() -> None:
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert delta["usage"]["output_tokens"] == 2
     assert delta["usage"]["input_tokens"] == 5
+
+
+def test_omitted_thinking_keeps_blocks_and_signatures_without_text() -> None:
+    stream = MessageStream("sonnet", thinking_text=False)
+    lines = stream.start()
+    for event in THINK_THEN_TEXT:
+        lines += stream.render(event)
+    deltas = [data["delta"] for name, data in _events("".join(lines)) if "delta" in data]
+    assert deltas[0] == {"type": "signature_delta", "signature": "sig-9"}
+    assert not any(d.get("type") == "thinking_delta" for d in deltas)
+    body = message_from_events(THINK_THEN_TEXT, "sonnet", thinking_text=False)
+    assert body["content"][0] == {"type": "thinking", "thinking": "", "signature": "sig-9"}
+    assert body["content"][1] == {"type": "text", "text": "Hello"}
 
 
 @pytest.mark.parametrize("reason", ["end_turn", "max_tokens", "stop_sequence", "refusal"])

@@ -55,6 +55,7 @@ __all__ = [
     "message_from_events",
     "model_info",
     "model_list",
+    "shows_thinking",
     "to_turn",
 ]
 
@@ -96,6 +97,8 @@ class SystemBlock(_Loose):
 class ThinkingParam(_Loose):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(None, ge=1024)
+    # ``omitted`` returns signatures only; any other display shows the text (summarized).
+    display: str | None = None
 
 
 class OutputConfig(_Loose):
@@ -328,18 +331,26 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
     )
 
 
+def shows_thinking(turn: TurnRequest) -> bool:
+    """Tell whether the answer carries the thinking text (not with ``display: omitted``)."""
+    return turn.thinking is None or turn.thinking.display != "omitted"
+
+
 def _thinking(req: MessagesRequest) -> Thinking | None:
     """Return the thinking a request asks for: ``enabled`` (with its budget) or ``adaptive``."""
     if req.thinking is None or req.thinking.type == "disabled":
         return None
+    display: Literal["summarized", "omitted"] = (
+        "omitted" if req.thinking.display == "omitted" else "summarized"
+    )
     if req.thinking.type == "adaptive":
-        return Thinking()
+        return Thinking(display=display)
     budget = req.thinking.budget_tokens or 1024
     if budget >= req.max_tokens:
         raise InvalidRequest(
             "thinking.budget_tokens must be less than max_tokens", param="thinking"
         )
-    return Thinking(budget)
+    return Thinking(budget, display)
 
 
 def count_tokens(req: CountTokensRequest) -> int:
@@ -369,8 +380,14 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
     }
 
 
-def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
-    """Build a ``message`` from a finished turn's (or segment's) events."""
+def message_from_events(
+    events: list[AgentEvent], model: str, *, thinking_text: bool = True
+) -> dict[str, Any]:
+    """Build a ``message`` from a finished turn's (or segment's) events.
+
+    ``thinking_text`` False (the client asked for ``display: omitted``) keeps the
+    thinking blocks with their signatures and without their text.
+    """
     content: list[dict[str, Any]] = []
     calls = {c.tool_use_id: c for c in calls_of(events)}
     for event in events:
@@ -387,7 +404,8 @@ def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
         if isinstance(event, ThinkingDelta):
             if not content or content[-1]["type"] != "thinking":
                 content.append({"type": "thinking", "thinking": "", "signature": ""})
-            content[-1]["thinking"] += event.text
+            if thinking_text:
+                content[-1]["thinking"] += event.text
             if event.signature:
                 content[-1]["signature"] = event.signature
         elif isinstance(event, TextDelta):
@@ -438,8 +456,9 @@ def error_body(error: GatewayError) -> dict[str, Any]:
 class MessageStream:
     """Render a turn's events as the Messages API's SSE event sequence."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, thinking_text: bool = True) -> None:
         self._model = model
+        self._thinking_text = thinking_text
         self._index = -1
         self._open: str | None = None
         self._usage: Usage | None = None
@@ -499,7 +518,7 @@ class MessageStream:
             return [*self._switch("text"), self._delta({"type": "text_delta", "text": event.text})]
         if isinstance(event, ThinkingDelta):
             out = self._switch("thinking")
-            if event.text:
+            if event.text and self._thinking_text:
                 out.append(self._delta({"type": "thinking_delta", "thinking": event.text}))
             if event.signature:
                 out.append(self._delta({"type": "signature_delta", "signature": event.signature}))
