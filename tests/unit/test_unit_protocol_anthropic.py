@@ -234,9 +234,10 @@ def test_thinking_budget(sonnet: ModelInfo) -> None:
     turn = _turn(sonnet, thinking={"type": "enabled", "budget_tokens": 2048})
     assert turn.thinking == Thinking(2048)
     assert _turn(sonnet, thinking={"type": "adaptive"}).thinking == Thinking()
-    omitted = {"type": "adaptive", "display": "omitted"}
-    assert _turn(sonnet, thinking=omitted).thinking == Thinking(display="omitted")
-    for shown in ("summarized", "highlights", "updates"):
+    for hidden in ("omitted", "updates"):
+        thinking = {"type": "adaptive", "display": hidden}
+        assert _turn(sonnet, thinking=thinking).thinking == Thinking(display="omitted")
+    for shown in ("summarized", "highlights"):
         thinking = {"type": "enabled", "budget_tokens": 2048, "display": shown}
         assert _turn(sonnet, thinking=thinking).thinking == Thinking(2048, "summarized")
     assert _turn(sonnet, thinking={"type": "disabled"}).thinking is None
@@ -283,6 +284,17 @@ def test_count_tokens() -> None:
     assert small >= 1
     assert big > small
     assert 150 <= big <= 250
+    noted = count_tokens(
+        CountTokensRequest.model_validate(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "system", "content": [{"type": "text", "text": "z" * 400}]},
+                ]
+            }
+        )
+    )
+    assert noted >= 100
 
 
 # --- message_from_events -------------------------------------------------------------------

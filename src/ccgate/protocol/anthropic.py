@@ -94,10 +94,15 @@ class SystemBlock(_Loose):
     text: str
 
 
+#: Thinking displays that return no thinking text: ``omitted`` (signatures only), and
+#: ``updates``, which Claude Code asks for in its place (short progress notes, not the text).
+_HIDDEN_THINKING = ("omitted", "updates")
+
+
 class ThinkingParam(_Loose):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(None, ge=1024)
-    # ``omitted`` returns signatures only; any other display shows the text (summarized).
+    # See ``_HIDDEN_THINKING``; any other display shows the text (summarized).
     display: str | None = None
 
 
@@ -341,7 +346,7 @@ def _thinking(req: MessagesRequest) -> Thinking | None:
     if req.thinking is None or req.thinking.type == "disabled":
         return None
     display: Literal["summarized", "omitted"] = (
-        "omitted" if req.thinking.display == "omitted" else "summarized"
+        "omitted" if req.thinking.display in _HIDDEN_THINKING else "summarized"
     )
     if req.thinking.type == "adaptive":
         return Thinking(display=display)
