@@ -17,7 +17,7 @@ import pytest
 from ccgate.config import load_settings
 from ccgate.demo import DemoServer, ScriptedModel
 from ccgate.engine.claude import ClaudeRunner, RunnerConfig
-from gateway_testing import Gateway, start_gateway, wait_for_no_processes
+from gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +72,10 @@ def make_gateway(demo: DemoServer, data_dir: Path) -> Iterator[Callable[..., Gat
     started: list[Gateway] = []
 
     def make(
-        runner: Any = None, environ: Mapping[str, str] | None = None, **overrides: Any
+        runner: Any = None,
+        environ: Mapping[str, str] | None = None,
+        recorder: Recorder | None = None,
+        **overrides: Any,
     ) -> Gateway:
         flags: dict[str, Any] = {
             "data_dir": data_dir,
@@ -82,7 +85,7 @@ def make_gateway(demo: DemoServer, data_dir: Path) -> Iterator[Callable[..., Gat
             **overrides,
         }
         settings = load_settings(flags, {})
-        gateway = start_gateway(settings, runner, environ)
+        gateway = start_gateway(settings, runner, environ, recorder)
         started.append(gateway)
         return gateway
 

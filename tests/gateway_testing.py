@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccgate.app import create_app
 from ccgate.config import Settings
@@ -55,6 +57,57 @@ def wait_until(predicate: Callable[[], bool], within: float = 15.0) -> bool:
     return predicate()
 
 
+@dataclass
+class Exchange:
+    """One HTTP request a gateway received, and the status it answered."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    status: int | None = None
+
+
+@dataclass
+class Recorder:
+    """ASGI middleware that records every HTTP request in front of a gateway."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """Return ``app`` with every HTTP request recorded here."""
+
+        async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            exchange = Exchange(scope["method"], scope["path"], headers, None)
+            self.exchanges.append(exchange)
+            chunks: list[bytes] = []
+
+            async def receive_body() -> Message:
+                message = await receive()
+                if message["type"] == "http.request":
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body"):
+                        raw = b"".join(chunks)
+                        try:
+                            exchange.body = json.loads(raw) if raw else None
+                        except ValueError:
+                            exchange.body = raw
+                return message
+
+            async def send_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    exchange.status = message["status"]
+                await send(message)
+
+            await app(scope, receive_body, send_status)
+
+        return recorded
+
+
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # pragma: no cover - uvicorn API differs
         pass
@@ -82,17 +135,22 @@ class Gateway:
 
 
 def start_gateway(
-    settings: Settings, runner: Any = None, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    runner: Any = None,
+    environ: Mapping[str, str] | None = None,
+    recorder: Recorder | None = None,
 ) -> Gateway:
     """Serve ``create_app(settings)`` on a free loopback port from a thread.
 
-    ``environ`` is the environment the gateway runs in (default: this process's).
+    ``environ`` is the environment the gateway runs in (default: this process's);
+    ``recorder`` records every request the gateway receives.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings, runner=runner, environ=environ)
-    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
+    served = recorder.wrap(app) if recorder is not None else app
+    config = uvicorn.Config(served, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
     server = _Server(config)
     server.capture_signals = lambda: _no_signals()  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

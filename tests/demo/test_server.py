@@ -85,6 +85,24 @@ async def test_thinking_streamed_and_not(client: anthropic.AsyncAnthropic) -> No
 
 
 @pytest.mark.asyncio
+async def test_omitted_thinking_display_keeps_only_the_signature(
+    client: anthropic.AsyncAnthropic,
+) -> None:
+    text = 'think [[demo: thinking="let me think" chunks=3]]'
+    omitted: Any = {"type": "adaptive", "display": "omitted"}
+    messages: Any = [{"role": "user", "content": text}]
+    events = await collect(client, messages=messages, thinking=omitted)
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert deltas == ["signature_delta"] + ["text_delta"] * 3
+    message = await client.messages.create(
+        model="m", max_tokens=100, messages=messages, thinking=omitted
+    )
+    thinking, answer = message.content
+    assert thinking.type == "thinking" and thinking.thinking == "" and thinking.signature
+    assert answer.type == "text" and answer.text == "You said: think"
+
+
+@pytest.mark.asyncio
 async def test_parallel_tool_uses_from_directives(client: anthropic.AsyncAnthropic) -> None:
     text = 'go [[demo: tool=get_weather input={"city": "Paris"} tool=get_time]]'
     async with client.messages.stream(

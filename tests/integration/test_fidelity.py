@@ -122,7 +122,15 @@ def test_thinking_runs_only_when_asked_and_maps_to_the_cli_s_settings(
             extra_body={"output_config": {"effort": "low"}},
             messages=[{"role": "user", "content": "adaptive and low"}],
         )
-    plain, effort_high, budgeted, adaptive_low = (r.body for r in model.conversation_requests())
+        # Claude Code as a client asks for thinking without its text.
+        omitted = ant.messages.create(
+            model="sonnet",
+            max_tokens=8000,
+            thinking={"type": "adaptive", "display": "omitted"},  # type: ignore[typeddict-unknown-key]
+            messages=[{"role": "user", "content": 'hidden [[demo: thinking="my plan"]]'}],
+        )
+    requests = [r.body for r in model.conversation_requests()]
+    plain, effort_high, budgeted, adaptive_low, adaptive_omitted = requests
     assert "thinking" not in plain and "output_config" not in plain
     assert effort_high["thinking"] == {"type": "adaptive", "display": "summarized"}
     assert effort_high["output_config"] == {"effort": "high"}
@@ -134,6 +142,11 @@ def test_thinking_runs_only_when_asked_and_maps_to_the_cli_s_settings(
     assert "output_config" not in budgeted
     assert adaptive_low["thinking"]["type"] == "adaptive"
     assert adaptive_low["output_config"] == {"effort": "low"}
+    # Asked for "omitted", the CLI sends its own "updates" display: no summarized text.
+    assert adaptive_omitted["thinking"]["display"] in ("omitted", "updates")
+    thinking, text = omitted.content
+    assert thinking.type == "thinking" and thinking.thinking == "" and thinking.signature
+    assert text.type == "text" and text.text == "You said: hidden"
 
 
 def _without_levers(demo: DemoServer, data_dir: Path) -> ClaudeRunner:

@@ -292,6 +292,11 @@ async def test_configuration_key_names_the_configuration_without_its_text() -> N
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", max_tokens=10).key
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking=Thinking(1024)).key
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", thinking=Thinking()).key
+    omitted = Thinking(display="omitted")
+    assert (
+        ProcessConfig("sonnet", "a secret system prompt", thinking=omitted).key
+        != ProcessConfig("sonnet", "a secret system prompt", thinking=Thinking()).key
+    )
     assert a.key != ProcessConfig("sonnet", "a secret system prompt", effort="low").key
     assert "secret" not in a.key
 

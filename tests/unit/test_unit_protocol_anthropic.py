@@ -95,6 +95,87 @@ def test_last_message_must_be_user(sonnet: ModelInfo) -> None:
     assert error.param == "messages"
 
 
+def test_inline_system_messages_join_the_user_turn_as_reminders(sonnet: ModelInfo) -> None:
+    # Claude Code sends its environment as a system message after the user's prompt.
+    env = [{"type": "text", "text": "# Environment\ncwd: /w", "cache_control": {"type": "x"}}]
+    turn = _turn(
+        sonnet,
+        system="Be terse.",
+        messages=[
+            {"role": "user", "content": "hello"},
+            {"role": "system", "content": env},
+            {"role": "assistant", "content": "hi"},
+            {"role": "system", "content": "mid-way note"},
+            {"role": "user", "content": "again"},
+        ],
+    )
+    assert turn.system == "Be terse."
+    assert [m.role for m in turn.messages] == ["user", "assistant", "user"]
+    assert turn.messages[0].text() == (
+        "hello\n\n<system-reminder>\n# Environment\ncwd: /w\n</system-reminder>"
+    )
+    assert turn.last.text() == "<system-reminder>\nmid-way note\n</system-reminder>\n\nagain"
+
+
+def test_a_system_message_may_end_the_conversation_or_be_empty(sonnet: ModelInfo) -> None:
+    turn = _turn(
+        sonnet,
+        messages=[
+            {"role": "user", "content": "hello"},
+            {"role": "system", "content": []},
+            {"role": "assistant", "content": "hi"},
+            {"role": "system", "content": "the date changed"},
+        ],
+    )
+    assert [m.role for m in turn.messages] == ["user", "assistant", "user"]
+    assert turn.messages[0].text() == "hello"
+    assert turn.last.text() == "<system-reminder>\nthe date changed\n</system-reminder>"
+
+
+def test_a_system_message_between_calls_and_results_keeps_the_round(sonnet: ModelInfo) -> None:
+    turn = _turn(
+        sonnet,
+        tools=[{"name": "Read", "input_schema": {"type": "object"}}],
+        messages=[
+            {"role": "user", "content": "read it"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}],
+            },
+            {"role": "system", "content": "a note"},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}],
+            },
+        ],
+    )
+    assert [m.role for m in turn.messages] == ["user", "assistant", "user"]
+    assert [r.tool_use_id for r in turn.last.tool_results] == ["t1"]
+
+
+def test_system_messages_hold_text_only(sonnet: ModelInfo) -> None:
+    error = _refused(
+        sonnet,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "tool_addition", "tool": {"name": "X"}}]},
+        ],
+    )
+    assert error.param == "messages.1.content.0"
+
+
+def test_deferred_tools_are_refused_first_naming_defer_loading(sonnet: ModelInfo) -> None:
+    error = _refused(
+        sonnet,
+        tools=[
+            {"name": "ToolSearch", "input_schema": {"type": "object"}},
+            {"name": "Later", "input_schema": {"type": "object"}, "defer_loading": True},
+        ],
+    )
+    assert error.param == "tools.1"
+    assert "defer_loading" in error.message
+
+
 def test_base64_image(sonnet: ModelInfo) -> None:
     turn = _turn(
         sonnet, messages=_image({"type": "base64", "media_type": "image/png", "data": PNG})
@@ -153,6 +234,12 @@ def test_thinking_budget(sonnet: ModelInfo) -> None:
     turn = _turn(sonnet, thinking={"type": "enabled", "budget_tokens": 2048})
     assert turn.thinking == Thinking(2048)
     assert _turn(sonnet, thinking={"type": "adaptive"}).thinking == Thinking()
+    for hidden in ("omitted", "updates"):
+        thinking = {"type": "adaptive", "display": hidden}
+        assert _turn(sonnet, thinking=thinking).thinking == Thinking(display="omitted")
+    for shown in ("summarized", "highlights"):
+        thinking = {"type": "enabled", "budget_tokens": 2048, "display": shown}
+        assert _turn(sonnet, thinking=thinking).thinking == Thinking(2048, "summarized")
     assert _turn(sonnet, thinking={"type": "disabled"}).thinking is None
     assert _turn(sonnet).thinking is None
 
@@ -197,6 +284,17 @@ def test_count_tokens() -> None:
     assert small >= 1
     assert big > small
     assert 150 <= big <= 250
+    noted = count_tokens(
+        CountTokensRequest.model_validate(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "system", "content": [{"type": "text", "text": "z" * 400}]},
+                ]
+            }
+        )
+    )
+    assert noted >= 100
 
 
 # --- message_from_events -------------------------------------------------------------------
@@ -310,6 +408,19 @@ def test_event_order_thinking_then_text() -> None:
     assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert delta["usage"]["output_tokens"] == 2
     assert delta["usage"]["input_tokens"] == 5
+
+
+def test_omitted_thinking_keeps_blocks_and_signatures_without_text() -> None:
+    stream = MessageStream("sonnet", thinking_text=False)
+    lines = stream.start()
+    for event in THINK_THEN_TEXT:
+        lines += stream.render(event)
+    deltas = [data["delta"] for name, data in _events("".join(lines)) if "delta" in data]
+    assert deltas[0] == {"type": "signature_delta", "signature": "sig-9"}
+    assert not any(d.get("type") == "thinking_delta" for d in deltas)
+    body = message_from_events(THINK_THEN_TEXT, "sonnet", thinking_text=False)
+    assert body["content"][0] == {"type": "thinking", "thinking": "", "signature": "sig-9"}
+    assert body["content"][1] == {"type": "text", "text": "Hello"}
 
 
 @pytest.mark.parametrize("reason", ["end_turn", "max_tokens", "stop_sequence", "refusal"])

@@ -133,6 +133,7 @@ def test_openai_text_after_results_joins_their_turn(sonnet: ModelInfo) -> None:
     [
         ({"tools": [{"type": "web_search"}]}, "tools[0]", "type 'function'"),
         ({"tools": [_fn(name="bad name!")]}, "tools[0]", "tool name"),
+        ({"tools": [_fn(name="ToolSearch")]}, "tools[0]", "reserved by Claude Code"),
         ({"tools": [_fn(), _fn()]}, "tools", "used twice"),
         (
             {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
@@ -420,6 +421,8 @@ def test_anthropic_tool_choice(sonnet: ModelInfo, choice: dict, expected: ToolCh
     [
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0", "server"),
         ({"tools": [{"name": "f"}]}, "tools.0", "input_schema"),
+        ({"tools": [{**ANT_TOOL, "name": "ToolSearch"}]}, "tools.0", "reserved"),
+        ({"tools": [{**ANT_TOOL, "defer_loading": True}]}, "tools.0", "defer_loading"),
         ({"tools": [{**ANT_TOOL, "input_schema": {"type": "array"}}]}, "tools.0", "type 'object'"),
         ({"tools": [ANT_TOOL], "tool_choice": {"type": "tool"}}, "tool_choice", "'tool'"),
         ({"tool_choice": {"type": "any"}}, "tool_choice", "needs tools"),

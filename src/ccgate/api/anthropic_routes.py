@@ -26,13 +26,15 @@ async def messages(
     turn = anthropic.to_turn(body, model, requested)
     session = session_key(request, body.session_id)
     ticket = await admit(state, client, "/v1/messages", model, requested)
+    thinking_text = anthropic.shows_thinking(turn)
     if body.stream:
-        renderer = anthropic.MessageStream(requested)
+        renderer = anthropic.MessageStream(requested, thinking_text=thinking_text)
         return await stream_turn(
             state, request, turn, ticket, session, renderer, ping=renderer.ping
         )
     events, headers = await collect_turn(state, request, turn, ticket, session)
-    return JSONResponse(anthropic.message_from_events(events, requested), headers=headers)
+    message = anthropic.message_from_events(events, requested, thinking_text=thinking_text)
+    return JSONResponse(message, headers=headers)
 
 
 @router.post("/v1/messages/count_tokens")

@@ -15,7 +15,8 @@ Directive grammar (several directives may appear; they are removed before echoin
     say="text"          answer exactly this text instead of the echo
     chunks=N            split text (and thinking) into N stream deltas
     delay=S             sleep S seconds between deltas
-    thinking="text"     emit a thinking block (with a signature) first
+    thinking="text"     emit a thinking block (with a signature) first; a request
+                        with thinking.display "omitted" gets the signature only
     tool=NAME           emit a tool_use block; repeat for parallel calls
     input={...}         the input of the preceding tool (default {})
     id=toolu_x          the id of the preceding tool (default toolu_demo_N)

@@ -51,6 +51,13 @@ class Answer:
     stop_sequence: str | None
     usage: dict[str, int]
     chunks: int
+    #: The request asked for ``thinking.display: omitted``: signatures without the text.
+    thinking_omitted: bool = False
+
+    @property
+    def shown_thinking(self) -> str:
+        """Return the thinking text the response carries (empty when omitted)."""
+        return "" if self.thinking_omitted else self.thinking or ""
 
     @property
     def signature(self) -> str:
@@ -91,6 +98,8 @@ def build_answer(reply: Reply, body: dict[str, Any], next_id: Callable[[str], st
         "output_tokens": max(1, out_chars // 4),
     }
     usage.update(reply.usage or {})
+    thinking_param = body.get("thinking")
+    omitted = isinstance(thinking_param, dict) and thinking_param.get("display") == "omitted"
     return Answer(
         id=next_id("msg"),
         model=str(body.get("model") or "demo"),
@@ -101,6 +110,7 @@ def build_answer(reply: Reply, body: dict[str, Any], next_id: Callable[[str], st
         stop_sequence=stop_sequence,
         usage=usage,
         chunks=max(1, reply.chunks),
+        thinking_omitted=omitted,
     )
 
 
@@ -109,7 +119,7 @@ def message_json(answer: Answer) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if answer.thinking is not None:
         content.append(
-            {"type": "thinking", "thinking": answer.thinking, "signature": answer.signature}
+            {"type": "thinking", "thinking": answer.shown_thinking, "signature": answer.signature}
         )
     if answer.has_text_block:
         content.append({"type": "text", "text": answer.text})
@@ -138,7 +148,7 @@ def stream_events(answer: Answer) -> Iterator[Event]:
     index = 0
     if answer.thinking is not None:
         yield _start(index, {"type": "thinking", "thinking": "", "signature": ""})
-        for piece in split_text(answer.thinking, answer.chunks):
+        for piece in split_text(answer.shown_thinking, answer.chunks):
             yield _delta(index, {"type": "thinking_delta", "thinking": piece})
         yield _delta(index, {"type": "signature_delta", "signature": answer.signature})
         yield _stop(index)

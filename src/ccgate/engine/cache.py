@@ -36,7 +36,9 @@ def cache_key(namespace: str, turn: TurnRequest) -> str | None:
         "conversation": fingerprints(turn.system, turn.messages)[-1],
         "max_tokens": turn.max_tokens,
         "stop": list(turn.stop_sequences),
-        "thinking": None if turn.thinking is None else [turn.thinking.budget_tokens],
+        "thinking": None
+        if turn.thinking is None
+        else [turn.thinking.budget_tokens, turn.thinking.display],
         "effort": turn.effort,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()

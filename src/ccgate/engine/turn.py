@@ -118,10 +118,12 @@ class Thinking:
     """Extended thinking the client asked for: adaptive, or with a token budget.
 
     A turn without it runs without thinking: the model thinks only when the
-    client asks.
+    client asks. ``display`` says whether the thinking text comes back
+    (``summarized``) or only its signature (``omitted``).
     """
 
     budget_tokens: int | None = None
+    display: Literal["summarized", "omitted"] = "summarized"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,8 @@ from ccgate.protocol.common import (
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
+    "SYSTEM_NOTE_CLOSE",
+    "SYSTEM_NOTE_OPEN",
     "CountTokensRequest",
     "MessageStream",
     "MessagesRequest",
@@ -53,8 +55,14 @@ __all__ = [
     "message_from_events",
     "model_info",
     "model_list",
+    "shows_thinking",
     "to_turn",
 ]
+
+
+#: How an inline system message reaches the model: as Claude Code words one in a user turn.
+SYSTEM_NOTE_OPEN = "<system-reminder>"
+SYSTEM_NOTE_CLOSE = "</system-reminder>"
 
 
 class _Loose(BaseModel):
@@ -76,7 +84,8 @@ class ContentBlock(_Loose):
 
 
 class InputMessage(_Loose):
-    role: Literal["user", "assistant"]
+    # ``system``: an inline system message (Claude Code sends its environment that way).
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
@@ -85,9 +94,16 @@ class SystemBlock(_Loose):
     text: str
 
 
+#: Thinking displays that return no thinking text: ``omitted`` (signatures only), and
+#: ``updates``, which Claude Code asks for in its place (short progress notes, not the text).
+_HIDDEN_THINKING = ("omitted", "updates")
+
+
 class ThinkingParam(_Loose):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(None, ge=1024)
+    # See ``_HIDDEN_THINKING``; any other display shows the text (summarized).
+    display: str | None = None
 
 
 class OutputConfig(_Loose):
@@ -153,6 +169,38 @@ def _parts(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _system_note(content: str | list[ContentBlock], param: str) -> tuple[Part, ...]:
+    """Return an inline system message as a ``<system-reminder>`` text of the user's turn.
+
+    That is how Claude Code itself words a system message for an upstream that
+    refuses them, and it keeps the note where it was in the conversation while
+    the system prompt (which names a conversation and its warm process) stays
+    the same from turn to turn.
+    """
+    if isinstance(content, str):
+        texts = [content]
+    else:
+        texts = []
+        for i, block in enumerate(content):
+            if block.type != "text":
+                where = f"{param}.{i}"
+                raise InvalidRequest(
+                    f"{where}: a system message may hold only 'text' blocks, not '{block.type}'",
+                    param=where,
+                )
+            texts.append(block.text or "")
+    text = "\n\n".join(t for t in texts if t.strip())
+    if not text:
+        return ()
+    return (TextPart(f"{SYSTEM_NOTE_OPEN}\n{text}\n{SYSTEM_NOTE_CLOSE}"),)
+
+
+def _message(message: InputMessage, param: str) -> Message:
+    if message.role == "system":
+        return Message("user", _system_note(message.content, param))
+    return Message(message.role, _parts(message.content, param))
+
+
 def _tool_use(block: ContentBlock, where: str) -> ToolCallPart:
     if not block.id or not block.name or not isinstance(block.input, dict):
         raise InvalidRequest(
@@ -199,6 +247,15 @@ def system_text(system: str | list[SystemBlock] | None) -> str | None:
 
 
 def _tools(req: MessagesRequest) -> tuple[ToolSpec, ...]:
+    # Checked first: a client that searches its tools (Claude Code) reads "defer_loading"
+    # in the refusal and sends its tools again without deferring any.
+    for i, tool in enumerate(req.tools or []):
+        if tool.get("defer_loading"):
+            raise InvalidRequest(
+                f"tools.{i}: defer_loading (tool search) is not supported; send every tool "
+                "without it",
+                param=f"tools.{i}",
+            )
     specs: list[ToolSpec] = []
     for i, tool in enumerate(req.tools or []):
         param = f"tools.{i}"
@@ -243,12 +300,19 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
     """Translate a Messages request into a turn, or raise InvalidRequest."""
     tools = _tools(req)
     choice = _choice(req, tools)
-    items = [
-        (f"messages.{i}", Message(m.role, _parts(m.content, f"messages.{i}.content")))
-        for i, m in enumerate(req.messages)
-    ]
-    check_tool_flow(items, tools if req.tools is not None else None)
-    messages = merge_roles([m for _, m in items])
+    spoken: list[tuple[str, Message]] = []
+    sent: list[Message] = []
+    for i, raw in enumerate(req.messages):
+        message = _message(raw, f"messages.{i}.content")
+        if raw.role != "system":
+            # System notes join the user turn they sit in; they neither make nor answer calls.
+            spoken.append((f"messages.{i}", message))
+        if message.parts or raw.role != "system":
+            sent.append(message)
+    check_tool_flow(spoken, tools if req.tools is not None else None)
+    messages = merge_roles(sent)
+    if not messages:
+        raise InvalidRequest("messages: there is no user message", param="messages")
     if messages[-1].role != "user":
         raise InvalidRequest(
             "messages: the last message must have role 'user' (prefilling the assistant's "
@@ -272,18 +336,26 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
     )
 
 
+def shows_thinking(turn: TurnRequest) -> bool:
+    """Tell whether the answer carries the thinking text (not with ``display: omitted``)."""
+    return turn.thinking is None or turn.thinking.display != "omitted"
+
+
 def _thinking(req: MessagesRequest) -> Thinking | None:
     """Return the thinking a request asks for: ``enabled`` (with its budget) or ``adaptive``."""
     if req.thinking is None or req.thinking.type == "disabled":
         return None
+    display: Literal["summarized", "omitted"] = (
+        "omitted" if req.thinking.display in _HIDDEN_THINKING else "summarized"
+    )
     if req.thinking.type == "adaptive":
-        return Thinking()
+        return Thinking(display=display)
     budget = req.thinking.budget_tokens or 1024
     if budget >= req.max_tokens:
         raise InvalidRequest(
             "thinking.budget_tokens must be less than max_tokens", param="thinking"
         )
-    return Thinking(budget)
+    return Thinking(budget, display)
 
 
 def count_tokens(req: CountTokensRequest) -> int:
@@ -313,8 +385,14 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
     }
 
 
-def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
-    """Build a ``message`` from a finished turn's (or segment's) events."""
+def message_from_events(
+    events: list[AgentEvent], model: str, *, thinking_text: bool = True
+) -> dict[str, Any]:
+    """Build a ``message`` from a finished turn's (or segment's) events.
+
+    ``thinking_text`` False (the client asked for ``display: omitted``) keeps the
+    thinking blocks with their signatures and without their text.
+    """
     content: list[dict[str, Any]] = []
     calls = {c.tool_use_id: c for c in calls_of(events)}
     for event in events:
@@ -331,7 +409,8 @@ def message_from_events(events: list[AgentEvent], model: str) -> dict[str, Any]:
         if isinstance(event, ThinkingDelta):
             if not content or content[-1]["type"] != "thinking":
                 content.append({"type": "thinking", "thinking": "", "signature": ""})
-            content[-1]["thinking"] += event.text
+            if thinking_text:
+                content[-1]["thinking"] += event.text
             if event.signature:
                 content[-1]["signature"] = event.signature
         elif isinstance(event, TextDelta):
@@ -382,8 +461,9 @@ def error_body(error: GatewayError) -> dict[str, Any]:
 class MessageStream:
     """Render a turn's events as the Messages API's SSE event sequence."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, thinking_text: bool = True) -> None:
         self._model = model
+        self._thinking_text = thinking_text
         self._index = -1
         self._open: str | None = None
         self._usage: Usage | None = None
@@ -443,7 +523,7 @@ class MessageStream:
             return [*self._switch("text"), self._delta({"type": "text_delta", "text": event.text})]
         if isinstance(event, ThinkingDelta):
             out = self._switch("thinking")
-            if event.text:
+            if event.text and self._thinking_text:
                 out.append(self._delta({"type": "thinking_delta", "thinking": event.text}))
             if event.signature:
                 out.append(self._delta({"type": "signature_delta", "signature": event.signature}))

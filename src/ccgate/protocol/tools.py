@@ -18,10 +18,13 @@ from jsonschema.validators import validator_for
 from ccgate.engine.turn import Message, ToolChoice, ToolSpec
 from ccgate.errors import InvalidRequest
 
-__all__ = ["MAX_TOOLS", "check_choice", "check_tool_flow", "tool_spec"]
+__all__ = ["MAX_TOOLS", "RESERVED_NAMES", "check_choice", "check_tool_flow", "tool_spec"]
 
 MAX_TOOLS = 128
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+#: Names Claude Code keeps for itself: a client tool named ``ToolSearch`` puts the CLI in
+#: its tool-search mode, which hides every other client tool behind its own ToolSearch.
+RESERVED_NAMES = frozenset({"ToolSearch"})
 
 
 def tool_spec(name: Any, description: Any, schema: Any, param: str) -> ToolSpec:
@@ -30,6 +33,12 @@ def tool_spec(name: Any, description: Any, schema: Any, param: str) -> ToolSpec:
         raise InvalidRequest(
             f"{param}: the tool name must be 1 to 64 letters, digits, '_' or '-', "
             f"got {str(name)[:80]!r}",
+            param=param,
+        )
+    if name in RESERVED_NAMES:
+        raise InvalidRequest(
+            f"{param}: the tool name '{name}' is reserved by Claude Code (it would hide the "
+            "other tools behind its own tool search); rename the tool",
             param=param,
         )
     if description is not None and not isinstance(description, str):

@@ -56,9 +56,13 @@ def fidelity_env(
 
 
 def thinking_option(thinking: Thinking | None) -> dict[str, object] | None:
-    """Return the SDK's ``thinking`` option for what the client asked (shown, not omitted)."""
+    """Return the SDK's ``thinking`` option for what the client asked (shown unless omitted)."""
     if thinking is None:
         return None
     if thinking.budget_tokens is None:
-        return {"type": "adaptive", "display": "summarized"}
-    return {"type": "enabled", "budget_tokens": thinking.budget_tokens, "display": "summarized"}
+        return {"type": "adaptive", "display": thinking.display}
+    return {
+        "type": "enabled",
+        "budget_tokens": thinking.budget_tokens,
+        "display": thinking.display,
+    }

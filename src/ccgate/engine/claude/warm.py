@@ -60,7 +60,9 @@ class ProcessConfig:
                 self.model,
                 self.system,
                 [[t.name, t.description, t.input_schema] for t in self.tools],
-                None if self.thinking is None else [self.thinking.budget_tokens],
+                None
+                if self.thinking is None
+                else [self.thinking.budget_tokens, self.thinking.display],
                 self.effort,
                 self.max_tokens,
             ],
