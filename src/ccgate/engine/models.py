@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -117,10 +118,15 @@ class Catalogue:
             self._add(model)
 
     @classmethod
-    def load(cls) -> Catalogue:
-        """Read the packaged ``models.json``."""
+    def load(cls, *, now: float | None = None) -> Catalogue:
+        """Read the packaged ``models.json``.
+
+        A model without a known release date reports ``now`` (default: the time of
+        loading) as its ``created``, when ccgate first saw it.
+        """
         raw = json.loads(resources.files("ccgate.engine").joinpath("models.json").read_text())
-        models = [replace(_from_json(m), rank=i) for i, m in enumerate(raw["models"])]
+        seen = int(time.time() if now is None else now)
+        models = [replace(_from_json(m, seen), rank=i) for i, m in enumerate(raw["models"])]
         return cls(models, tuple(raw.get("provider_prefixes", ())))
 
     # -- what the CLI says ------------------------------------------------------------
@@ -172,7 +178,7 @@ class Catalogue:
             if base is not None:
                 return replace(self._models[base], cli=key)
         if _CLAUDE_ID.match(key):
-            return self._guess(key, 0)
+            return self._guess(key, self._default().created)
         raise NotFound(
             f"The model '{_shown(name)}' does not exist or is not offered by this gateway. "
             f"Use a Claude model id or alias such as {', '.join(self._examples())} "
@@ -248,12 +254,12 @@ class Catalogue:
         return [m.id for m in self.models if m.current][:4] + ["sonnet"]
 
 
-def _from_json(raw: dict[str, Any]) -> ModelInfo:
+def _from_json(raw: dict[str, Any], seen: int) -> ModelInfo:
     return ModelInfo(
         id=raw["id"],
         cli=raw.get("cli", raw["id"]),
         display_name=raw["display_name"],
-        created=int(raw.get("created", 0)),
+        created=int(raw.get("created") or seen),
         aliases=tuple(raw.get("aliases", ())),
         context_window=int(raw["context_window"]),
         max_output=int(raw["max_output"]),
