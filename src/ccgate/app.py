@@ -24,7 +24,7 @@ from ccgate.api import (
     usage_routes,
 )
 from ccgate.api.accounting import Accounting
-from ccgate.api.errors import install_error_handlers
+from ccgate.api.errors import CatchAll, install_error_handlers
 from ccgate.api.limits import BodyLimit
 from ccgate.api.metrics import Gauges, Metrics
 from ccgate.api.probe import AuthProbe
@@ -219,4 +219,5 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
     app.include_router(health.router)
     app.include_router(docs.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CatchAll)  # outermost of ours: nothing unexpected escapes to uvicorn
     return app

@@ -1,14 +1,25 @@
-"""Render errors in the shape of the protocol a path belongs to; never leak a traceback."""
+"""Render errors in the shape of the protocol a path belongs to; never leak a traceback.
+
+Expected errors (a :class:`GatewayError`, a validation error, Starlette's 404
+and 405) are rendered by exception handlers. Anything else is caught by
+:class:`CatchAll`, which answers 500 in the protocol's shape and lets the
+connection live: Starlette's own last-resort handler re-raises after
+answering, and the server then closes the connection, resetting the next
+request a client had already sent on it.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccgate.engine.events import TurnError
 from ccgate.errors import (
@@ -16,8 +27,9 @@ from ccgate.errors import (
     CLICrashed,
     GatewayError,
     InvalidRequest,
-    NotFound,
+    MethodNotAllowed,
     RequestTooLarge,
+    RouteNotFound,
     TurnTimeout,
     Unavailable,
     UpstreamAuthError,
@@ -29,6 +41,7 @@ from ccgate.errors import (
 from ccgate.protocol import anthropic, loops, openai
 
 __all__ = [
+    "CatchAll",
     "error_body",
     "error_for_turn",
     "error_response",
@@ -95,25 +108,72 @@ def error_response(path: str, error: GatewayError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=error.headers())
 
 
+#: What pydantic puts in an error's location for the member of a union that was tried
+#: (``str``, ``list[ContentPart]``, ``QuotaBody``, ...): not a field, so not in ``param``.
+_UNION_MEMBER = re.compile(
+    r"(str|int|float|bool|none|bytes|(list|dict|tuple|set|literal|function-\w+)\[.*\]|[A-Z]\w*)"
+)
+
+
+def _param(loc: Any) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(p for p in parts if not _UNION_MEMBER.fullmatch(p))
+
+
 def _validation_message(exc: RequestValidationError) -> GatewayError:
     errors = exc.errors()
     if not errors:
         return InvalidRequest("the request body is not valid")
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    where = ".".join(loc)
+    where = _param(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         return InvalidRequest(
             "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
         )
-    if first.get("type") == "model_attributes_type" or (not loc and "dict" in first["msg"]):
+    if first.get("type") == "model_attributes_type" or (not where and "dict" in first["msg"]):
         return InvalidRequest("the request body must be a JSON object")
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return InvalidRequest(f"{where}: {first['msg']}{more}", param=where or None)
+    # The members of a union each say what they wanted: say it once, joined with "or".
+    here = [e for e in errors if _param(e.get("loc", ())) == where]
+    wanted = " or ".join(dict.fromkeys(str(e["msg"]) for e in here))
+    others = len(errors) - len(here)
+    more = f" (and {others} more problem(s))" if others else ""
+    return InvalidRequest(
+        f"{where}: {wanted}{more}" if where else wanted + more, param=where or None
+    )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """Return the methods some route takes on the request's path (asked of the routes)."""
+    allowed: set[str] = set()
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(r.matches(probe)[0] == Match.FULL for r in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
+def route_not_found(method: str, path: str) -> RouteNotFound:
+    """Return the error for a path no route has, saying how a base URL goes wrong."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return RouteNotFound(
+        f"Invalid URL ({method} {shown}): ccgate has no such route. Check the client's base "
+        "URL: OpenAI clients take http://<host>:<port>/v1, Anthropic clients "
+        "http://<host>:<port> (without /v1); GET /openapi.json lists every route."
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error, expected or not, answer in the protocol's own shape."""
+    """Make every expected error answer in the protocol's own shape (see :class:`CatchAll`)."""
 
     async def gateway(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
@@ -127,10 +187,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         error: GatewayError
         if exc.status_code == 404:
-            error = NotFound(f"no route {request.method} {request.url.path}")
+            error = route_not_found(request.method, request.url.path)
         elif exc.status_code == 405:
-            error = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}")
-            error.status = 405
+            allow = _allowed(request)
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path[:200]}; "
+                f"it takes {', '.join(allow)}",
+                allow=allow,
+            )
         elif exc.status_code == 401:
             error = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:
@@ -143,16 +207,43 @@ def install_error_handlers(app: FastAPI) -> None:
             error.status = exc.status_code
         return error_response(request.url.path, error)
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "request_crashed path=%s error=%s", request.url.path, type(exc).__name__, exc_info=exc
-        )
-        return error_response(
-            request.url.path,
-            GatewayError("ccgate hit an internal error; the details are in its log"),
-        )
-
     app.add_exception_handler(GatewayError, gateway)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(HTTPException, http)
-    app.add_exception_handler(Exception, unexpected)
+
+
+class CatchAll:
+    """ASGI middleware: answer an unexpected exception with a 500 in the protocol's shape.
+
+    The exception is logged (``request_crashed``) and not re-raised, so the server
+    keeps the connection open for the client's next request. An exception after
+    the response has started is re-raised: the answer is cut, and only closing
+    the connection tells the client so.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            path: str = scope.get("path", "")
+            log.error("request_crashed path=%s error=%s", path, type(exc).__name__, exc_info=exc)
+            if started:
+                raise
+            response = error_response(
+                path, GatewayError("ccgate hit an internal error; the details are in its log")
+            )
+            await response(scope, receive, send)
