@@ -14,6 +14,7 @@ from test_unit_app import FakeRunner, assert_anthropic_error, assert_openai_erro
 
 from ccgate.app import create_app
 from ccgate.config import load_settings
+from ccgate.protocol import strict_json
 
 ADMIN_KEY = "admin-key-for-input-tests-0123456789abcdef"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -68,6 +69,149 @@ def assert_loop_error(response: httpx.Response, status: int) -> dict[str, Any]:
     assert set(body) == {"error"} and set(body["error"]) == {"type", "code", "message"}
     error: dict[str, Any] = body["error"]
     return error
+
+
+# --- strict JSON ------------------------------------------------------------------------------
+
+
+def test_strict_json_keeps_valid_text() -> None:
+    text = '{"a": "\\ud83d\\ude00 caf\\u00e9 日本", "b": [1, 2.5, -0, null, true], "c": {}}'
+    assert strict_json.loads(text.encode()) == {
+        "a": "😀 café 日本",
+        "b": [1, 2.5, 0, None, True],
+        "c": {},
+    }
+    assert strict_json.loads(b'\xef\xbb\xbf{"bom": 1}') == {"bom": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b'{"a": "\\ud800"}', "a holds a lone UTF-16 surrogate"),
+        (b'{"a": ["ok", "x\\udfff"]}', "a[1] holds a lone UTF-16 surrogate"),
+        (b'{"a": "\\udc00\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"\\ud800": 1}', "a key in the body"),
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": 1e999}', "too large"),
+        (b'{"a": ' + b"9" * 401 + b"}", "more than 400 digits"),
+        (b'{"a": "\xff"}', "not valid UTF-8"),
+        (b'{"a": "\xed\xa0\x80"}', "not valid UTF-8"),
+        (b"[" * 65 + b"]" * 65, "nested more than 64"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 64"),
+    ],
+)
+def test_strict_json_refuses(body: bytes, needle: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as refused:
+        strict_json.loads(body)
+    assert needle in refused.value.msg
+
+
+def test_strict_json_depth_limit_is_inclusive() -> None:
+    assert strict_json.loads(b"[" * 64 + b"]" * 64) is not None
+
+
+# --- lone surrogates are a 400, in the protocol's shape, before any turn ------------------------
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+ANT_TOOL = {"name": "f", "input_schema": {"type": "object"}}
+SURROGATE_CASES: list[tuple[str, str, Any]] = [
+    ("openai", CHAT, chat(messages=[{"role": "user", "content": "hi \ud800"}])),
+    ("openai", CHAT, chat(messages=[{"role": "system", "content": "\udfff"}, *chat()["messages"]])),
+    ("openai", CHAT, chat(tools=[{**TOOL, "function": {"name": "f\ud800", "parameters": {}}}])),
+    (
+        "openai",
+        CHAT,
+        chat(tools=[{**TOOL, "function": {**TOOL["function"], "description": "\ud800"}}]),
+    ),  # noqa: E501
+    ("openai", CHAT, chat(model="sonnet\ud800")),
+    ("anthropic", MESSAGES, messages(messages=[{"role": "user", "content": "\ud800"}])),
+    ("anthropic", MESSAGES, messages(system="be \udc00 brief")),
+    ("anthropic", MESSAGES, messages(tools=[{**ANT_TOOL, "description": "\ud800"}])),
+    (
+        "anthropic",
+        MESSAGES + "/count_tokens",
+        {"model": "\ud800", "messages": [{"role": "user", "content": "x"}]},
+    ),  # noqa: E501
+    ("loops", "/v1/loops", {"title": "\ud800"}),
+    ("loops", "/v1/loops", {"metadata": {"k": ["\ud800"]}}),
+    ("loops", "/v1/loops", {"model": "\ud800"}),
+    ("openai", "/admin/keys", {"name": "\ud800"}),
+    ("openai", "/admin/keys", {"name": "n", "models": ["\udfff"]}),
+]
+
+
+@pytest.mark.parametrize(("shape", "path", "body"), SURROGATE_CASES)
+async def test_lone_surrogate_is_refused_with_the_protocols_400(
+    client: httpx.AsyncClient, runner: FakeRunner, shape: str, path: str, body: Any
+) -> None:
+    response = await client.post(
+        path, content=raw(body), headers={"content-type": "application/json", **ADMIN}
+    )
+    if shape == "openai":
+        error = assert_openai_error(response, 400)
+        assert error["type"] == "invalid_request_error"
+    elif shape == "anthropic":
+        error = assert_anthropic_error(response, 400)
+        assert error["type"] == "invalid_request_error"
+    else:
+        error = assert_loop_error(response, 400)
+        assert error["type"] == "invalid_request_error"
+    assert "lone UTF-16 surrogate" in error["message"]
+    assert runner.turns == []
+
+
+async def test_lone_surrogate_in_an_admin_update(client: httpx.AsyncClient) -> None:
+    made = await client.post("/admin/keys", json={"name": "k"}, headers=ADMIN)
+    response = await client.patch(
+        f"/admin/keys/{made.json()['id']}",
+        content=raw({"name": "\ud800"}),
+        headers={"content-type": "application/json", **ADMIN},
+    )
+    assert "lone UTF-16 surrogate" in assert_openai_error(response, 400)["message"]
+
+
+async def test_non_finite_metadata_is_refused_and_loops_still_list(
+    client: httpx.AsyncClient,
+) -> None:
+    for body in (b'{"metadata": {"a": NaN}}', b'{"metadata": {"a": 1e999}}'):
+        response = await client.post(
+            "/v1/loops", content=body, headers={"content-type": "application/json"}
+        )
+        assert_loop_error(response, 400)
+    assert (await client.get("/v1/loops")).status_code == 200
+
+
+async def test_deep_nesting_is_a_400(client: httpx.AsyncClient, runner: FakeRunner) -> None:
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"k": deep}
+    response = await client.post("/v1/loops", json={"metadata": deep})
+    assert "nested more than" in assert_loop_error(response, 400)["message"]
+    response = await client.post(CHAT, json=chat(tools=[{**TOOL, "function": deep}]))
+    assert_openai_error(response, 400)
+    assert runner.turns == []
+
+
+async def test_every_route_with_a_body_reads_it_as_strict_json(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    checked = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if "requestBody" not in operation:
+                continue
+            url = path.replace("{", "").replace("}", "")  # any id: the body is read first
+            response = await client.request(
+                method,
+                url,
+                content=b'{"x": "\\ud800"}',
+                headers={"content-type": "application/json", **ADMIN},
+            )
+            assert response.status_code == 400, (method, path, response.text)
+            assert "lone UTF-16 surrogate" in response.text
+            checked += 1
+    assert checked >= 8
 
 
 # --- 404 and 405 --------------------------------------------------------------------------------

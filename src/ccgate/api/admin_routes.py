@@ -8,13 +8,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ccgate.api.auth import Admin
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
 from ccgate.protocol.admin import KeyCreate, KeyUpdate, key_object, parse_time, usage_object
 from ccgate.store.keys import Quota
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["Admin"])
+router = APIRouter(prefix="/admin", tags=["Admin"], route_class=GatewayRoute)
 
 
 def _models(state: AppState, names: list[str] | None) -> tuple[str, ...] | None:

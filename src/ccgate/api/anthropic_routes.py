@@ -6,13 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Anthropic-compatible"])
+router = APIRouter(tags=["Anthropic-compatible"], route_class=GatewayRoute)
 
 
 @router.post("/v1/messages", response_model=None)

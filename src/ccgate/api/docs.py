@@ -9,10 +9,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 
 __all__ = ["as_served", "router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=GatewayRoute)
 
 
 @router.get("/openapi.json")

@@ -11,11 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccgate import __version__
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 
 __all__ = ["public_upstream", "router"]
 
-router = APIRouter(tags=["Operations"])
+router = APIRouter(tags=["Operations"], route_class=GatewayRoute)
 
 
 def public_upstream(url: str | None) -> str:

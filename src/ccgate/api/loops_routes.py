@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 
 from ccgate.api.auth import Caller, Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
 from ccgate.api.turns import PING_EVERY, SSEResponse
 from ccgate.engine.loop_events import Failed, Interrupted, is_final
@@ -20,7 +21,7 @@ from ccgate.store.loops import LoopRecord
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/loops", tags=["Loops"])
+router = APIRouter(prefix="/v1/loops", tags=["Loops"], route_class=GatewayRoute)
 
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {

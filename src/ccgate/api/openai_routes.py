@@ -8,13 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import openai
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["OpenAI-compatible"])
+router = APIRouter(tags=["OpenAI-compatible"], route_class=GatewayRoute)
 
 
 @router.post("/v1/chat/completions", response_model=None)

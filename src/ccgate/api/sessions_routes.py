@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.errors import NotFound
 from ccgate.store.sessions import SessionRecord
 
 __all__ = ["router", "session_object"]
 
-router = APIRouter(tags=["Sessions"])
+router = APIRouter(tags=["Sessions"], route_class=GatewayRoute)
 
 
 def session_object(record: SessionRecord, ttl: float, now: float | None = None) -> dict[str, Any]:

@@ -7,12 +7,13 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.protocol.admin import parse_time, usage_object
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Usage"])
+router = APIRouter(tags=["Usage"], route_class=GatewayRoute)
 
 
 @router.get("/v1/usage")
