@@ -214,6 +214,74 @@ async def test_every_route_with_a_body_reads_it_as_strict_json(client: httpx.Asy
     assert checked >= 8
 
 
+# --- session keys -------------------------------------------------------------------------------
+
+
+BAD_KEYS: list[bytes] = [
+    "日本語".encode(),
+    "😀".encode(),
+    "\u202eab".encode(),
+    b"caf\xe9",
+    b"a\x00b",
+    b"a\r\nb",
+    b"my session",
+    b"a/b",
+    b"k" * 257,
+]
+
+
+@pytest.mark.parametrize("header", ["X-Session-Id", "x-opencode-session"])
+@pytest.mark.parametrize("key", BAD_KEYS, ids=range(len(BAD_KEYS)))
+async def test_a_session_key_that_cannot_be_echoed_is_refused_before_the_turn(
+    client: httpx.AsyncClient, runner: FakeRunner, header: str, key: bytes
+) -> None:
+    response = await client.post(CHAT, json=chat(), headers={header: key})
+    error = assert_openai_error(response, 400)
+    assert error["code"] == "invalid_session_key"
+    assert error["param"] == header
+    assert "256" in error["message"] and "A-Z a-z 0-9" in error["message"]
+    response = await client.post(MESSAGES, json=messages(), headers={header: key})
+    assert_anthropic_error(response, 400)
+    assert runner.turns == []
+    usage = (await client.get("/v1/usage")).json()
+    assert usage["totals"]["requests"] == 0  # nothing was billed
+
+
+@pytest.mark.parametrize("key", ["日本", "😀", "a\x00b", "line\nbreak", "a" * 257, "x y"])
+async def test_a_body_session_id_that_cannot_be_echoed_is_refused(
+    client: httpx.AsyncClient, runner: FakeRunner, key: str
+) -> None:
+    error = assert_openai_error(await client.post(CHAT, json=chat(session_id=key)), 400)
+    assert (error["code"], error["param"]) == ("invalid_session_key", "session_id")
+    error = assert_anthropic_error(await client.post(MESSAGES, json=messages(session_id=key)), 400)
+    assert "session key" in error["message"]
+    assert runner.turns == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "0b3c1f5e-8a7d-4c21-9e0f-2a6b8c4d1e3f",  # UUID
+        "ses_6f1e2d3c4b5a69788776655aBcD",  # opencode
+        "01HZX3JQ5V8K2M4N6P7R9S0T1V",  # ULID
+        "trip-planner.v2",  # slug
+        "user@example.com:chat_1+a=b~c",
+        "k" * 256,
+    ],
+)
+async def test_real_client_session_ids_pass_and_are_echoed(
+    client: httpx.AsyncClient, runner: FakeRunner, key: str
+) -> None:
+    response = await client.post(CHAT, json=chat(), headers={"X-Session-Id": key})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-session-id"] == key
+    response = await client.post(MESSAGES, json=messages(session_id=key, messages=[
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "again"}]))  # fmt: skip
+    assert response.headers["x-session-id"] == key
+    assert (await client.get(f"/v1/sessions/{key}")).json()["key"] == key
+
+
 # --- 404 and 405 --------------------------------------------------------------------------------
 
 
