@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -280,6 +281,116 @@ async def test_real_client_session_ids_pass_and_are_echoed(
         {"role": "user", "content": "again"}]))  # fmt: skip
     assert response.headers["x-session-id"] == key
     assert (await client.get(f"/v1/sessions/{key}")).json()["key"] == key
+
+
+# --- types the schema does not allow are not coerced --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (chat(stream=0), "stream"),
+        (chat(stream="true"), "stream"),
+        (chat(max_tokens="5"), "max_tokens"),
+        (chat(max_tokens=5.0), "max_tokens"),
+        (chat(max_tokens=True), "max_tokens"),
+        (chat(n="1"), "n"),
+        (chat(messages=[{"role": "user", "content": 5}]), "messages.0.content"),
+        (chat(stream_options={"include_usage": 1}), "stream_options.include_usage"),
+        (chat(session_id=7), "session_id"),
+    ],
+)
+async def test_openai_coercions_are_refused(
+    client: httpx.AsyncClient, runner: FakeRunner, body: dict[str, Any], param: str
+) -> None:
+    error = assert_openai_error(await client.post(CHAT, json=body), 400)
+    assert error["param"] is not None and error["param"].startswith(param)
+    assert runner.turns == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        messages(stream=0),
+        messages(max_tokens="100"),
+        messages(max_tokens=True),
+        messages(system=5),
+        messages(stop_sequences="x"),
+        messages(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
+    ],
+)
+async def test_anthropic_coercions_are_refused(
+    client: httpx.AsyncClient, runner: FakeRunner, body: dict[str, Any]
+) -> None:
+    assert_anthropic_error(await client.post(MESSAGES, json=body), 400)
+    assert runner.turns == []
+
+
+@pytest.mark.parametrize("body", [{"title": 5}, {"metadata": []}, {"permission_mode": 1}])
+async def test_loop_coercions_are_refused(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    assert_loop_error(await client.post("/v1/loops", json=body), 400)
+
+
+# --- admin keys ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expires_at", [False, True, 0, 1, "0", "1970-01-02", "2001-01-01T00:00:00Z", "1" * 13]
+)
+async def test_a_key_created_already_expired_is_refused(
+    client: httpx.AsyncClient, expires_at: Any
+) -> None:
+    response = await client.post(
+        "/admin/keys", json={"name": "k", "expires_at": expires_at}, headers=ADMIN
+    )
+    error = assert_openai_error(response, 400)
+    assert error["param"] == "expires_at"
+    keys = (await client.get("/admin/keys", headers=ADMIN)).json()["data"]
+    assert keys == []
+
+
+async def test_expiry_in_the_past_says_what_to_do(client: httpx.AsyncClient) -> None:
+    past = time.time() - 5
+    response = await client.post(
+        "/admin/keys", json={"name": "k", "expires_at": past}, headers=ADMIN
+    )
+    error = assert_openai_error(response, 400)
+    assert error["code"] == "expiry_in_past"
+    assert "in the past" in error["message"] and "null" in error["message"]
+
+
+async def test_a_future_expiry_is_kept_and_an_update_cannot_set_a_past_one(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await client.post(
+        "/admin/keys", json={"name": "k", "expires_at": "2999-01-01"}, headers=ADMIN
+    )
+    assert made.status_code == 201, made.text
+    key_id = made.json()["id"]
+    response = await client.patch(f"/admin/keys/{key_id}", json={"expires_at": 0}, headers=ADMIN)
+    assert assert_openai_error(response, 400)["code"] == "expiry_in_past"
+    response = await client.patch(f"/admin/keys/{key_id}", json={"expires_at": None}, headers=ADMIN)
+    assert response.json()["expires_at"] is None
+
+
+async def test_quota_limits_beyond_what_is_stored_are_a_400(client: httpx.AsyncClient) -> None:
+    for quota in ({"requests_per_day": 2**64}, {"budget_usd_per_month": 1e300}):
+        response = await client.post(
+            "/admin/keys", json={"name": "k", "quota": quota}, headers=ADMIN
+        )
+        assert_openai_error(response, 400)
+
+
+@pytest.mark.parametrize("since", ["1" * 400, "9" * 20, "2026-13-45", "nan", "-1", "\x00"])
+async def test_usage_times_out_of_range_are_a_400(client: httpx.AsyncClient, since: str) -> None:
+    assert_openai_error(await client.get("/v1/usage", params={"since": since}), 400)
+    response = await client.get("/admin/usage", params={"until": since}, headers=ADMIN)
+    assert_openai_error(response, 400)
+
+
+@pytest.mark.parametrize("since", ["0001-01-01", "2020-02-29T23:59:59.5+05:30", "1700000000.25"])
+async def test_usage_takes_any_date(client: httpx.AsyncClient, since: str) -> None:
+    assert (await client.get("/v1/usage", params={"since": since})).status_code == 200
 
 
 # --- 404 and 405 --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -10,7 +11,14 @@ from fastapi.responses import JSONResponse
 from ccgate.api.auth import Admin
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
-from ccgate.protocol.admin import KeyCreate, KeyUpdate, key_object, parse_time, usage_object
+from ccgate.protocol.admin import (
+    KeyCreate,
+    KeyUpdate,
+    key_object,
+    parse_expiry,
+    parse_time,
+    usage_object,
+)
 from ccgate.store.keys import Quota
 
 __all__ = ["router"]
@@ -32,7 +40,7 @@ async def create_key(body: KeyCreate, state: State, admin: Admin) -> JSONRespons
         body.name,
         quota=body.quota.to_quota() if body.quota else None,
         models=_models(state, body.models),
-        expires_at=parse_time(body.expires_at, "expires_at"),
+        expires_at=parse_expiry(body.expires_at, "expires_at", now=time.time()),
     )
     return JSONResponse(key_object(made.record, made.key), status_code=201)
 
@@ -64,7 +72,7 @@ async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -
     if "disabled" in given and body.disabled is not None:
         changes["disabled"] = body.disabled
     if "expires_at" in given:
-        changes["expires_at"] = parse_time(body.expires_at, "expires_at")
+        changes["expires_at"] = parse_expiry(body.expires_at, "expires_at", now=time.time())
     return key_object(await state.keys.update(key_id, **changes))
 
 

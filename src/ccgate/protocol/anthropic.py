@@ -53,7 +53,9 @@ __all__ = [
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are ignored, but known ones keep their JSON type: "stream": 0 or
+    # "max_tokens": "5" is a 400, as the OpenAPI schema says, not quietly coerced.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentBlock(_Loose):

@@ -61,7 +61,7 @@ METADATA_MAX = 16 * 1024
 class LoopCreate(BaseModel):
     """The body of ``POST /v1/loops``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str | None = Field(None, max_length=200, description="At most 200 characters.")
     metadata: dict[str, Any] | None = Field(
@@ -78,7 +78,7 @@ class LoopCreate(BaseModel):
 class LoopMessage(BaseModel):
     """The body of ``POST /v1/loops/{id}/messages``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     content: str = Field(min_length=1, description="The message, at most 1 MB.")
     permission_mode: str | None = Field(

@@ -57,7 +57,9 @@ _THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are ignored, but known ones keep their JSON type: "stream": 0 or
+    # "max_tokens": "5" is a 400, as the OpenAPI schema says, not quietly coerced.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ImageURL(_Loose):
