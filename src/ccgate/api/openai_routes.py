@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import Client
+from ccgate.api.openapi import CHAT_200, MODEL_200, MODELS_200, errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
@@ -18,7 +19,11 @@ __all__ = ["router"]
 router = APIRouter(tags=["OpenAI-compatible"], route_class=GatewayRoute)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={**CHAT_200, **errors("openai", 402, 403, 404, 429, 502, 503, 504)},
+)
 async def chat_completions(
     body: openai.ChatCompletionRequest, request: Request, state: State, client: Client
 ) -> Response:
@@ -37,13 +42,13 @@ async def chat_completions(
     return JSONResponse(openai.completion_from_events(events, requested), headers=headers)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=MODELS_200)
 async def list_models(state: State, client: Client) -> dict[str, Any]:
     """List the models this gateway offers."""
     return {"object": "list", "data": [openai.model_object(m) for m in state.catalogue.models]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses={**MODEL_200, **errors("openai", 404)})
 async def get_model(model_id: str, state: State, client: Client) -> dict[str, Any]:
     """Describe one model (any accepted name or alias)."""
     return openai.model_object(state.catalogue.resolve(model_id))

@@ -58,7 +58,20 @@ class QuotaBody(BaseModel):
 class KeyCreate(BaseModel):
     """The body of ``POST /admin/keys``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "ci-bot",
+                    "quota": {"requests_per_day": 1000, "budget_usd_per_month": 20},
+                    "models": ["sonnet"],
+                    "expires_at": "2099-12-31",
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=200)
     quota: QuotaBody | None = None
@@ -87,8 +100,10 @@ TIME_SCHEMA: dict[str, Any] = {
         {"type": "string", "format": "date-time"},
         {"type": "string", "format": "date"},
         {"type": "string", "pattern": "^[0-9]{1,11}(\\.[0-9]{1,6})?$"},
+        {"type": "string", "maxLength": 0},
     ],
-    "description": "Unix seconds, or an ISO 8601 date or date-time (UTC unless it says).",
+    "description": "Unix seconds, or an ISO 8601 date or date-time (UTC unless it says); "
+    "empty or left out: no bound.",
 }
 
 

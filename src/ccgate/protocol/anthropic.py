@@ -90,6 +90,12 @@ class ThinkingParam(_Loose):
 class CountTokensRequest(_Loose):
     """The body of ``POST /v1/messages/count_tokens``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model": "sonnet", "messages": [{"role": "user", "content": "Hello"}]}]
+        }
+    )
+
     model: str | None = None
     messages: list[InputMessage] = Field(min_length=1)
     system: str | list[SystemBlock] | None = None
@@ -98,6 +104,19 @@ class CountTokensRequest(_Loose):
 
 class MessagesRequest(CountTokensRequest):
     """The body of ``POST /v1/messages``; unknown harmless fields are ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sonnet",
+                    "max_tokens": 200,
+                    "system": "Answer briefly.",
+                    "messages": [{"role": "user", "content": "What is a gateway?"}],
+                }
+            ]
+        }
+    )
 
     max_tokens: int = Field(ge=1)
     stream: bool = False

@@ -88,6 +88,21 @@ class StreamOptions(_Loose):
 class ChatCompletionRequest(_Loose):
     """The body of ``POST /v1/chat/completions``; unknown harmless fields are ignored."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sonnet",
+                    "messages": [
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "What is a gateway?"},
+                    ],
+                    "max_tokens": 200,
+                }
+            ]
+        }
+    )
+
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
