@@ -1,8 +1,9 @@
-"""Bad input never costs a turn, a connection or a 500 (fake runner, loopback ASGI only)."""
+"""Bad input never costs a turn, a connection or a 500 (fake runner; ASGI, one real server)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from test_unit_app import FakeRunner, assert_anthropic_error, assert_openai_erro
 from ccgate.app import create_app
 from ccgate.config import load_settings
 from ccgate.protocol import strict_json
+from gateway_testing import start_gateway
 
 ADMIN_KEY = "admin-key-for-input-tests-0123456789abcdef"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -445,3 +447,46 @@ async def test_an_unexpected_error_is_a_500_in_the_protocols_shape(tmp_path: Pat
         error = assert_openai_error(await client.get("/health"), 500)
     assert error["type"] == "server_error"
     assert "a bug" not in error["message"] and "log" in error["message"]
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (with a Content-Length) from ``sock``."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        rest += chunk
+    buffer[:] = rest[length:]
+    return int(lines[0].split()[1]), headers, rest[:length]
+
+
+def test_an_unexpected_error_does_not_reset_the_next_request_on_the_connection(
+    tmp_path: Path,
+) -> None:
+    runner = CrashingRunner()
+    gateway = start_gateway(load_settings({"data_dir": tmp_path / "data"}, {}), runner)
+    try:
+        runner.armed = True
+        port = int(gateway.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            # Both requests at once: the second is already on the wire when the first fails.
+            sock.sendall(
+                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            buffer = bytearray()
+            status, headers, body = _read_response(sock, buffer)
+            assert status == 500 and headers.get("connection") != "close"
+            assert json.loads(body)["error"]["type"] == "server_error"
+            status, _, body = _read_response(sock, buffer)
+            assert status == 200 and json.loads(body)["object"] == "list"
+    finally:
+        gateway.stop()
