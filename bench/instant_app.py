@@ -1,9 +1,9 @@
 """ccgate's real app with a runner that answers instantly, for ``bench/overhead.py``.
 
-``InstantRunner`` keeps the :class:`ccgate.engine.runner.Runner` contract without a
-Claude Code CLI: every turn yields ``TurnStarted``, two ``TextDelta`` pieces (``ok: ``
-and the new user message's text, so a client can check it got its own answer), a
-complete ``Usage`` with a cost, and ``TurnEnd()`` -- no sleep, no I/O, no process.
+``InstantRunner`` keeps the :class:`ccgate.engine.runner.Runner` contract (every method of
+the protocol) without a Claude Code CLI: every turn yields ``TurnStarted``, two ``TextDelta``
+pieces (``ok: `` and the new user message's text, so a client can check it got its own
+answer), a complete ``Usage`` with a cost, and ``TurnEnd()`` -- no sleep, no I/O, no process.
 
 ``create()`` is a uvicorn app factory: it builds ``create_app(settings, runner=...)``
 from the ``CCGATE_*`` variables of its environment (``load_settings({}, os.environ)``)
@@ -17,6 +17,7 @@ The benchmark serves it as a subprocess::
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncGenerator
 
 from fastapi import FastAPI
@@ -56,6 +57,17 @@ class InstantRunner:
     def live_processes(self) -> int:
         """Return 0: this runner never starts a process."""
         return 0
+
+    def new_session(self, turn: TurnRequest) -> str:
+        """Return a fresh session id: nothing is started ahead for any conversation."""
+        return str(uuid.uuid4())
+
+    def release(self, cli_session_id: str) -> None:
+        """Do nothing: no process holds a session's state."""
+
+    def pool_status(self) -> dict[str, object]:
+        """Return an empty mapping: nothing is kept warm."""
+        return {}
 
     def stop_all(self, reason: str) -> None:
         """Do nothing: a turn of this runner is over before anything could stop it."""

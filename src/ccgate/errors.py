@@ -8,9 +8,11 @@ turn it into that protocol's shape::
     GatewayError                      500  server error
     ├── ConfigError                        refused settings (start-up only)
     ├── InvalidRequest                400  malformed or meaningless input
+    │   └── MethodNotAllowed          405  the route exists, not with this method
     ├── AuthenticationFailed          401  missing or wrong client key
     ├── PermissionDenied              403  key not allowed to do this
-    ├── NotFound                      404  unknown model, route or object
+    ├── NotFound                      404  unknown model or object
+    │   └── RouteNotFound             404  no such route (a base URL or path mistake)
     ├── Conflict                      409  the request conflicts with an earlier one
     ├── MisdirectedRequest            421  a Host this gateway does not answer to
     ├── RequestTooLarge               413  body over ``max_body_bytes``
@@ -38,6 +40,7 @@ __all__ = [
     "Conflict",
     "GatewayError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "MisdirectedRequest",
     "NotFound",
     "PermissionDenied",
@@ -45,6 +48,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RequestTooLarge",
+    "RouteNotFound",
     "TurnTimeout",
     "Unavailable",
     "UpstreamAuthError",
@@ -105,6 +109,21 @@ class InvalidRequest(GatewayError):
     should_retry = False
 
 
+class MethodNotAllowed(InvalidRequest):
+    """The route exists but does not take this method; ``allow`` lists those it takes."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        """Return the error's headers, with ``Allow`` (RFC 9110 requires it on a 405)."""
+        return {**super().headers(), "allow": ", ".join(self.allow)}
+
+
 class AuthenticationFailed(GatewayError):
     """The client's key is missing or wrong."""
 
@@ -125,13 +144,19 @@ class PermissionDenied(GatewayError):
 
 
 class NotFound(GatewayError):
-    """An unknown model, route or object."""
+    """An unknown model or object (``code`` says which: ``model_not_found``, ...)."""
 
     status = 404
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
     code = "not_found"
     should_retry = False
+
+
+class RouteNotFound(NotFound):
+    """No route has this path: the client's base URL or path is wrong, not its model."""
+
+    code = "route_not_found"
 
 
 class Conflict(GatewayError):

@@ -18,7 +18,7 @@ from ccgate.config import Settings
 from ccgate.engine.keys import KeyManager
 from ccgate.engine.models import Catalogue
 from ccgate.errors import InvalidRequest, NotFound
-from ccgate.protocol.admin import key_object, parse_time
+from ccgate.protocol.admin import key_object, parse_expiry
 from ccgate.store.database import Database
 from ccgate.store.keys import KeyRecord, Quota, SqlKeyStore
 
@@ -153,13 +153,7 @@ def _models(names: str | None) -> tuple[str, ...] | None:
 
 
 def _expiry(value: str | None) -> float | None:
-    stamp = parse_time(value, "--expires-at")
-    if stamp is not None and stamp <= time.time():
-        raise InvalidRequest(
-            f"--expires-at is in the past ({format_time(stamp)} UTC); "
-            "give a later time, or leave it out for a key that does not expire"
-        )
-    return stamp
+    return parse_expiry(value, "--expires-at", now=time.time())
 
 
 def _check(name: str, quota: dict[str, Any], models: str | None, expires: str | None) -> _NewKey:

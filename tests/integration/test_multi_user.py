@@ -364,15 +364,26 @@ def test_an_expired_key_is_refused(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
     gateway = _multi(make_gateway)
-    expired = _make_key(gateway, "old", expires_at=time.time() - 60)
+    soon = _make_key(gateway, "old", expires_at=time.time() + 1)
     current = _make_key(gateway, "new", expires_at="2999-12-31T00:00:00Z")
-    with _oai(gateway, expired["key"]) as client, pytest.raises(openai.AuthenticationError) as e:
+
+    def refused(key: str) -> bool:
+        return _get(gateway, "/v1/models", key).status_code == 401
+
+    assert wait_until(lambda: refused(soon["key"]), within=15)
+    with _oai(gateway, soon["key"]) as client, pytest.raises(openai.AuthenticationError) as e:
         client.models.list()
     assert "expired" in e.value.message
     with _oai(gateway, current["key"]) as client:
         assert len(client.models.list().data) > 0
         path = f"/admin/keys/{current['id']}"
-        assert _admin(gateway, "PATCH", path, json={"expires_at": 1_000_000}).status_code == 200
+        # A time already passed would make a dead key: refused, and the key goes on working.
+        past = _admin(gateway, "PATCH", path, json={"expires_at": 1_000_000})
+        assert past.status_code == 400 and past.json()["error"]["code"] == "expiry_in_past"
+        assert len(client.models.list().data) > 0
+        moved = _admin(gateway, "PATCH", path, json={"expires_at": time.time() + 1})
+        assert moved.status_code == 200
+        assert wait_until(lambda: refused(current["key"]), within=15)
         with pytest.raises(openai.AuthenticationError):
             client.models.list()
 

@@ -8,10 +8,19 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import jsonschema
 import pytest
 
 from ccgate.engine.claude.agent import Decision
-from ccgate.engine.events import TextDelta, ToolResult, TurnEnd, TurnError, TurnStarted, Usage
+from ccgate.engine.events import (
+    TextDelta,
+    ThinkingDelta,
+    ToolResult,
+    TurnEnd,
+    TurnError,
+    TurnStarted,
+    Usage,
+)
 from ccgate.engine.gate import Gate
 from ccgate.engine.hub import Hub
 from ccgate.engine.loop_events import (
@@ -29,6 +38,7 @@ from ccgate.engine.loop_events import (
     load,
 )
 from ccgate.engine.loop_runtime import LoopRuntime, TurnLog, summarize
+from ccgate.engine.loops import PERMISSION_MODES
 from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge
 from ccgate.protocol import loops as wire
 from ccgate.store.loops import LoopRecord
@@ -423,3 +433,38 @@ def test_metadata_is_measured_in_bytes_of_compact_json() -> None:
     assert wire.check_metadata({"x": "é" * 8_000})  # 16,000 bytes: fits
     with pytest.raises(InvalidRequest):
         wire.check_metadata({"x": "é" * 8_200})
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Queued(1, "turn_1"),
+        Started("turn_1", True),
+        TextDelta("hi"),
+        ThinkingDelta("hmm"),
+        ToolCalled("t", "Bash", "ls"),
+        ToolResult("t", False),
+        ChoiceRequested("choice_1", "permission", {"tool": "Bash", "input": {"command": "ls"}}),
+        ChoiceResolved("choice_1", "interrupt"),
+        Done("turn_1", Usage(input_tokens=1, output_tokens=2, cache_read_tokens=3)),
+        Interrupted("turn_1"),
+        Failed("turn_lost", "gone"),
+        Snapshot("turn_1", "so far", None),
+        Snapshot("turn_1", "", "choice_1"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_event_matches_the_schema_the_openapi_document_gives(event: LoopEvent) -> None:
+    name, data = _sse(event)
+    schemas = {s["title"]: s for s in wire.event_schemas()["anyOf"]}
+    documented = schemas[name]["properties"]["data"]
+    assert documented["contentMediaType"] == "application/json"
+    jsonschema.validate(data, documented["contentSchema"])
+
+
+def test_the_document_names_every_event_and_mode() -> None:
+    assert set(wire.EVENT_DATA) == set(wire.EVENTS)
+    assert wire.PERMISSION_MODES == PERMISSION_MODES
+    jsonschema.validate(
+        {}, wire.event_schemas()["anyOf"][-1]["properties"]["data"]["contentSchema"]
+    )

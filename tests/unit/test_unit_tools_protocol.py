@@ -544,3 +544,98 @@ def test_count_tokens_counts_tool_blocks() -> None:
     plain = ant.CountTokensRequest.model_validate({"messages": ANT_ROUND[:1]})
     with_tools = ant.CountTokensRequest.model_validate({"messages": ANT_ROUND, "tools": [ANT_TOOL]})
     assert ant.count_tokens(with_tools) > ant.count_tokens(plain) + 10
+
+
+# --- tool schemas that no input could pass, or no validator could finish -------------------
+
+
+UNUSABLE_SCHEMAS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "unresolvable $ref",
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+        "does not resolve",
+    ),
+    (
+        "remote $ref",
+        {"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}},
+        "fetches no remote schema",
+    ),
+    ("not anything", {"not": {}}, "accepts no input"),
+    ("not true", {"type": "object", "not": True}, "accepts no input"),
+    ("allOf of nothing", {"type": "object", "allOf": [{"not": {}}]}, "accepts no input"),
+    ("empty enum", {"type": "object", "enum": []}, "accepts no input"),
+    ("$ref to itself", {"$ref": "#"}, "refers to itself"),
+    ("allOf of itself", {"type": "object", "allOf": [{"$ref": "#"}]}, "refers to itself"),
+    (
+        "$ref loop through $defs",
+        {
+            "type": "object",
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}},
+            "properties": {"x": {"$ref": "#/$defs/a"}},
+        },
+        "refers to itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"), [c[1:] for c in UNUSABLE_SCHEMAS], ids=[c[0] for c in UNUSABLE_SCHEMAS]
+)
+def test_unusable_tool_schemas_are_refused(
+    sonnet: ModelInfo, schema: dict[str, Any], needle: str
+) -> None:
+    error = _chat_refused(sonnet, tools=[_fn(parameters=schema)])
+    assert error.param == "tools[0]"
+    assert needle in error.message and "get_weather" in error.message
+    error = _msg_refused(sonnet, tools=[{**ANT_TOOL, "input_schema": schema}])
+    assert error.param == "tools.0" and needle in error.message
+
+
+USABLE_SCHEMAS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "a tree",
+        {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}},
+    ),  # noqa: E501
+    (
+        "pydantic's recursive model",
+        {
+            "$defs": {
+                "Item": {
+                    "type": "object",
+                    "properties": {"sub": {"anyOf": [{"$ref": "#/$defs/Item"}, {"type": "null"}]}},
+                }
+            },
+            "type": "object",
+            "properties": {"item": {"$ref": "#/$defs/Item"}},
+        },
+    ),
+    (
+        "draft 7 definitions",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "definitions": {"p": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/definitions/p"}},
+        },
+    ),
+    (
+        "$id and an anchor",
+        {
+            "$id": "https://example.com/tool",
+            "type": "object",
+            "$defs": {"p": {"$id": "p.json", "type": "string"}, "q": {"$anchor": "q"}},
+            "properties": {"a": {"$ref": "p.json"}, "b": {"$ref": "#q"}},
+        },
+    ),
+    ("a property that must be absent", {"type": "object", "properties": {"x": {"not": {}}}}),
+]
+
+
+@pytest.mark.parametrize(
+    "schema", [c[1] for c in USABLE_SCHEMAS], ids=[c[0] for c in USABLE_SCHEMAS]
+)
+def test_recursive_and_referencing_tool_schemas_pass(
+    sonnet: ModelInfo, schema: dict[str, Any]
+) -> None:
+    assert _chat(sonnet, tools=[_fn(parameters=schema)]).tools[0].input_schema["type"] == "object"
+    assert _msg(sonnet, tools=[{**ANT_TOOL, "input_schema": schema}]).tools[0].name == "get_weather"

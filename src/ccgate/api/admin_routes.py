@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import time
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from ccgate.api.auth import Admin
+from ccgate.api.openapi import errors
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
-from ccgate.protocol.admin import KeyCreate, KeyUpdate, key_object, parse_time, usage_object
+from ccgate.protocol.admin import (
+    TIME_SCHEMA,
+    KeyCreate,
+    KeyUpdate,
+    key_object,
+    parse_expiry,
+    parse_time,
+    usage_object,
+)
 from ccgate.store.keys import Quota
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["Admin"])
+router = APIRouter(prefix="/admin", tags=["Admin"], route_class=GatewayRoute)
 
 
 def _models(state: AppState, names: list[str] | None) -> tuple[str, ...] | None:
@@ -24,14 +35,14 @@ def _models(state: AppState, names: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(state.catalogue.resolve(name).id for name in names))
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, responses=errors("openai", 404))
 async def create_key(body: KeyCreate, state: State, admin: Admin) -> JSONResponse:
     """Make a client key; the response is the only place the key ever appears."""
     made = await state.keys.create(
         body.name,
         quota=body.quota.to_quota() if body.quota else None,
         models=_models(state, body.models),
-        expires_at=parse_time(body.expires_at, "expires_at"),
+        expires_at=parse_expiry(body.expires_at, "expires_at", now=time.time()),
     )
     return JSONResponse(key_object(made.record, made.key), status_code=201)
 
@@ -43,13 +54,13 @@ async def list_keys(state: State, admin: Admin, include_revoked: bool = False) -
     return {"object": "list", "data": [key_object(r) for r in records]}
 
 
-@router.get("/keys/{key_id}")
+@router.get("/keys/{key_id}", responses=errors("openai", 404))
 async def get_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
     """Describe one key."""
     return key_object(await state.keys.get(key_id))
 
 
-@router.patch("/keys/{key_id}")
+@router.patch("/keys/{key_id}", responses=errors("openai", 404))
 async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -> dict[str, Any]:
     """Change a key's name, quota, models, disabled flag or expiry."""
     given = body.model_fields_set
@@ -63,11 +74,11 @@ async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -
     if "disabled" in given and body.disabled is not None:
         changes["disabled"] = body.disabled
     if "expires_at" in given:
-        changes["expires_at"] = parse_time(body.expires_at, "expires_at")
+        changes["expires_at"] = parse_expiry(body.expires_at, "expires_at", now=time.time())
     return key_object(await state.keys.update(key_id, **changes))
 
 
-@router.delete("/keys/{key_id}")
+@router.delete("/keys/{key_id}", responses=errors("openai", 404))
 async def revoke_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
     """Revoke a key: it stops working at once."""
     return key_object(await state.keys.revoke(key_id))
@@ -78,8 +89,8 @@ async def usage(
     state: State,
     admin: Admin,
     key_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)] = None,
+    until: Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)] = None,
     group_by: Literal["day", "model", "key"] = "day",
 ) -> dict[str, Any]:
     """Summarise the usage ledger, of one key or of all."""

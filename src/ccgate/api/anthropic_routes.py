@@ -6,16 +6,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import Client
+from ccgate.api.openapi import COUNT_TOKENS_200, MESSAGES_200, errors
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Anthropic-compatible"])
+router = APIRouter(tags=["Anthropic-compatible"], route_class=GatewayRoute)
 
 
-@router.post("/v1/messages", response_model=None)
+@router.post(
+    "/v1/messages",
+    response_model=None,
+    responses={**MESSAGES_200, **errors("anthropic", 402, 403, 404, 429, 502, 503, 504, 529)},
+)
 async def messages(
     body: anthropic.MessagesRequest, request: Request, state: State, client: Client
 ) -> Response:
@@ -37,7 +43,9 @@ async def messages(
     return JSONResponse(message, headers=headers)
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post(
+    "/v1/messages/count_tokens", responses={**COUNT_TOKENS_200, **errors("anthropic", 403, 404)}
+)
 async def count_tokens(
     body: anthropic.CountTokensRequest, state: State, client: Client
 ) -> dict[str, int]:

@@ -1,13 +1,24 @@
-"""Render errors in the shape of the protocol a path belongs to; never leak a traceback."""
+"""Render errors in the shape of the protocol a path belongs to; never leak a traceback.
+
+Expected errors (a :class:`GatewayError`, a validation error, Starlette's 404
+and 405) are rendered by exception handlers. Anything else is caught by
+:class:`ccgate.api.crash.CrashGuard`, which answers 500 in the protocol's shape
+and lets the connection live: Starlette's own last-resort handler re-raises
+after answering, and the server then closes the connection, resetting the next
+request a client had already sent on it.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from ccgate.engine.events import TurnError
 from ccgate.engine.redact import hide_addresses
@@ -16,8 +27,10 @@ from ccgate.errors import (
     CLICrashed,
     GatewayError,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     RequestTooLarge,
+    RouteNotFound,
     TurnTimeout,
     Unavailable,
     UpstreamAuthError,
@@ -100,21 +113,68 @@ def error_response(path: str, error: GatewayError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=error.headers())
 
 
+#: What pydantic puts in an error's location for the member of a union that was tried
+#: (``str``, ``list[ContentPart]``, ``QuotaBody``, ...): not a field, so not in ``param``.
+_UNION_MEMBER = re.compile(
+    r"(str|int|float|bool|none|bytes|(list|dict|tuple|set|literal|function-\w+)\[.*\]|[A-Z]\w*)"
+)
+
+
+def _param(loc: Any) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(p for p in parts if not _UNION_MEMBER.fullmatch(p))
+
+
 def _validation_message(exc: RequestValidationError) -> GatewayError:
     errors = exc.errors()
     if not errors:
         return InvalidRequest("the request body is not valid")
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    where = ".".join(loc)
+    where = _param(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         return InvalidRequest(
             "the request body is not valid JSON: " + str(first.get("ctx", {}).get("error", ""))
         )
-    if first.get("type") == "model_attributes_type" or (not loc and "dict" in first["msg"]):
+    if first.get("type") == "model_attributes_type" or (not where and "dict" in first["msg"]):
         return InvalidRequest("the request body must be a JSON object")
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return InvalidRequest(f"{where}: {first['msg']}{more}", param=where or None)
+    # The members of a union each say what they wanted: say it once, joined with "or".
+    here = [e for e in errors if _param(e.get("loc", ())) == where]
+    wanted = " or ".join(dict.fromkeys(str(e["msg"]) for e in here))
+    others = len(errors) - len(here)
+    more = f" (and {others} more problem(s))" if others else ""
+    return InvalidRequest(
+        f"{where}: {wanted}{more}" if where else wanted + more, param=where or None
+    )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """Return the methods some route takes on the request's path (asked of the routes)."""
+    allowed: set[str] = set()
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(r.matches(probe)[0] == Match.FULL for r in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
+def route_not_found(method: str, path: str) -> RouteNotFound:
+    """Return the error for a path no route has, saying how a base URL goes wrong."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return RouteNotFound(
+        f"Invalid URL ({method} {shown}): ccgate has no such route. Check the client's base "
+        "URL: OpenAI clients take http://<host>:<port>/v1, Anthropic clients "
+        "http://<host>:<port> (without /v1); GET /openapi.json lists every route."
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -133,10 +193,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         error: GatewayError
         if exc.status_code == 404:
-            error = NotFound(f"no route {request.method} {request.url.path}")
+            error = route_not_found(request.method, request.url.path)
         elif exc.status_code == 405:
-            error = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}")
-            error.status = 405
+            allow = _allowed(request)
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path[:200]}; "
+                f"it takes {', '.join(allow)}",
+                allow=allow,
+            )
         elif exc.status_code == 401:
             error = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:

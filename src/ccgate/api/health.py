@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter
@@ -11,11 +12,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ccgate import __version__
 from ccgate.api.auth import Client, MetricsReader
+from ccgate.api.openapi import METRICS_200
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 
 __all__ = ["public_upstream", "router"]
 
-router = APIRouter(tags=["Operations"])
+router = APIRouter(tags=["Operations"], route_class=GatewayRoute)
 
 
 def public_upstream(url: str | None) -> str:
@@ -28,7 +31,17 @@ def public_upstream(url: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-@router.get("/health")
+def _same_body(when: str) -> dict[str, Any]:
+    return {
+        "description": f"The same body as the 200, when {when}.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+@router.get(
+    "/health",
+    responses={503: _same_body("ccgate is shutting down (status: draining)")},
+)
 async def health(state: State) -> JSONResponse:
     """Say whether the gateway is up, without starting a CLI or saying anything secret."""
     probe = state.probe
@@ -57,7 +70,10 @@ async def health(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=503 if state.draining else 200)
 
 
-@router.get("/health/auth")
+@router.get(
+    "/health/auth",
+    responses={503: _same_body("two probes in a row failed (unhealthy)")},
+)
 async def health_auth(state: State, client: Client) -> JSONResponse:
     """Probe the upstream for real (cached); 503 only after two failed probes in a row."""
     probe = state.probe
@@ -66,20 +82,11 @@ async def health_auth(state: State, client: Client) -> JSONResponse:
     return JSONResponse(body, status_code=503 if probe.status() == "unhealthy" else 200)
 
 
-@router.get(
-    "/metrics",
-    response_class=PlainTextResponse,
-    responses={
-        200: {
-            "description": "Prometheus' text exposition format",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
-    },
-)
+@router.get("/metrics", response_class=PlainTextResponse, responses=METRICS_200)
 async def metrics(state: State, reader: MetricsReader) -> Response:
     """Expose counters, histograms and gauges in Prometheus' text format.
 
     Readers: the admin key or ``metrics_token``; with ``auth_mode=shared`` also
     the shared key; with ``auth_mode=none`` anyone (on loopback).
     """
-    return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

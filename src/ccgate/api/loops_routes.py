@@ -9,6 +9,8 @@ from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 
 from ccgate.api.auth import Caller, Client
+from ccgate.api.openapi import LOOP_ERROR
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
 from ccgate.api.turns import PING_EVERY, SSEResponse
 from ccgate.engine.loop_events import Failed, Interrupted, is_final
@@ -20,7 +22,7 @@ from ccgate.store.loops import LoopRecord
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/loops", tags=["Loops"])
+router = APIRouter(prefix="/v1/loops", tags=["Loops"], route_class=GatewayRoute)
 
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -34,7 +36,7 @@ _ERROR_CODES: dict[int, str] = {
     "invalid_permission_mode, metadata_too_large",
     401: "authentication_error: invalid_api_key",
     403: "permission_error: not_loop_owner, model_not_allowed",
-    404: "not_found_error: loop_not_found, choice_not_found",
+    404: "not_found_error: loop_not_found, choice_not_found, model_not_found",
     409: "conflict_error: idempotency_key_reused",
     413: "request_too_large: content_too_large",
     429: "rate_limit_error: quota_exceeded, rate_limit_exceeded",
@@ -43,9 +45,12 @@ _ERROR_CODES: dict[int, str] = {
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Describe the errors a route answers with (the Loop API's error shape)."""
+    """Describe the errors a route answers with (the Loop API's error shape, always JSON)."""
     return {
-        code: {"model": wire.LoopError, "description": _ERROR_CODES[code]}
+        code: {
+            "description": _ERROR_CODES[code],
+            "content": {"application/json": {"schema": LOOP_ERROR}},
+        }
         for code in (400, 401, *codes)
     }
 
@@ -68,7 +73,7 @@ def _view(state: AppState, record: LoopRecord) -> dict[str, Any]:
     )
 
 
-@router.post("", status_code=201, response_model=wire.Loop, responses=_errors(403))
+@router.post("", status_code=201, response_model=wire.Loop, responses=_errors(403, 404))
 async def create_loop(body: wire.LoopCreate, state: State, client: Client) -> dict[str, Any]:
     """Make a loop: an agent with a workspace of its own."""
     mode = wire.check_permission_mode(body.permission_mode, PERMISSION_MODES) or "default"
@@ -159,7 +164,12 @@ async def _nothing() -> None:
     return None
 
 
-@router.post("/{loop_id}/messages", responses={**_SSE, **_errors(403, 404, 409, 413, 429, 503)})
+@router.post(
+    "/{loop_id}/messages",
+    status_code=200,
+    response_class=SSEResponse,
+    responses={**_SSE, **_errors(403, 404, 409, 413, 429, 503)},
+)
 async def send_message(
     loop_id: str,
     body: wire.LoopMessage,
@@ -189,7 +199,12 @@ async def send_message(
     return SSEResponse(_follow(turn), {"x-turn-id": turn.turn_id}, on_close=_nothing)
 
 
-@router.get("/{loop_id}/events", responses={**_SSE, **_errors(403, 404)})
+@router.get(
+    "/{loop_id}/events",
+    status_code=200,
+    response_class=SSEResponse,
+    responses={**_SSE, **_errors(403, 404)},
+)
 async def watch_loop(loop_id: str, state: State, client: Client) -> Response:
     """Watch everything the loop does, from now on (a running turn starts with a snapshot)."""
     record = await state.loops.owned(client.namespace, loop_id)

@@ -8,16 +8,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccgate.api.auth import Client
+from ccgate.api.openapi import CHAT_200, MODEL_200, MODELS_200, errors
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic, openai
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["OpenAI-compatible"])
+router = APIRouter(tags=["OpenAI-compatible"], route_class=GatewayRoute)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={**CHAT_200, **errors("openai", 402, 403, 404, 429, 502, 503, 504)},
+)
 async def chat_completions(
     body: openai.ChatCompletionRequest, request: Request, state: State, client: Client
 ) -> Response:
@@ -41,7 +47,7 @@ def _speaks_anthropic(request: Request) -> bool:
     return "anthropic-version" in request.headers
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=MODELS_200)
 async def list_models(request: Request, state: State, client: Client) -> dict[str, Any]:
     """List the models this gateway offers, Claude Code's current ones first.
 
@@ -54,7 +60,7 @@ async def list_models(request: Request, state: State, client: Client) -> dict[st
     return {"object": "list", "data": [openai.model_object(m, i) for i, m in entries]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses={**MODEL_200, **errors("openai", 404)})
 async def get_model(
     model_id: str, request: Request, state: State, client: Client
 ) -> dict[str, Any]:

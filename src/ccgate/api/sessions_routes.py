@@ -8,13 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from ccgate.api.auth import Client
+from ccgate.api.openapi import errors
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.errors import NotFound
 from ccgate.store.sessions import SessionRecord
 
 __all__ = ["router", "session_object"]
 
-router = APIRouter(tags=["Sessions"])
+router = APIRouter(tags=["Sessions"], route_class=GatewayRoute)
 
 
 def session_object(record: SessionRecord, ttl: float, now: float | None = None) -> dict[str, Any]:
@@ -42,7 +44,7 @@ async def list_sessions(state: State, client: Client) -> dict[str, Any]:
     return {"object": "list", "data": [session_object(r, ttl) for r in records]}
 
 
-@router.get("/v1/sessions/{key}")
+@router.get("/v1/sessions/{key}", responses=errors("openai", 404))
 async def get_session(key: str, state: State, client: Client) -> dict[str, Any]:
     """Describe one of the caller's sessions."""
     record = await state.sessions.get(client.namespace, key)
@@ -51,7 +53,7 @@ async def get_session(key: str, state: State, client: Client) -> dict[str, Any]:
     return session_object(record, state.settings.session_ttl)
 
 
-@router.delete("/v1/sessions/{key}")
+@router.delete("/v1/sessions/{key}", responses=errors("openai", 404))
 async def delete_session(key: str, state: State, client: Client) -> dict[str, Any]:
     """Forget one of the caller's sessions and its transcript."""
     gone = await state.sessions.delete(client.namespace, key)

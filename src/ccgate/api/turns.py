@@ -40,6 +40,7 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.live import ends_segment
 from ccgate.engine.models import ModelInfo
+from ccgate.engine.sessions import check_key
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, GatewayError, QuotaExceeded, Unavailable
 
@@ -47,12 +48,17 @@ __all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
 
 
 def session_key(request: Request, body_key: str | None) -> str | None:
-    """Return the session key a request names: its headers first, then its body."""
-    for header in ("x-session-id", "x-opencode-session"):
+    """Return the session key a request names (its headers first, then its body), checked.
+
+    A key that could not be echoed in the ``X-Session-Id`` header is refused here,
+    before the request is admitted: no turn runs (or is billed) whose answer
+    cannot be delivered.
+    """
+    for header in ("X-Session-Id", "x-opencode-session"):
         value = request.headers.get(header)
         if value:
-            return value.strip()
-    return body_key.strip() if body_key else None
+            return check_key(value.strip(), header)
+    return check_key(body_key.strip(), "session_id") if body_key else None
 
 
 log = logging.getLogger("ccgate.api")

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from ccgate.api.auth import Client
+from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
-from ccgate.protocol.admin import parse_time, usage_object
+from ccgate.protocol.admin import TIME_SCHEMA, parse_time, usage_object
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Usage"])
+router = APIRouter(tags=["Usage"], route_class=GatewayRoute)
 
 
 @router.get("/v1/usage")
 async def own_usage(
     state: State,
     client: Client,
-    since: str | None = None,
-    until: str | None = None,
+    since: Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)] = None,
+    until: Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)] = None,
     group_by: Literal["day", "model"] = "day",
 ) -> dict[str, Any]:
     """Summarise what the caller's key has used."""

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -42,11 +43,37 @@ from ccgate.engine.turn import (
 from ccgate.errors import InvalidRequest
 from ccgate.store.sessions import SessionExists, SessionRecord, SessionStore
 
-__all__ = ["ConversationSessions", "SessionTurn", "fingerprints"]
+__all__ = [
+    "KEY_CHARACTERS",
+    "KEY_MAX",
+    "ConversationSessions",
+    "SessionTurn",
+    "check_key",
+    "fingerprints",
+]
 
 log = logging.getLogger("ccgate.sessions")
 
-_KEY_MAX = 256
+#: A session key's most characters, and the characters it may use: URL-safe ASCII, so a
+#: key travels in a header (``X-Session-Id`` is echoed on every answer) and in a path
+#: (``/v1/sessions/{key}``). UUIDs, ULIDs, opencode's ``ses_...`` ids and slugs fit.
+KEY_MAX = 256
+KEY_CHARACTERS = "A-Z a-z 0-9 . _ ~ : @ + = -"
+_KEY = re.compile(rf"[A-Za-z0-9._~:@+=-]{{1,{KEY_MAX}}}")
+
+
+def check_key(key: str, param: str) -> str:
+    """Return ``key`` if it is a valid session key, else raise InvalidRequest naming ``param``."""
+    if _KEY.fullmatch(key) is None:
+        shown = ascii(key[:40]) + ("..." if len(key) > 40 else "")
+        raise InvalidRequest(
+            f"{param}: a session key must be 1 to {KEY_MAX} characters from "
+            f"{KEY_CHARACTERS} (UUIDs, ULIDs, ses_... ids and slugs fit); got {shown} "
+            f"({len(key)} characters)",
+            param=param,
+            code="invalid_session_key",
+        )
+    return key
 
 
 def _canonical_part(part: Part) -> object:
@@ -113,10 +140,8 @@ class ConversationSessions:
         self, namespace: str, key: str | None, turn: TurnRequest
     ) -> AsyncIterator[SessionTurn]:
         """Bind ``turn`` to its session for the duration of the block (one turn at a time)."""
-        if key is not None and not (0 < len(key) <= _KEY_MAX):
-            raise InvalidRequest(
-                f"the session key must be 1 to {_KEY_MAX} characters", param="session_id"
-            )
+        if key is not None:
+            check_key(key, "session_id")
         chain = fingerprints(turn.system, turn.messages)
         history_fp = chain[-2] if len(chain) > 1 else None
         record = await self._find(namespace, key, history_fp, len(turn.messages) - 1)

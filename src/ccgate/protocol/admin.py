@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,26 +14,34 @@ from ccgate.store.keys import KeyRecord, Quota
 from ccgate.store.usage import COUNTS, UsageSummary
 
 __all__ = [
+    "LIMIT_MAX",
     "KeyCreate",
     "KeyUpdate",
     "QuotaBody",
+    "TIME_SCHEMA",
     "key_object",
+    "parse_expiry",
     "parse_time",
     "usage_object",
 ]
 
 
+#: The largest limit a quota takes (2**53: every JSON client reads it exactly).
+LIMIT_MAX = 2**53
+
+
 class QuotaBody(BaseModel):
     """A key's limits; a field left out (or null) means no limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    # Strict: true/false or "5" are not numbers of requests.
-    requests_per_minute: StrictInt | None = Field(None, ge=0)
-    requests_per_day: StrictInt | None = Field(None, ge=0)
-    tokens_per_day: StrictInt | None = Field(None, ge=0)
-    budget_usd_per_month: StrictInt | StrictFloat | None = Field(None, ge=0)
-    max_concurrent: StrictInt | None = Field(None, ge=0)
+    # Strict: true/false or "5" are not numbers of requests. The bound keeps a limit
+    # exact in every JSON client and within the database's 64-bit integers.
+    requests_per_minute: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
+    requests_per_day: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
+    tokens_per_day: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
+    budget_usd_per_month: StrictInt | StrictFloat | None = Field(None, ge=0, le=LIMIT_MAX)
+    max_concurrent: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
 
     @field_validator("budget_usd_per_month")
     @classmethod
@@ -49,7 +58,20 @@ class QuotaBody(BaseModel):
 class KeyCreate(BaseModel):
     """The body of ``POST /admin/keys``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "ci-bot",
+                    "quota": {"requests_per_day": 1000, "budget_usd_per_month": 20},
+                    "models": ["sonnet"],
+                    "expires_at": "2099-12-31",
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=1, max_length=200)
     quota: QuotaBody | None = None
@@ -60,7 +82,7 @@ class KeyCreate(BaseModel):
 class KeyUpdate(BaseModel):
     """The body of ``PATCH /admin/keys/{id}``: only the fields given change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(None, min_length=1, max_length=200)
     quota: QuotaBody | None = None
@@ -69,26 +91,66 @@ class KeyUpdate(BaseModel):
     expires_at: float | str | None = None
 
 
+#: Unix seconds of 10000-01-01T00:00:00Z: no later time can be written as a date.
+_LATEST = 253_402_300_800.0
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+#: The times ``since``/``until`` accept, as a JSON Schema (for the OpenAPI document).
+TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+        {"type": "string", "pattern": "^[0-9]{1,11}(\\.[0-9]{1,6})?$"},
+        {"type": "string", "maxLength": 0},
+    ],
+    "description": "Unix seconds, or an ISO 8601 date or date-time (UTC unless it says); "
+    "empty or left out: no bound.",
+}
+
+
 def parse_time(value: float | str | None, param: str) -> float | None:
-    """Return Unix seconds from Unix seconds or an ISO 8601 date/time (UTC unless it says)."""
+    """Return Unix seconds from Unix seconds or an ISO 8601 date/time (UTC unless it says).
+
+    Seconds must lie between 1970 and the year 9999; a date may be any from year 1.
+    """
     if value is None or value == "":
         return None
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
-            raise InvalidRequest(f"{param} must be a time after 1970", param=param)
-        return float(value)
-    try:
-        return float(value) if value.replace(".", "", 1).isdigit() else _iso(value)
-    except ValueError:
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        try:
+            return _iso(value)
+        except (ValueError, OverflowError):
+            raise InvalidRequest(
+                f"{param} must be Unix seconds or an ISO 8601 date or time, "
+                f"like 2026-12-31 or 2026-12-31T18:00:00Z; got {value[:40]!r}",
+                param=param,
+            ) from None
+    seconds = float(value)
+    if not (math.isfinite(seconds) and 0 <= seconds < _LATEST):
         raise InvalidRequest(
-            f"{param} must be Unix seconds or an ISO 8601 date or time, "
-            f"like 2026-12-31 or 2026-12-31T18:00:00Z; got {value[:40]!r}",
+            f"{param} must be Unix seconds between 0 (1970) and {_LATEST:.0f} (the year "
+            f"10000), or an ISO 8601 date or time; got {str(value)[:40]}",
             param=param,
-        ) from None
+        )
+    return seconds
+
+
+def parse_expiry(value: float | str | None, param: str, *, now: float) -> float | None:
+    """Return a key's expiry; a time that has already passed would make a dead key: refused."""
+    stamp = parse_time(value, param)
+    if stamp is not None and stamp <= now:
+        when = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        raise InvalidRequest(
+            f"{param} is in the past ({when} UTC): the key would be expired from the start. "
+            "Give a later time (Unix seconds or ISO 8601), or null for a key that does not "
+            "expire; to stop a key now, disable or revoke it",
+            param=param,
+            code="expiry_in_past",
+        )
+    return stamp
 
 
 def _iso(value: str) -> float:
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    text = value.strip().upper().replace("Z", "+00:00")
+    parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()

@@ -66,7 +66,9 @@ SYSTEM_NOTE_CLOSE = "</system-reminder>"
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are ignored, but known ones keep their JSON type: "stream": 0 or
+    # "max_tokens": "5" is a 400, as the OpenAPI schema says, not quietly coerced.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentBlock(_Loose):
@@ -113,6 +115,12 @@ class OutputConfig(_Loose):
 class CountTokensRequest(_Loose):
     """The body of ``POST /v1/messages/count_tokens``."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model": "sonnet", "messages": [{"role": "user", "content": "Hello"}]}]
+        }
+    )
+
     model: str | None = None
     messages: list[InputMessage] = Field(min_length=1)
     system: str | list[SystemBlock] | None = None
@@ -121,6 +129,19 @@ class CountTokensRequest(_Loose):
 
 class MessagesRequest(CountTokensRequest):
     """The body of ``POST /v1/messages``; unknown harmless fields are ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sonnet",
+                    "max_tokens": 200,
+                    "system": "Answer briefly.",
+                    "messages": [{"role": "user", "content": "What is a gateway?"}],
+                }
+            ]
+        }
+    )
 
     max_tokens: int = Field(ge=1)
     stream: bool = False

@@ -35,10 +35,11 @@ __all__ = [
     "CurrentTurn",
     "InterruptAccepted",
     "Loop",
-    "LoopError",
     "LoopList",
     "EVENTS",
+    "EVENT_DATA",
     "METADATA_MAX",
+    "PERMISSION_MODES",
     "ChoiceBody",
     "LoopCreate",
     "LoopMessage",
@@ -58,10 +59,24 @@ CONTENT_MAX = 1024 * 1024
 METADATA_MAX = 16 * 1024
 
 
+#: The permission modes a loop runs (``engine.loops.PERMISSION_MODES``; a test keeps them
+#: equal), as the OpenAPI document shows them. Any other is refused with a message.
+PERMISSION_MODES = ("default", "acceptEdits", "plan")
+_MODES_SCHEMA: dict[str, Any] = {"anyOf": [{"enum": list(PERMISSION_MODES)}, {"type": "null"}]}
+
+
 class LoopCreate(BaseModel):
     """The body of ``POST /v1/loops``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"title": "Fix the tests", "metadata": {"ticket": 42}, "permission_mode": "plan"}
+            ]
+        },
+    )
 
     title: str | None = Field(None, max_length=200, description="At most 200 characters.")
     metadata: dict[str, Any] | None = Field(
@@ -71,6 +86,7 @@ class LoopCreate(BaseModel):
         None,
         description="default (ask before commands and edits), acceptEdits (ask before "
         "commands), plan (read and plan only). Default: default.",
+        json_schema_extra=_MODES_SCHEMA,
     )
     model: str | None = Field(None, description="Any accepted model name; default_model else.")
 
@@ -78,11 +94,17 @@ class LoopCreate(BaseModel):
 class LoopMessage(BaseModel):
     """The body of ``POST /v1/loops/{id}/messages``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"content": "Say hello."}]},
+    )
 
     content: str = Field(min_length=1, description="The message, at most 1 MB.")
     permission_mode: str | None = Field(
-        None, description="This message's permission mode; the loop's own else."
+        None,
+        description="This message's permission mode; the loop's own else.",
+        json_schema_extra=_MODES_SCHEMA,
     )
 
 
@@ -159,43 +181,64 @@ class InterruptAccepted(BaseModel):
     interrupted: bool
 
 
-class LoopErrorDetail(BaseModel):
-    """What went wrong."""
-
-    type: str
-    code: str
-    message: str
-
-
-class LoopError(BaseModel):
-    """The Loop API's error shape."""
-
-    error: LoopErrorDetail
+_STRING: dict[str, Any] = {"type": "string"}
+_INTEGER: dict[str, Any] = {"type": "integer"}
+_BOOLEAN: dict[str, Any] = {"type": "boolean"}
+#: Each event's ``data``, as what ``_named`` writes (every field present).
+EVENT_DATA: dict[str, dict[str, Any]] = {
+    "queued": {"position": {"type": "integer", "minimum": 1}, "turn_id": _STRING},
+    "started": {"turn_id": _STRING, "cold_start": _BOOLEAN},
+    "assistant_delta": {"text": _STRING},
+    "thinking_delta": {"text": _STRING},
+    "tool_call": {"tool_use_id": _STRING, "tool": _STRING, "input_summary": _STRING},
+    "tool_result": {"tool_use_id": _STRING, "ok": _BOOLEAN},
+    "requires_choice": {
+        "choice_id": _STRING,
+        "kind": {"enum": ["permission", "question"]},
+        "payload": {"type": "object"},
+    },
+    "choice_resolved": {"choice_id": _STRING, "source": {"enum": ["api", "timeout", "interrupt"]}},
+    "done": {
+        "turn_id": _STRING,
+        "usage": {
+            "type": "object",
+            "properties": {
+                name: _INTEGER
+                for name in (
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_tokens",
+                    "cache_creation_tokens",
+                )
+            },
+            "required": [
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_creation_tokens",
+            ],
+        },
+    },
+    "interrupted": {"turn_id": _STRING},
+    "error": {"code": _STRING, "message": _STRING},
+    "snapshot": {
+        "turn_id": _STRING,
+        "assistant_text_so_far": _STRING,
+        "pending_choice_id": {"type": ["string", "null"]},
+    },
+    "ping": {},
+}
 
 
 def event_schemas() -> dict[str, Any]:
-    """Return a JSON Schema of the SSE events: ``event`` names one, ``data`` its payload."""
-    fields: dict[str, dict[str, Any]] = {
-        "queued": {"position": "integer", "turn_id": "string"},
-        "started": {"turn_id": "string", "cold_start": "boolean"},
-        "assistant_delta": {"text": "string"},
-        "thinking_delta": {"text": "string"},
-        "tool_call": {"tool_use_id": "string", "tool": "string", "input_summary": "string"},
-        "tool_result": {"tool_use_id": "string", "ok": "boolean"},
-        "requires_choice": {"choice_id": "string", "kind": "string", "payload": "object"},
-        "choice_resolved": {"choice_id": "string", "source": "string"},
-        "done": {"turn_id": "string", "usage": "object"},
-        "interrupted": {"turn_id": "string"},
-        "error": {"code": "string", "message": "string"},
-        "snapshot": {
-            "turn_id": "string",
-            "assistant_text_so_far": "string",
-            "pending_choice_id": "string",
-        },
-        "ping": {},
-    }
+    """Return a JSON Schema of one SSE event: ``event`` names it, ``data`` is its JSON.
+
+    As OpenAPI 3.2 describes ``text/event-stream``: ``data`` is a string whose
+    ``contentSchema`` (``contentMediaType: application/json``) is the payload.
+    """
     return {
-        "oneOf": [
+        "type": "object",
+        "anyOf": [
             {
                 "type": "object",
                 "title": name,
@@ -203,13 +246,20 @@ def event_schemas() -> dict[str, Any]:
                 "properties": {
                     "event": {"const": name},
                     "data": {
-                        "type": "object",
-                        "properties": {k: {"type": t} for k, t in data.items()},
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "type": "object",
+                            "properties": fields,
+                            "required": list(fields),
+                            "additionalProperties": False,
+                        },
                     },
                 },
+                "required": ["event", "data"],
             }
-            for name, data in fields.items()
-        ]
+            for name, fields in EVENT_DATA.items()
+        ],
     }
 
 

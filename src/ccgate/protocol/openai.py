@@ -69,7 +69,9 @@ _EFFORTS: dict[str, Effort | None] = {
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Unknown fields are ignored, but known ones keep their JSON type: "stream": 0 or
+    # "max_tokens": "5" is a 400, as the OpenAPI schema says, not quietly coerced.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ImageURL(_Loose):
@@ -97,6 +99,21 @@ class StreamOptions(_Loose):
 
 class ChatCompletionRequest(_Loose):
     """The body of ``POST /v1/chat/completions``; unknown harmless fields are ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sonnet",
+                    "messages": [
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "What is a gateway?"},
+                    ],
+                    "max_tokens": 200,
+                }
+            ]
+        }
+    )
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)

@@ -1,7 +1,11 @@
 """Client tools on the wire: definitions, and the checks a conversation with tools must pass.
 
 Both APIs share the rules: tool names are ``[a-zA-Z0-9_-]{1,64}`` and unique,
-input schemas are JSON Schemas of type ``object``; every tool call is answered
+input schemas are JSON Schemas of type ``object`` that some input can satisfy,
+whose every ``$ref`` resolves inside the schema (nothing is fetched) and whose
+references never loop back without descending into the input (``{"$ref": "#"}``
+at the top, ``allOf`` of itself): a validator would recurse forever on such a
+schema, and the model could never produce a valid call. Every tool call is answered
 by exactly one result in the next user turn, and a result answers a call that
 was made. A request breaking them gets a 400 naming the message and the call.
 """
@@ -14,6 +18,9 @@ from typing import Any
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from ccgate.engine.turn import Message, ToolChoice, ToolSpec
 from ccgate.errors import InvalidRequest
@@ -62,7 +69,144 @@ def tool_spec(name: Any, description: Any, schema: Any, param: str) -> ToolSpec:
             f"at {where}: {exc.message[:200]}",
             param=param,
         ) from None
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise InvalidRequest(f"{param}: the input schema of tool '{name}' {problem}", param=param)
     return ToolSpec(name, description or "", {"type": "object", **schema})
+
+
+#: Keywords whose value is one subschema, a map of them, or a list of them.
+_ONE = (
+    "additionalProperties",
+    "additionalItems",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+    "items",
+)
+_MAP = (
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependencies",
+)
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+#: Keywords that apply their subschemas to the same input (a loop of them never ends).
+_SAME_INPUT = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+_BASE = "urn:ccgate:tool-schema"
+
+
+def _subschemas(node: dict[str, Any], keywords: tuple[str, ...] | None = None) -> list[Any]:
+    """Return the subschemas of ``node`` (under ``keywords``, else under every keyword)."""
+    found: list[Any] = []
+    for key, value in node.items():
+        if keywords is not None and key not in keywords:
+            continue
+        if key in _MAP and isinstance(value, dict):
+            found.extend(v for v in value.values() if isinstance(v, dict | bool))
+        elif key in _LIST and isinstance(value, list):
+            found.extend(v for v in value if isinstance(v, dict | bool))
+        elif key in _ONE and isinstance(value, dict | bool):
+            found.append(value)
+    return found
+
+
+def _unsatisfiable(node: Any) -> bool:
+    return node is False or (
+        isinstance(node, dict)
+        and (node.get("not") in ({}, True) or ("enum" in node and node["enum"] == []))
+    )
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Say what makes a (metaschema-valid) tool schema unusable, or return None.
+
+    Every ``$ref`` must resolve within the schema; following the keywords that
+    apply to the same input (``$ref``, ``allOf``, ``anyOf``, ...) must never come
+    back to where it started; and the top level must accept some input.
+    """
+    spec = specification_with(str(schema.get("$schema", "")), default=DRAFT202012)
+    base = schema["$id"] if isinstance(schema.get("$id"), str) else _BASE
+    registry: Registry[Any] = Registry().with_resource(base, spec.create_resource(schema))
+    registry = registry.crawl()
+    same: dict[int, list[int]] = {}  # node -> subschemas applied to the same input
+    every: dict[int, list[int]] = {}  # node -> subschemas the input must all satisfy
+    nodes: dict[int, Any] = {}
+    stack: list[tuple[Any, Any]] = [(schema, registry.resolver(base))]
+    while stack:
+        node, resolver = stack.pop()
+        if id(node) in nodes:
+            continue
+        nodes[id(node)] = node
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("$id"), str) and node is not schema:
+            resolver = resolver.in_subresource(spec.create_resource(node))
+        conjuncts = [s for s in node.get("allOf", ()) if isinstance(s, dict | bool)]
+        applied = _subschemas(node, _SAME_INPUT)
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                target = resolver.lookup(ref)
+            except Unresolvable:
+                return (
+                    f"has a $ref that does not resolve inside the schema: {ref[:80]!r} "
+                    "(ccgate fetches no remote schema)"
+                )
+            conjuncts.append(target.contents)
+            applied.append(target.contents)
+            stack.append((target.contents, target.resolver))
+        every[id(node)] = [id(s) for s in conjuncts]
+        same[id(node)] = [id(s) for s in applied]
+        stack.extend((sub, resolver) for sub in _subschemas(node))
+    if _loops(same):
+        return (
+            "refers to itself without descending into the input (a $ref or allOf loop), "
+            "so no input could ever be checked against it"
+        )
+    seen, todo = set(), [id(schema)]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if _unsatisfiable(nodes[current]):
+            return "accepts no input at all (false, {'not': {}} or an empty enum)"
+        todo.extend(every.get(current, ()))
+    return None
+
+
+def _loops(edges: dict[int, list[int]]) -> bool:
+    """Tell whether the directed graph ``edges`` has a cycle (iteratively, any size)."""
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for start in edges:
+        if start in state:
+            continue
+        path: list[tuple[int, int]] = [(start, 0)]
+        state[start] = 1
+        while path:
+            node, i = path[-1]
+            children = edges.get(node, [])
+            if i < len(children):
+                path[-1] = (node, i + 1)
+                child = children[i]
+                if state.get(child) == 1:
+                    return True
+                if child not in state:
+                    state[child] = 1
+                    path.append((child, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return False
 
 
 def check_tools(tools: Sequence[ToolSpec], param: str) -> tuple[ToolSpec, ...]:
