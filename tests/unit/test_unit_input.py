@@ -480,7 +480,8 @@ def test_an_unexpected_error_does_not_reset_the_next_request_on_the_connection(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             # Both requests at once: the second is already on the wire when the first fails.
             sock.sendall(
-                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n"
             )
             buffer = bytearray()
             status, headers, body = _read_response(sock, buffer)

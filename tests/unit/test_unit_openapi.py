@@ -29,9 +29,7 @@ async def client(tmp_path: Path, runner: FakeRunner) -> AsyncIterator[httpx.Asyn
     app = create_app(settings, runner=runner)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
-        ) as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c,
     ):
         yield c
 
