@@ -62,6 +62,8 @@ log = logging.getLogger("ccgate")
 #: requests checkpointed and the admissions of dead processes reconciled.
 AFTER_TURN_WAIT = 1.0
 BOOKKEEPING_EVERY = 5.0
+#: How long noting a key's last use may wait for the database before it is skipped.
+LAST_USE_WAIT = 0.1
 
 
 def _runner_config(settings: Settings, upstream_url: str | None, key: str | None) -> RunnerConfig:
@@ -256,7 +258,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 loops=loops,
                 keys=KeyManager(
                     SqlKeyStore(database),
-                    last_used=SqlKeyStore(database.hurried(AFTER_TURN_WAIT / 2)),
+                    last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT)),
                 ),
                 accounting=accounting,
                 ledger=ledger,
