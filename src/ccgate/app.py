@@ -101,9 +101,8 @@ async def _sweep(
         await asyncio.sleep(interval)
 
 
-def _journal(database: Database, path: Path) -> Journal:
+def _journal(hurried: Database, path: Path) -> Journal:
     """Return the journal of what finished turns record, applied by stores in a hurry."""
-    hurried = database.hurried(AFTER_TURN_WAIT)
     admissions = SqlAdmissionStore(hurried)
     sessions = SqlSessionStore(hurried)
     loops = SqlLoopStore(hurried)
@@ -179,7 +178,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
             )
             stack.push_async_callback(database.close)
             await database.migrate()
-            journal = _journal(database, settings.data_path / "journal.jsonl")
+            hurried = database.hurried(AFTER_TURN_WAIT)
+            journal = _journal(hurried, settings.data_path / "journal.jsonl")
             sessions = ConversationSessions(
                 SqlSessionStore(database),
                 settings.data_path,
@@ -238,7 +238,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 Quotas(SqlAdmissionStore(database)),
                 metrics,
                 journal,
-                SqlAdmissionStore(database.hurried(AFTER_TURN_WAIT)),
+                SqlAdmissionStore(hurried),
                 owner=process_owner(),
                 ledger=settings.usage_ledger,
             )

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -120,22 +120,33 @@ class Database:
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:
             _private_file(Path(parsed.database).expanduser())
-        if parsed.get_backend_name() == "postgresql":
-            engine_options = _with_lock_timeout(engine_options, _ms(busy_timeout))
+        self._options = engine_options
         self.busy_timeout = busy_timeout
-        #: What every pooled connection waits for a lock unless a write says otherwise.
-        self._connection_wait = busy_timeout
-        self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
+        self.engine: AsyncEngine = self._engine(busy_timeout)
+        #: Every engine of this database and its hurried views, closed together.
+        self._engines = [self.engine]
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(_ms(busy_timeout)))
             self._writer = asyncio.Lock()
 
+    def _engine(self, wait: float) -> AsyncEngine:
+        """Return an engine whose connections wait ``wait`` seconds for a lock."""
+        if make_url(self.url).get_backend_name() == "postgresql":
+            return create_async_engine(self.url, **_with_lock_timeout(self._options, _ms(wait)))
+        engine = create_async_engine(self.url, **self._options)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(_ms(wait)))
+        return engine
+
     def hurried(self, wait: float) -> Database:
-        """Return this database (same engine, same writer queue) with writes that wait at most
-        ``wait`` seconds; closing either closes both."""
+        """Return this database with writes that wait at most ``wait`` seconds.
+
+        It shares this one's writer queue, and has connections of its own (set up
+        for the shorter wait); closing either closes both.
+        """
         view = copy.copy(self)
         view.busy_timeout = min(wait, self.busy_timeout)
+        view.engine = self._engine(view.busy_timeout)
+        self._engines.append(view.engine)
         return view
 
     def _busy(self) -> DatabaseBusy:
@@ -154,10 +165,6 @@ class Database:
         try:
             if self._writer is None:
                 async with self.engine.begin() as conn:
-                    if self.busy_timeout != self._connection_wait:
-                        await conn.execute(
-                            text(f"SET LOCAL lock_timeout = {_ms(self.busy_timeout)}")
-                        )
                     yield conn
                 return
             deadline = time.monotonic() + self.busy_timeout
@@ -167,16 +174,17 @@ class Database:
                 raise self._busy() from None
             try:
                 async with self.engine.begin() as conn:
+                    # Time spent queueing counts: wait only what is left for SQLite's lock.
                     left = deadline - time.monotonic()
-                    changed = left < self._connection_wait - 0.05
-                    if changed:
+                    shorter = left < self.busy_timeout - 0.05
+                    if shorter:
                         await conn.exec_driver_sql(f"PRAGMA busy_timeout={_ms(left)}")
                     try:
                         yield conn
                     finally:
-                        if changed:
+                        if shorter:
                             with contextlib.suppress(Exception):
-                                restore = _ms(self._connection_wait)
+                                restore = _ms(self.busy_timeout)
                                 await conn.exec_driver_sql(f"PRAGMA busy_timeout={restore}")
             finally:
                 self._writer.release()
@@ -196,5 +204,6 @@ class Database:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Close every pooled connection (of the hurried views too)."""
+        for engine in self._engines:
+            await engine.dispose()
