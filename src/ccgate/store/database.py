@@ -169,7 +169,9 @@ class Database:
                 return
             deadline = time.monotonic() + self.busy_timeout
             try:
-                await asyncio.wait_for(self._writer.acquire(), self.busy_timeout)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation of the caller.
+                async with asyncio.timeout(self.busy_timeout):
+                    await self._writer.acquire()
             except TimeoutError:
                 raise self._busy() from None
             try:
