@@ -6,7 +6,8 @@ the database's lock. :meth:`Journal.keep` applies such a write at once; if the
 database cannot take it, the write is appended to ``journal.jsonl`` in the
 data dir (mode 0600, flushed to disk before ``keep`` returns) and
 :meth:`Journal.replay` applies it later, in order: at start and then
-periodically. While entries wait, new writes queue behind them in the file.
+periodically. While entries wait for a busy database, new writes queue behind
+them in the file rather than wait for it too.
 
 Each kind of write is applied by a function given at construction. A write
 may be applied twice (a crash between the database's commit and the file's
@@ -112,8 +113,10 @@ class Journal:
         self._appliers = dict(appliers)
         self._max_attempts = max_attempts
         self._local = asyncio.Lock()
-        #: Entries this process knows wait in the file (new writes queue behind them).
+        #: Entries this process knows wait in the file; whether they wait for a busy database
+        #: (then new writes queue behind them instead of waiting for it too).
         self._waiting = 0
+        self._busy = False
         self._refs: set[str] = set()
 
     @property
@@ -130,11 +133,12 @@ class Journal:
 
         Never raises: a write that can neither be applied nor kept is logged.
         """
-        if self._waiting == 0:
+        if not self._busy:
             try:
                 await self._appliers[kind](payload)
                 return True
             except DatabaseBusy:
+                self._busy = True
                 log.warning("journal_kept kind=%s reason=database_busy", kind)
             except Exception:  # noqa: BLE001 - kept and retried; a lost write is worse
                 log.error("journal_kept kind=%s reason=error", kind, exc_info=True)
@@ -191,7 +195,7 @@ class Journal:
         """
         async with self._local:
             if not self.path.exists():
-                self._waiting, self._refs = 0, set()
+                self._waiting, self._busy, self._refs = 0, False, set()
                 return Replayed()
             with _locked(self._lock_path, wait=False) as granted:
                 if not granted:
@@ -236,7 +240,7 @@ class Journal:
             log.error("journal_entries_failed count=%d path=%s", len(failed), self._failed_path)
         if applied or failed or retried:
             await asyncio.to_thread(self._rewrite, left)
-        self._waiting = len(left)
+        self._waiting, self._busy = len(left), busy
         self._refs = {e.ref for e in left if e.ref is not None}
         if applied or failed:
             log.info(
