@@ -1,4 +1,6 @@
-"""The usage ledger: one record per answered request, and summaries of them.
+"""The usage ledger: one record per admitted request, and summaries of them.
+
+Rows are written when a request is settled or found interrupted (``store.admissions``).
 
 Contract of a :class:`UsageStore` (one conformance suite runs it on SQLite and
 Postgres):
