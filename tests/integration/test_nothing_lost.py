@@ -294,6 +294,78 @@ def test_a_journal_left_by_a_stopped_gateway_is_replayed_at_start(
     assert httpx.get(second.url + "/health").status_code == 200
 
 
+def _loop_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """Read a loop turn's SSE events (pings dropped) to its final event."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.removeprefix("event:").strip()
+        elif line.startswith("data:") and name is not None and name != "ping":
+            events.append((name, json.loads(line.removeprefix("data:"))))
+            if name in ("done", "interrupted", "error"):
+                break
+    return events
+
+
+def test_a_loop_turn_under_a_locked_database(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
+) -> None:
+    gateway = make_gateway(database_busy_timeout=BUSY)
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        made = client.post("/v1/loops", json={"title": "busy"})
+        assert made.status_code == 201, made.text
+        loop_id = made.json()["id"]
+        path = f"/v1/loops/{loop_id}/messages"
+        # Before the turn: refused in the Loop API's shape, nothing remembered or counted.
+        with _write_lock(data_dir):
+            refused = client.post(path, json={"content": "x"}, headers={"idempotency-key": "k0"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "database_busy"
+        assert _query(data_dir, "SELECT count(*) FROM loop_requests") == [(0,)]
+        # During the turn: the stream ends with done; its records wait for the lock.
+        with contextlib.ExitStack() as held:
+            response = held.enter_context(
+                client.stream(
+                    "POST", path, json={"content": SLOW}, headers={"idempotency-key": "k1"}
+                )
+            )
+            assert response.status_code == 200
+            assert wait_until(lambda: bool(model.conversation_requests()), within=60)
+            held.enter_context(_write_lock(data_dir))
+            events = _loop_events(response)
+            assert events[-1][0] == "done"
+            text = "".join(data["text"] for name, data in events if name == "assistant_delta")
+            assert text == "You said: slowly"
+            # The turn's end is told before it is recorded: wait for its records in the journal.
+            journal = data_dir / "journal.jsonl"
+
+            def kept() -> set[str]:
+                lines = journal.read_text().splitlines() if journal.exists() else []
+                return {json.loads(line)["kind"] for line in lines}
+
+            assert wait_until(lambda: {"settle", "loop_turn", "loop_finish"} <= kept())
+            assert _ledger(data_dir, "local") == []
+            # A retry with the same key replays the turn meanwhile (it is not in the store).
+            with client.stream(
+                "POST", path, json={"content": SLOW}, headers={"idempotency-key": "k1"}
+            ) as again:
+                assert _loop_events(again)[-1][0] == "done"
+    assert wait_until(lambda: bool(_ledger(data_dir, "local")), within=30)
+    [row] = _ledger(data_dir, "local")
+    assert (row["endpoint"], row["status"], row["session_key"]) == (
+        "/v1/loops/messages",
+        "ok",
+        loop_id,
+    )
+    assert wait_until(
+        lambda: _query(data_dir, "SELECT turns FROM loops WHERE id = ?", loop_id) == [(1,)]
+    )
+    [(done, stored)] = _query(data_dir, "SELECT done, events FROM loop_requests WHERE key = 'k1'")
+    assert done == 1 and json.loads(stored)[-1]["event"] == "Done"
+    assert len(model.conversation_requests()) == 1
+
+
 # --- (c) kill -9 mid-turn: the next start writes the row -------------------------------------
 
 
