@@ -64,6 +64,9 @@ AFTER_TURN_WAIT = 1.0
 BOOKKEEPING_EVERY = 5.0
 #: How long noting a key's last use may wait for the database before it is skipped.
 LAST_USE_WAIT = 0.1
+#: How long a shutdown waits for requests to record what they got (those left are found
+#: interrupted at the next start).
+SHUTDOWN_RECORD_WAIT = 10.0
 
 
 def _runner_config(settings: Settings, upstream_url: str | None, key: str | None) -> RunnerConfig:
@@ -143,6 +146,16 @@ async def _keep_books(journal: Journal, accounting: Accounting) -> None:
             log.info("bookkeeping_deferred", exc_info=True)
 
 
+async def _recorded(app: FastAPI) -> None:
+    """Wait, bounded, for every admitted request to be recorded (at shutdown)."""
+    state: AppState | None = getattr(app.state, "ccgate", None)
+    if state is None:
+        return
+    left = await state.accounting.drain(SHUTDOWN_RECORD_WAIT)
+    if left:
+        log.warning("shutdown_unrecorded count=%d", left)
+
+
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -210,6 +223,9 @@ def create_app(settings: Settings, *, runner: Runner | None = None, store: Any =
                 claude.pool.start()
                 the_runner = claude
             stack.push_async_callback(the_runner.aclose)
+            # Requests the server cancelled at shutdown are still recording what they got, which
+            # needs their turns' processes and the database: wait for them before those close.
+            stack.push_async_callback(_recorded, app)
             turns = TurnManager(
                 the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
             )

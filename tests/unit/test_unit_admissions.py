@@ -7,6 +7,7 @@ and what its last checkpoint knew, exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -144,3 +145,17 @@ async def test_reconcile_spares_the_living_and_what_the_journal_holds(
     assert len(done) == 2
     left = {p.id for p in await store.pending()}
     assert left == {"adm_running", "adm_elsewhere", "adm_journal"}
+
+
+async def test_a_shutdown_waits_for_requests_to_be_recorded(
+    database: Database, tmp_path: Path
+) -> None:
+    accounting = _accounting(database, tmp_path, process_owner())
+    ticket = await accounting.admit(Caller("local"), "/v1/messages", SONNET, "sonnet")
+    assert await accounting.drain(0.01) == 1  # still running: it would be found interrupted
+    waiting = asyncio.ensure_future(accounting.drain(30))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await accounting.close(ticket, [TurnEnd()])
+    assert await waiting == 0
+    assert len(await SqlUsageStore(database).recent("local")) == 1

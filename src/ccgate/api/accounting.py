@@ -21,6 +21,8 @@ of dead processes into ledger rows with status ``interrupted``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -168,6 +170,10 @@ class Accounting:
         #: Running requests with an admission record, by its id; what each last checkpointed.
         self._open: dict[str, Ticket] = {}
         self._checkpointed: dict[str, Progress] = {}
+        #: Admitted requests not closed yet (with an admission record or not).
+        self._unclosed = 0
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
 
     async def admit(
         self,
@@ -199,7 +205,19 @@ class Accounting:
         ticket = Ticket(caller, endpoint, model, requested, admission, session_key=session_key)
         if admission.id is not None:
             self._open[admission.id] = ticket
+        self._unclosed += 1
+        self._all_closed.clear()
         return ticket
+
+    async def drain(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` seconds) until every admitted request is closed.
+
+        Return how many are not: their admissions are reconciled at the next start.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._all_closed.wait()
+        return self._unclosed
 
     async def close(
         self,
@@ -253,6 +271,9 @@ class Accounting:
             if admission.id is not None:
                 self._open.pop(admission.id, None)
                 self._checkpointed.pop(admission.id, None)
+            self._unclosed -= 1
+            if self._unclosed == 0:
+                self._all_closed.set()
         self._metrics.observe(
             endpoint=record.endpoint,
             model=record.model,
