@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -45,16 +46,30 @@ from ccgate.engine.quotas import Quotas, windows_at
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.workdirs import WorkerDirs
+from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
+from ccgate.store.journal import Apply, Journal
 from ccgate.store.keys import SqlKeyStore
 from ccgate.store.loops import SqlLoopStore
+from ccgate.store.owners import process_owner
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.usage import SqlUsageStore
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("ccgate")
+
+#: How long what a finished turn records may wait for a locked database before it goes to
+#: the journal (the answer waits for it); and how often the journal is replayed, running
+#: requests checkpointed and the admissions of dead processes reconciled.
+AFTER_TURN_WAIT = 1.0
+BOOKKEEPING_EVERY = 5.0
+#: How long noting a key's last use may wait for the database before it is skipped.
+LAST_USE_WAIT = 0.1
+#: How long a shutdown waits for requests to record what they got (those left are found
+#: interrupted at the next start).
+SHUTDOWN_RECORD_WAIT = 10.0
 
 
 def _runner_config(
@@ -106,6 +121,58 @@ async def _follow_cli_models(runner: ClaudeRunner, catalogue: Catalogue) -> None
     log.info("cli_models models=%s", ",".join(f"{m.value}={m.resolved}" for m in models))
 
 
+def _journal(hurried: Database, path: Path) -> Journal:
+    """Return the journal of what finished turns record, applied by stores in a hurry."""
+    admissions = SqlAdmissionStore(hurried)
+    sessions = SqlSessionStore(hurried)
+    loops = SqlLoopStore(hurried)
+
+    async def settle(payload: dict[str, Any]) -> None:
+        await admissions.settle(Settlement.from_json(payload))
+
+    def call(method: Callable[..., Awaitable[object]]) -> Apply:
+        return lambda payload: method(**payload)
+
+    return Journal(
+        path,
+        {
+            "settle": settle,
+            "session_turn": call(sessions.record_turn),
+            "loop_turn": call(loops.record_turn),
+            "loop_finish": call(loops.finish),
+        },
+    )
+
+
+async def _catch_up(journal: Journal, accounting: Accounting) -> None:
+    """Apply what the journal holds, then reconcile the admissions of dead processes."""
+    await journal.replay()
+    interrupted = await accounting.reconcile(skip=journal.refs())
+    if interrupted:
+        log.warning("admissions_reconciled count=%d", len(interrupted))
+
+
+async def _keep_books(journal: Journal, accounting: Accounting) -> None:
+    """Replay the journal, checkpoint running requests and reconcile, now and then."""
+    while True:
+        await asyncio.sleep(BOOKKEEPING_EVERY)
+        try:
+            await accounting.checkpoint()
+            await _catch_up(journal, accounting)
+        except Exception:  # noqa: BLE001 - tried again next interval
+            log.info("bookkeeping_deferred", exc_info=True)
+
+
+async def _recorded(app: FastAPI) -> None:
+    """Wait, bounded, for every admitted request to be recorded (at shutdown)."""
+    state: AppState | None = getattr(app.state, "ccgate", None)
+    if state is None:
+        return
+    left = await state.accounting.drain(SHUTDOWN_RECORD_WAIT)
+    if left:
+        log.warning("shutdown_unrecorded count=%d", left)
+
+
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -144,14 +211,19 @@ def create_app(
             settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
             settings.data_path.chmod(0o700)  # ccgate's own: nobody else reads keys or transcripts
             clear_credential_files(settings.data_path)
-            database = Database(settings.effective_database_url)
+            database = Database(
+                settings.effective_database_url, busy_timeout=settings.database_busy_timeout
+            )
             stack.push_async_callback(database.close)
             await database.migrate()
+            hurried = database.hurried(AFTER_TURN_WAIT)
+            journal = _journal(hurried, settings.data_path / "journal.jsonl")
             sessions = ConversationSessions(
                 SqlSessionStore(database),
                 settings.data_path,
                 settings.data_path / "cwd",
                 continuation=settings.session_continuation,
+                journal=journal,
             )
             runner_config = _runner_config(settings, upstream, key, environment)
             dirs = WorkerDirs(settings.data_path)
@@ -167,6 +239,7 @@ def create_app(
                 idle_timeout=settings.loop_idle_timeout,
                 choice_timeout=settings.choice_timeout,
                 dirs=dirs,
+                journal=journal,
             )
             the_runner = runner
             if the_runner is None:
@@ -177,6 +250,9 @@ def create_app(
                 stack.push_async_callback(_stop, follow)
                 the_runner = claude
             stack.push_async_callback(the_runner.aclose)
+            # Requests the server cancelled at shutdown are still recording what they got, which
+            # needs their turns' processes and the database: wait for them before those close.
+            stack.push_async_callback(_recorded, app)
             turns = TurnManager(
                 the_runner, gate, sessions, tool_timeout=settings.tool_result_timeout
             )
@@ -201,6 +277,20 @@ def create_app(
 
             metrics = Metrics(gauges, per_key=settings.metrics_per_key)
             ledger = SqlUsageStore(database)
+            accounting = Accounting(
+                Quotas(SqlAdmissionStore(database)),
+                metrics,
+                journal,
+                SqlAdmissionStore(hurried),
+                owner=process_owner(),
+                ledger=settings.usage_ledger,
+            )
+            try:
+                await _catch_up(journal, accounting)
+            except Exception:  # noqa: BLE001 - a locked database must not stop the start
+                log.warning("bookkeeping_deferred", exc_info=True)
+            books = asyncio.create_task(_keep_books(journal, accounting))
+            stack.push_async_callback(_stop, books)
             app.state.ccgate = AppState(
                 settings=settings,
                 runner=the_runner,
@@ -209,10 +299,11 @@ def create_app(
                 sessions=sessions,
                 turns=turns,
                 loops=loops,
-                keys=KeyManager(SqlKeyStore(database)),
-                accounting=Accounting(
-                    Quotas(counters), ledger if settings.usage_ledger else None, metrics
+                keys=KeyManager(
+                    SqlKeyStore(database),
+                    last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT)),
                 ),
+                accounting=accounting,
                 ledger=ledger,
                 metrics=metrics,
                 cache=cache,

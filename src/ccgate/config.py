@@ -63,6 +63,14 @@ class Settings(BaseModel):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccgate.db."
     )
+    database_busy_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="Seconds a request waits for a database another process has locked before "
+        "it is refused with 503 database_busy; what a finished turn records waits at most 1 s, "
+        "then goes to the journal.",
+    )
     redis_url: str | None = Field(None, description="Redis URL for scale-out (not used yet).")
     upstream_url: str | None = Field(
         None,

@@ -20,7 +20,8 @@ turn it into that protocol's shape::
     ├── RateLimited                   429  a limit of this gateway
     │   ├── QueueFull                 429  every slot busy and the queue full
     │   └── QuotaExceeded             429  a limit of the caller's key
-    ├── Unavailable                   503  ccgate is shutting down
+    ├── Unavailable                   503  ccgate cannot take the request now
+    │   └── DatabaseBusy              503  the database stayed locked by another process
     └── UpstreamError                 502  the model side failed
         ├── UpstreamAuthError         401  Claude Code's credentials rejected
         ├── UpstreamBillingError      402  the upstream account cannot pay
@@ -38,6 +39,7 @@ __all__ = [
     "ClientGone",
     "ConfigError",
     "Conflict",
+    "DatabaseBusy",
     "GatewayError",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -236,13 +238,19 @@ class QuotaExceeded(RateLimited):
 
 
 class Unavailable(GatewayError):
-    """ccgate is shutting down and takes no more turns."""
+    """ccgate cannot take the request now (it is shutting down, say); retry shortly."""
 
     status = 503
     openai_type = "server_error"
     anthropic_type = "api_error"
     code = "shutting_down"
     should_retry = True
+
+
+class DatabaseBusy(Unavailable):
+    """Another process held the database's write lock longer than ``database_busy_timeout``."""
+
+    code = "database_busy"
 
 
 class UpstreamError(GatewayError):

@@ -24,8 +24,10 @@ from ccgate.engine.turn import (
     TurnRequest,
 )
 from ccgate.errors import QuotaExceeded
+from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.counters import SqlCounterStore, Window
 from ccgate.store.database import Database
+from ccgate.store.journal import Journal
 from ccgate.store.keys import KeyRecord, Quota
 from ccgate.store.usage import SqlUsageStore
 
@@ -60,7 +62,7 @@ def test_windows_are_utc_minute_day_and_month() -> None:
 
 
 async def test_minute_limit_names_itself_and_when_it_resets(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(requests_per_minute=2)
     for _ in range(2):
         await quotas.settle(await quotas.admit(key, key.id), tokens=0, cost_usd=0)
@@ -75,7 +77,7 @@ async def test_minute_limit_names_itself_and_when_it_resets(database: Database) 
 
 async def test_day_and_month_limits_say_not_to_retry(database: Database) -> None:
     clock = Clock(NOW)
-    quotas = Quotas(SqlCounterStore(database), clock=clock)
+    quotas = Quotas(SqlAdmissionStore(database), clock=clock)
     key = _key(tokens_per_day=100, budget_usd_per_month=1.0)
     admission = await quotas.admit(key, key.id)
     await quotas.settle(admission, tokens=100, cost_usd=0.5)
@@ -95,7 +97,7 @@ async def test_day_and_month_limits_say_not_to_retry(database: Database) -> None
 
 
 async def test_the_last_token_goes_to_one_request_only(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(tokens_per_day=10)
     first = await quotas.admit(key, key.id)
     await quotas.settle(first, tokens=9, cost_usd=0)
@@ -107,7 +109,7 @@ async def test_the_last_token_goes_to_one_request_only(database: Database) -> No
 
 
 async def test_concurrency_limit_frees_on_settle(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(max_concurrent=2)
     held = [await quotas.admit(key, key.id) for _ in range(2)]
     with pytest.raises(QuotaExceeded) as caught:
@@ -122,7 +124,7 @@ async def test_concurrency_limit_frees_on_settle(database: Database) -> None:
 
 
 async def test_parallel_admissions_are_exact(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(requests_per_day=5)
     results = await asyncio.gather(
         *(quotas.admit(key, key.id) for _ in range(10)), return_exceptions=True
@@ -132,7 +134,7 @@ async def test_parallel_admissions_are_exact(database: Database) -> None:
 
 
 async def test_callers_without_a_key_are_not_counted(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     admission = await quotas.admit(None, "local")
     assert not admission.counted
     await quotas.settle(admission, tokens=5, cost_usd=1)
@@ -190,22 +192,30 @@ async def test_a_flight_shares_events_with_late_joiners() -> None:
     assert isinstance(end, TurnError) and "was cancelled" in end.message
 
 
-class _Ledger:
-    def __init__(self) -> None:
-        self.records: list[object] = []
-
-    async def record(self, record: object) -> None:
-        self.records.append(record)
-
-
 def _metrics() -> Metrics:
     return Metrics(lambda: Gauges(0, 0, 0, 0, 0, 0, 0), per_key=True)
 
 
-async def test_accounting_records_once_and_estimates_what_was_cut(database: Database) -> None:
-    ledger = _Ledger()
+def _accounting(
+    database: Database, tmp_path: Path, metrics: Metrics | None = None, *, ledger: bool = True
+) -> Accounting:
+    """Return accounting on ``database`` as the app builds it, its journal in ``tmp_path``."""
+    store = SqlAdmissionStore(database)
+
+    async def settle(payload: dict[str, object]) -> None:
+        await store.settle(Settlement.from_json(payload))
+
+    journal = Journal(tmp_path / "journal.jsonl", {"settle": settle})
+    return Accounting(
+        Quotas(store), metrics or _metrics(), journal, store, owner="test/1/1", ledger=ledger
+    )
+
+
+async def test_accounting_records_once_and_estimates_what_was_cut(
+    database: Database, tmp_path: Path
+) -> None:
     metrics = _metrics()
-    accounting = Accounting(Quotas(SqlCounterStore(database)), ledger, metrics)  # type: ignore[arg-type]
+    accounting = _accounting(database, tmp_path, metrics)
     sonnet = Catalogue.load().resolve("sonnet")
     key = _key()
     ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
@@ -216,39 +226,44 @@ async def test_accounting_records_once_and_estimates_what_was_cut(database: Data
     ]
     await accounting.close(ticket, events)
     await accounting.close(ticket, events)
-    assert len(ledger.records) == 1
-    record = ledger.records[0]
-    assert record.status == "cancelled"  # type: ignore[attr-defined]
-    assert (record.input_tokens, record.output_tokens) == (100, 12)  # type: ignore[attr-defined]
+    records = await SqlUsageStore(database).recent(key.id)
+    assert len(records) == 1
+    record = records[0]
+    assert record.status == "cancelled"
+    assert (record.input_tokens, record.output_tokens) == (100, 12)
     expected = estimate_cost(sonnet, Usage(input_tokens=100, output_tokens=12))
-    assert record.cost_usd == pytest.approx(expected)  # type: ignore[attr-defined]
-    _, day, _ = windows_at(record.created_at)  # type: ignore[attr-defined]
+    assert record.cost_usd == pytest.approx(expected)
+    _, day, _ = windows_at(record.created_at)
     assert (await SqlCounterStore(database).totals(key.id, day)).tokens == 112
+    assert await SqlAdmissionStore(database).pending() == []
     text = metrics.render().decode()
     assert 'key="alice"' in text and "ccg_" not in text
 
 
-async def test_a_cached_answer_costs_nothing_but_counts(database: Database) -> None:
-    ledger = _Ledger()
-    accounting = Accounting(Quotas(SqlCounterStore(database)), ledger, _metrics())  # type: ignore[arg-type]
+async def test_a_cached_answer_costs_nothing_but_counts(database: Database, tmp_path: Path) -> None:
+    accounting = _accounting(database, tmp_path)
     sonnet = Catalogue.load().resolve("sonnet")
     key = _key()
     ticket: Ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
     ticket.cached = True
     await accounting.close(ticket, [Usage(input_tokens=50, output_tokens=5), TurnEnd()])
-    record = ledger.records[0]
-    assert record.cached and record.status == "ok" and record.cost_usd == 0  # type: ignore[attr-defined]
-    assert (record.input_tokens, record.output_tokens) == (0, 0)  # type: ignore[attr-defined]
-    _, day, _ = windows_at(record.created_at)  # type: ignore[attr-defined]
+    [record] = await SqlUsageStore(database).recent(key.id)
+    assert record.cached and record.status == "ok" and record.cost_usd == 0
+    assert (record.input_tokens, record.output_tokens) == (0, 0)
+    _, day, _ = windows_at(record.created_at)
     totals = await SqlCounterStore(database).totals(key.id, day)
     assert (totals.requests, totals.tokens) == (1, 0)
 
 
-async def test_accounting_without_a_ledger_still_charges(database: Database) -> None:
-    accounting = Accounting(Quotas(SqlCounterStore(database)), None, _metrics())
+async def test_accounting_without_a_ledger_still_charges(
+    database: Database, tmp_path: Path
+) -> None:
+    accounting = _accounting(database, tmp_path, ledger=False)
     sonnet = Catalogue.load().resolve("sonnet")
     key = _key()
     ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    # The admission is on record while the request runs, even without a ledger.
+    assert [p.ledger for p in await SqlAdmissionStore(database).pending()] == [False]
     await accounting.close(
         ticket, [Usage(input_tokens=3, output_tokens=4, cost_usd=0.5), TurnEnd()]
     )
@@ -256,10 +271,11 @@ async def test_accounting_without_a_ledger_still_charges(database: Database) -> 
     totals = await SqlCounterStore(database).totals(key.id, day)
     assert (totals.tokens, totals.cost_usd) == (7, 0.5)
     assert await SqlUsageStore(database).summarize(None) == []
+    assert await SqlAdmissionStore(database).pending() == []
 
 
 async def test_a_limit_of_zero_says_never_to_retry(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     for quota in ({"requests_per_minute": 0}, {"max_concurrent": 0}):
         key = _key(**quota)
         with pytest.raises(QuotaExceeded) as caught:
@@ -269,7 +285,7 @@ async def test_a_limit_of_zero_says_never_to_retry(database: Database) -> None:
 
 
 async def test_a_small_budget_is_shown_as_it_is(database: Database) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(budget_usd_per_month=0.0001)
     await quotas.settle(await quotas.admit(key, key.id), tokens=1, cost_usd=0.001)
     with pytest.raises(QuotaExceeded, match=r"\$0\.0001 per month"):
@@ -279,7 +295,7 @@ async def test_a_small_budget_is_shown_as_it_is(database: Database) -> None:
 async def test_running_requests_are_counted_exactly_while_others_settle(
     database: Database,
 ) -> None:
-    quotas = Quotas(SqlCounterStore(database), clock=Clock(NOW))
+    quotas = Quotas(SqlAdmissionStore(database), clock=Clock(NOW))
     key = _key(max_concurrent=1000)
 
     async def one() -> None:

@@ -1,19 +1,32 @@
 """What every request costs: admission against its key's quota, then one ledger record.
 
 A request is admitted (:meth:`Accounting.admit`, which may refuse it with a
-429) before anything runs. However it ends — answered, failed, refused by a
-busy gateway, cut off by the client leaving or by a shutdown —
-:meth:`Accounting.close` runs once for it: it appends a usage record (what the
-turn spent as far as it is known; output that was streamed but not yet counted
-is estimated at four characters a token), charges the tokens and dollars to the
-key's quota, and feeds the metrics. Cost follows from the tokens at the model's
-prices (``models.json``): Claude Code reports only a session's running total.
+429, or a 503 when the database stays locked) before anything runs; its
+admission record is stored with its quota count (``store.admissions``).
+However it ends — answered, failed, refused by a busy gateway, cut off by the
+client leaving or by a shutdown — :meth:`Accounting.close` runs once for it:
+it settles the admission with a usage record (what the turn spent as far as it
+is known; output that was streamed but not yet counted is estimated at four
+characters a token) and the charge of its tokens and dollars to the key's
+quota, through the journal (``store.journal``) so a locked database delays
+them instead of losing them, and feeds the metrics. Cost follows from the
+tokens at the model's prices (``models.json``): Claude Code reports only a
+session's running total.
+
+If the process dies mid-turn, the admission stays: :meth:`Accounting.checkpoint`
+keeps what running requests have spent so far on it, and
+:meth:`Accounting.reconcile` (at start and periodically) turns the admissions
+of dead processes into ledger rows with status ``interrupted``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ccgate.api.auth import Caller
@@ -30,9 +43,16 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.quotas import Admission, Quotas
-from ccgate.store.usage import UsageRecord, UsageStore
+from ccgate.store.admissions import AdmissionStore, Pending, Progress
+from ccgate.store.journal import Journal
+from ccgate.store.owners import owner_alive
+from ccgate.store.usage import UsageRecord
 
-__all__ = ["Accounting", "Ticket", "estimate_cost"]
+__all__ = ["LEASE", "Accounting", "Ticket", "estimate_cost"]
+
+#: Seconds after which the admissions of a process on another host, not seen since, count
+#: as interrupted (a process on this host is checked directly).
+LEASE = 60.0
 
 log = logging.getLogger("ccgate.api")
 
@@ -62,13 +82,26 @@ class Ticket:
     session_key: str | None = None
     cached: bool = False
     closed: bool = False
+    #: What the request has seen so far: its last usage, and the characters of its output.
+    usage: Usage | None = None
+    output_chars: int = 0
 
     def saw(self, event: AgentEvent) -> None:
-        """Note the time of the first output."""
-        if self.first_output is None and isinstance(
-            event, TextDelta | ThinkingDelta | ToolCallDelta
-        ):
-            self.first_output = time.monotonic()
+        """Note the time of the first output, and what the request has spent so far."""
+        if isinstance(event, Usage):
+            self.usage = event
+            return
+        if isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
+            if self.first_output is None:
+                self.first_output = time.monotonic()
+            text = event.partial_json if isinstance(event, ToolCallDelta) else event.text
+            self.output_chars += len(text)
+
+    def spent(self) -> Usage:
+        """Return what the request has spent so far (output estimated while partial)."""
+        if self.cached:
+            return Usage()
+        return _estimate(self.usage or Usage(partial=True), self.output_chars)
 
 
 def _status(events: list[AgentEvent], failure: str | None) -> str:
@@ -80,16 +113,10 @@ def _status(events: list[AgentEvent], failure: str | None) -> str:
     return failure or "cancelled"
 
 
-def _spent(events: list[AgentEvent]) -> Usage:
-    """Return what a segment spent; a partial usage gets its output estimated."""
-    usage = last_usage(events) or Usage(partial=True)
+def _estimate(usage: Usage, chars: int) -> Usage:
+    """Return ``usage``; a partial one gets its output estimated from ``chars`` of output."""
     if not usage.partial:
         return usage
-    chars = sum(
-        len(e.text) if isinstance(e, TextDelta | ThinkingDelta) else len(e.partial_json)
-        for e in events
-        if isinstance(e, TextDelta | ThinkingDelta | ToolCallDelta)
-    )
     return Usage(
         input_tokens=usage.input_tokens,
         output_tokens=max(usage.output_tokens, (chars + 3) // 4),
@@ -99,23 +126,98 @@ def _spent(events: list[AgentEvent]) -> Usage:
     )
 
 
+def _spent(events: list[AgentEvent]) -> Usage:
+    """Return what a segment spent; a partial usage gets its output estimated."""
+    chars = sum(
+        len(e.text) if isinstance(e, TextDelta | ThinkingDelta) else len(e.partial_json)
+        for e in events
+        if isinstance(e, TextDelta | ThinkingDelta | ToolCallDelta)
+    )
+    return _estimate(last_usage(events) or Usage(partial=True), chars)
+
+
+def _cost(model: ModelInfo, usage: Usage) -> float:
+    return usage.cost_usd if usage.cost_usd is not None else estimate_cost(model, usage)
+
+
 class Accounting:
     """Admit requests, and account for each one exactly once when it ends.
 
-    Without a ledger (``usage_ledger`` off) nothing is recorded per request.
+    Without a ledger (``ledger=False``, ``usage_ledger`` off) nothing is
+    recorded per request; a request with a key still gets an admission record
+    until it ends, so that its quota charge survives a crash. ``books`` is the
+    admission store for background work (checkpoints, reconciliation), which
+    should not wait long for a lock; ``owner`` names this process
+    (``store.owners``).
     """
 
-    def __init__(self, quotas: Quotas, ledger: UsageStore | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        quotas: Quotas,
+        metrics: Metrics,
+        journal: Journal,
+        books: AdmissionStore,
+        *,
+        owner: str,
+        ledger: bool = True,
+    ) -> None:
         self._quotas = quotas
-        self._ledger = ledger
         self._metrics = metrics
+        self._journal = journal
+        self._books = books
+        self._owner = owner
+        self._ledger = ledger
+        #: Running requests with an admission record, by its id; what each last checkpointed.
+        self._open: dict[str, Ticket] = {}
+        self._checkpointed: dict[str, Progress] = {}
+        #: Admitted requests not closed yet (with an admission record or not).
+        self._unclosed = 0
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
 
     async def admit(
-        self, caller: Caller, endpoint: str, model: ModelInfo, requested: str
+        self,
+        caller: Caller,
+        endpoint: str,
+        model: ModelInfo,
+        requested: str,
+        *,
+        session_key: str | None = None,
     ) -> Ticket:
-        """Admit a request of ``caller`` or raise :class:`ccgate.errors.QuotaExceeded`."""
-        admission = await self._quotas.admit(caller.key, caller.namespace)
-        return Ticket(caller, endpoint, model, requested, admission)
+        """Admit a request of ``caller``.
+
+        Raise :class:`ccgate.errors.QuotaExceeded`, or
+        :class:`ccgate.errors.DatabaseBusy` when the database stays locked.
+        """
+        pending = None
+        if self._ledger or caller.key is not None:
+            pending = Pending(
+                id="adm_" + secrets.token_hex(12),
+                namespace=caller.namespace,
+                endpoint=endpoint,
+                model=model.id,
+                owner=self._owner,
+                admitted_at=time.time(),
+                session_key=session_key,
+                ledger=self._ledger,
+            )
+        admission = await self._quotas.admit(caller.key, caller.namespace, pending)
+        ticket = Ticket(caller, endpoint, model, requested, admission, session_key=session_key)
+        if admission.id is not None:
+            self._open[admission.id] = ticket
+        self._unclosed += 1
+        self._all_closed.clear()
+        return ticket
+
+    async def drain(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` seconds) until every admitted request is closed.
+
+        Return how many are not: their admissions are reconciled at the next start.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._all_closed.wait()
+        return self._unclosed
 
     async def close(
         self,
@@ -134,7 +236,7 @@ class Accounting:
             return
         ticket.closed = True
         usage = Usage() if ticket.cached else _spent(events)
-        cost = usage.cost_usd if usage.cost_usd is not None else estimate_cost(ticket.model, usage)
+        cost = _cost(ticket.model, usage)
         now = time.monotonic()
         ttft = (ticket.first_output - ticket.started) if ticket.first_output else None
         record = UsageRecord(
@@ -153,12 +255,25 @@ class Accounting:
             cached=ticket.cached,
             created_at=time.time(),
         )
+        admission = ticket.admission
+        settlement = self._quotas.settlement(
+            admission,
+            tokens=usage.tokens,
+            cost_usd=cost,
+            record=record if self._ledger else None,
+        )
         try:
-            await self._quotas.settle(ticket.admission, tokens=usage.tokens, cost_usd=cost)
-            if self._ledger is not None:
-                await self._ledger.record(record)
-        except Exception:  # noqa: BLE001 - a lost record is logged, the answer still stands
-            log.error("usage_record_failed namespace=%s", record.namespace, exc_info=True)
+            if admission.id is not None or settlement.windows or settlement.record is not None:
+                # Applied now, or kept in the journal while the database is locked.
+                await self._journal.keep("settle", settlement.to_json(), ref=admission.id)
+        finally:
+            self._quotas.release(admission)
+            if admission.id is not None:
+                self._open.pop(admission.id, None)
+                self._checkpointed.pop(admission.id, None)
+            self._unclosed -= 1
+            if self._unclosed == 0:
+                self._all_closed.set()
         self._metrics.observe(
             endpoint=record.endpoint,
             model=record.model,
@@ -175,3 +290,59 @@ class Accounting:
             ttft_s=ttft,
             duration_s=now - ticket.started,
         )
+
+    def _progress(self, ticket: Ticket) -> Progress:
+        usage = ticket.spent()
+        return Progress(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cost_usd=_cost(ticket.model, usage),
+            session_key=ticket.session_key,
+        )
+
+    async def checkpoint(self) -> None:
+        """Mark this process's running requests as seen, and store what they spent so far.
+
+        Best effort: a busy database skips this checkpoint.
+        """
+        if not self._open:
+            return
+        progress = {admission_id: self._progress(t) for admission_id, t in self._open.items()}
+        changed = {k: v for k, v in progress.items() if self._checkpointed.get(k) != v}
+        try:
+            await self._books.checkpoint(self._owner, changed, time.time())
+        except Exception:  # noqa: BLE001 - the next checkpoint tries again
+            log.info("checkpoint_skipped open=%d", len(progress), exc_info=True)
+            return
+        for admission_id, spent in changed.items():
+            if admission_id in self._open:
+                self._checkpointed[admission_id] = spent
+
+    async def reconcile(self, *, skip: Collection[str] = ()) -> list[UsageRecord]:
+        """Give the admissions of dead processes their ledger row (``interrupted``) and charge.
+
+        ``skip``: admissions whose settlement waits in the journal. A process on
+        this host is dead when it no longer runs; one on another host when it
+        has not marked its admissions seen for :data:`LEASE` seconds.
+        """
+        now = time.time()
+        done: list[UsageRecord] = []
+        for pending in await self._books.pending():
+            if pending.id in skip or pending.id in self._open or pending.owner == self._owner:
+                continue
+            alive = owner_alive(pending.owner)
+            if alive or (alive is None and now - pending.seen_at < LEASE):
+                continue
+            record = await self._books.interrupt(pending)
+            if record is not None:
+                done.append(record)
+                log.warning(
+                    "request_interrupted namespace=%s endpoint=%s model=%s admitted_at=%.0f",
+                    pending.namespace,
+                    pending.endpoint,
+                    pending.model,
+                    pending.admitted_at,
+                )
+        return done

@@ -130,8 +130,9 @@ async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
 def _admit(state: AppState, client: Caller, record: LoopRecord) -> Callable[..., Any]:
     async def admit() -> Callable[[TurnLog], Awaitable[None]]:
         model = state.catalogue.resolve(record.model)
-        ticket = await state.accounting.admit(client, "/v1/loops/messages", model, record.model)
-        ticket.session_key = record.id
+        ticket = await state.accounting.admit(
+            client, "/v1/loops/messages", model, record.model, session_key=record.id
+        )
 
         async def account(turn: TurnLog) -> None:
             end = turn.events[-1] if turn.events else None

@@ -42,7 +42,7 @@ from ccgate.engine.live import ends_segment
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.sessions import check_key
 from ccgate.engine.turn import TurnRequest
-from ccgate.errors import ClientGone, GatewayError, QuotaExceeded, Unavailable
+from ccgate.errors import ClientGone, DatabaseBusy, GatewayError, QuotaExceeded, Unavailable
 
 __all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
 
@@ -120,15 +120,15 @@ def _log_turn(ticket: Ticket, outcome: str) -> None:
 async def admit(
     state: AppState, caller: Caller, endpoint: str, model: ModelInfo, requested: str
 ) -> Ticket:
-    """Admit a request (refused while draining, or by its key's quota)."""
+    """Admit a request (refused while draining, by its key's quota, or by a locked database)."""
     if state.draining:
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     state.counters.requests += 1
     try:
         return await state.accounting.admit(caller, endpoint, model, requested)
-    except QuotaExceeded:
+    except (QuotaExceeded, DatabaseBusy) as exc:
         state.metrics.refused(
-            endpoint=endpoint, model=model.id, status="quota_exceeded", key_name=caller.name
+            endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
         )
         raise
 
@@ -178,7 +178,7 @@ async def collect_turn(
             pass
         finally:
             with anyio.CancelScope(shield=True):
-                await source.end(events)
+                await _bookkeeping(lambda: source.end(events))
         return events, source.headers
 
     events, headers = await until_disconnect(request, work())
@@ -313,19 +313,32 @@ async def stream_turn(
                         # Record (and park) the turn before the client sees its end: a client
                         # that answers tool calls at once must find the turn waiting.
                         end = event
-                        await finish()
+                        await _bookkeeping(finish)
                     if isinstance(event, TurnError):
                         for line in renderer.error(error_for_turn(event)):
                             yield line
                         return
                     for line in renderer.render(event):
                         yield line
+        except Exception:  # noqa: BLE001 - the answer still ends the protocol's way
+            log.error("stream_failed path=%s", request.url.path, exc_info=True)
+            failure = GatewayError("ccgate hit an internal error; the details are in its log")
+            for line in renderer.error(failure):
+                yield line
         finally:
             await finish()
             _count(state, end)
             _log_turn(ticket, _outcome(end))
 
     return SSEResponse(body(), source.headers, on_close=finish)
+
+
+async def _bookkeeping(finish: Callable[[], Awaitable[None]]) -> None:
+    """Record a finished segment; a failure there must not cost the client its answer."""
+    try:
+        await finish()
+    except Exception:  # noqa: BLE001 - the answer is complete; what failed is logged
+        log.error("bookkeeping_failed", exc_info=True)
 
 
 async def _chain(

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ccgate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from ccgate.errors import AuthenticationFailed, DatabaseBusy, InvalidRequest, NotFound
 from ccgate.store.keys import KeyRecord, KeyStore, Quota
 
 __all__ = ["KEY_PREFIX", "KeyManager", "NewKey", "hash_key", "preview"]
@@ -60,10 +60,15 @@ def _check_name(name: str) -> str:
 
 
 class KeyManager:
-    """Make, authenticate, change and revoke client keys."""
+    """Make, authenticate, change and revoke client keys.
 
-    def __init__(self, store: KeyStore) -> None:
+    A key's last use is recorded through ``last_used`` (default: ``store``), best
+    effort: while the database is locked it is skipped, never a reason to refuse.
+    """
+
+    def __init__(self, store: KeyStore, *, last_used: KeyStore | None = None) -> None:
         self._store = store
+        self._last_used = last_used or store
 
     async def create(
         self,
@@ -98,7 +103,10 @@ class KeyManager:
             raise AuthenticationFailed("this API key is disabled; ask its administrator")
         if record.expires_at is not None and record.expires_at <= stamp:
             raise AuthenticationFailed("this API key has expired; ask for a new one")
-        return await self._store.touch(record, now=stamp)
+        try:
+            return await self._last_used.touch(record, now=stamp)
+        except DatabaseBusy:
+            return record
 
     async def get(self, key_id: str) -> KeyRecord:
         """Return a key by id, or raise NotFound."""

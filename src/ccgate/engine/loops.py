@@ -14,6 +14,11 @@ A message may carry an idempotency key (per caller, 24 hours): its record
 database, so a retry replays the turn — following it live while it runs —
 instead of sending the message again, even after a restart; the same key with
 another body is a 409.
+
+With a ``journal``, what a finished turn records (the loop's turn count, the
+events of a message with an idempotency key) goes through it (kinds
+``loop_turn`` and ``loop_finish``, the arguments of ``LoopStore.record_turn``
+and ``LoopStore.finish``), so a locked database delays it instead of losing it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ccgate.engine.loop_runtime import LoopRuntime, TurnLog
 from ccgate.engine.transcript import transcript_path
 from ccgate.engine.workdirs import WorkerDirs, user_credentials
 from ccgate.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ccgate.store.journal import Journal
 from ccgate.store.loops import LoopRecord, LoopStore, RequestRecord
 
 __all__ = ["PERMISSION_MODES", "LoopManager", "sandbox_missing"]
@@ -78,8 +84,10 @@ class LoopManager:
         idle_timeout: float,
         choice_timeout: float,
         dirs: WorkerDirs | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._store = store
+        self._journal = journal
         self._cli_model = cli_model
         self._config = runner_config
         #: Shared with the compatible APIs' runner: no two live CLIs share a config dir.
@@ -260,9 +268,11 @@ class LoopManager:
 
             async def persist(done: TurnLog) -> None:
                 # A retry finds the live turn until its events are in the store.
-                try:
-                    await self._store.finish(record.namespace, key, [dump(e) for e in done.events])
-                finally:
+                events = [dump(e) for e in done.events]
+                stored = await self._later(
+                    "loop_finish", {"namespace": record.namespace, "key": key, "events": events}
+                )
+                if stored:
                     self._live_keys.pop(slot, None)
 
             turn.on_end.append(persist)
@@ -282,10 +292,20 @@ class LoopManager:
         turn.on_end.insert(0, on_end)
 
         async def counted(done: TurnLog) -> None:
-            await self._store.record_turn(record.id)
+            await self._later("loop_turn", {"loop_id": record.id, "now": time.time()})
 
         turn.on_end.append(counted)
         return turn
+
+    async def _later(self, kind: str, arguments: dict[str, Any]) -> bool:
+        """Record what a finished turn leaves; say whether it is in the store already."""
+        if self._journal is not None:
+            return await self._journal.keep(kind, arguments)
+        if kind == "loop_finish":
+            await self._store.finish(**arguments)
+        else:
+            await self._store.record_turn(**arguments)
+        return True
 
     async def expire(self) -> int:
         """Forget idempotency records older than a day."""

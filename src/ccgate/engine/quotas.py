@@ -11,6 +11,10 @@ holds one token and one micro-dollar against its key's limits: when a single
 unit is left, one request may use it, not two. That hold, and the count of
 running requests, live in this process; the counters themselves are shared
 through the database by every process.
+
+A request's admission record (``store.admissions``), when the caller gives
+one, is stored in the same transaction as its count, so a request is never
+counted without a trace that leads to its ledger row.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import asyncio
 import calendar
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ccgate.errors import QuotaExceeded
-from ccgate.store.counters import CounterStore, Limit, Measure, Window
+from ccgate.store.admissions import AdmissionStore, Pending, Settlement
+from ccgate.store.counters import Limit, Measure, Window
 from ccgate.store.keys import KeyRecord
+from ccgate.store.usage import UsageRecord
 
 __all__ = ["Admission", "Quotas", "windows_at"]
 
@@ -69,13 +75,15 @@ class Admission:
     windows: list[Window] = field(default_factory=list)
     counted: bool = False
     settled: bool = False
+    #: The id of its admission record, when one was stored.
+    id: str | None = None
 
 
 class Quotas:
     """Admit requests against their key's quota and charge what they spent."""
 
-    def __init__(self, counters: CounterStore, *, clock: Callable[[], float] = time.time) -> None:
-        self._counters = counters
+    def __init__(self, store: AdmissionStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
         self._clock = clock
         self._running: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -84,10 +92,19 @@ class Quotas:
         """Return how many admitted requests of a namespace have not settled."""
         return self._running.get(namespace, 0)
 
-    async def admit(self, key: KeyRecord | None, namespace: str) -> Admission:
-        """Admit one request of ``key`` (``None``: no key, no limits) or raise QuotaExceeded."""
+    async def admit(
+        self, key: KeyRecord | None, namespace: str, pending: Pending | None = None
+    ) -> Admission:
+        """Admit one request of ``key`` (``None``: no key, no limits) or raise QuotaExceeded.
+
+        ``pending`` is stored with the count (it learns the windows it is charged to).
+        May raise :class:`ccgate.errors.DatabaseBusy` (nothing is counted then).
+        """
+        made = pending.id if pending is not None else None
         if key is None:
-            return Admission(namespace)
+            if pending is not None:
+                await self._store.admit(namespace, pending, [], [])
+            return Admission(namespace, id=made)
         lock = self._locks.setdefault(namespace, asyncio.Lock())
         async with lock:
             quota = key.quota
@@ -121,30 +138,56 @@ class Quotas:
                 for name, window, measure, ceiling, reserved in wanted
                 if ceiling is not None
             ]
-            reached = await self._counters.admit(namespace, [minute, day, month], limits)
+            stored = replace(pending, windows=(day, month)) if pending is not None else None
+            reached = await self._store.admit(namespace, stored, [minute, day, month], limits)
             if reached is not None:
                 raise _exceeded(reached, now)
             # Read again: requests may have settled while the counters were written.
             self._running[namespace] = self.running(namespace) + 1
-        return Admission(namespace, [day, month], counted=True)
+        return Admission(namespace, [day, month], counted=True, id=made)
 
-    async def settle(self, admission: Admission, *, tokens: int, cost_usd: float) -> None:
-        """Charge what an admitted request spent and let it go; only the first call counts."""
+    def settlement(
+        self,
+        admission: Admission,
+        *,
+        tokens: int,
+        cost_usd: float,
+        record: UsageRecord | None = None,
+    ) -> Settlement:
+        """Return what closes an admitted request: its ledger ``record`` and its charge."""
+        windows = tuple(admission.windows) if admission.counted else ()
+        return Settlement(admission.id, admission.namespace, windows, tokens, cost_usd, record)
+
+    def release(self, admission: Admission) -> None:
+        """Let an admitted request go (it no longer runs); only the first call counts."""
         if admission.settled:
             return
         admission.settled = True
         if not admission.counted:
             return
+        left = self._running.get(admission.namespace, 1) - 1
+        if left > 0:
+            self._running[admission.namespace] = left
+        else:
+            self._running.pop(admission.namespace, None)
+
+    async def settle(
+        self,
+        admission: Admission,
+        *,
+        tokens: int,
+        cost_usd: float,
+        record: UsageRecord | None = None,
+    ) -> None:
+        """Charge what an admitted request spent (now) and let it go; only the first call counts."""
+        if admission.settled:
+            return
+        settlement = self.settlement(admission, tokens=tokens, cost_usd=cost_usd, record=record)
         try:
-            await self._counters.charge(
-                admission.namespace, admission.windows, tokens=tokens, cost_usd=cost_usd
-            )
+            if admission.id is not None or settlement.windows or record is not None:
+                await self._store.settle(settlement)
         finally:
-            left = self._running.get(admission.namespace, 1) - 1
-            if left > 0:
-                self._running[admission.namespace] = left
-            else:
-                self._running.pop(admission.namespace, None)
+            self.release(admission)
 
 
 def _never(limit: str) -> QuotaExceeded:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ccgate.engine.transcript import transcript_path, write_transcript
 from ccgate.engine.turn import (
@@ -41,6 +42,7 @@ from ccgate.engine.turn import (
     TurnRequest,
 )
 from ccgate.errors import InvalidRequest
+from ccgate.store.journal import Journal
 from ccgate.store.sessions import SessionExists, SessionRecord, SessionStore
 
 __all__ = [
@@ -117,12 +119,24 @@ class SessionTurn:
 
 
 class ConversationSessions:
-    """Resolve each request's session, and record each finished turn."""
+    """Resolve each request's session, and record each finished turn.
+
+    With a ``journal``, a finished turn is recorded through it (kind
+    ``session_turn``, the arguments of ``SessionStore.record_turn``): a locked
+    database delays the record instead of failing the answer.
+    """
 
     def __init__(
-        self, store: SessionStore, config_dir: Path, cwd: Path, *, continuation: bool = True
+        self,
+        store: SessionStore,
+        config_dir: Path,
+        cwd: Path,
+        *,
+        continuation: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self._store = store
+        self._journal = journal
         self._continuation = continuation
         self._config_dir = config_dir
         self._cwd = cwd
@@ -249,13 +263,18 @@ class ConversationSessions:
         turn = bound.turn
         full = (*turn.messages, reply)
         chain = fingerprints(turn.system, full)
-        await self._store.record_turn(
-            bound.record.id,
-            fingerprint=chain[-1],
-            message_count=len(full),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
+        record: dict[str, Any] = {
+            "session_id": bound.record.id,
+            "fingerprint": chain[-1],
+            "message_count": len(full),
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "now": time.time(),
+        }
+        if self._journal is None:
+            await self._store.record_turn(**record)
+        else:
+            await self._journal.keep("session_turn", record)
 
     def abandon(self, bound: SessionTurn) -> None:
         """Forget the CLI state of a turn that failed or was cut short.

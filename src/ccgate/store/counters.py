@@ -28,7 +28,16 @@ from sqlalchemy.sql.expression import ColumnElement
 from ccgate.store.database import Database
 from ccgate.store.tables import quota_counters
 
-__all__ = ["CounterStore", "Limit", "Measure", "SqlCounterStore", "Totals", "Window"]
+__all__ = [
+    "CounterStore",
+    "Limit",
+    "Measure",
+    "SqlCounterStore",
+    "Totals",
+    "Window",
+    "charge_on",
+    "count_on",
+]
 
 Measure = Literal["requests", "tokens", "cost_usd"]
 
@@ -102,50 +111,87 @@ def _keys(namespace: str, windows: list[Window]) -> ColumnElement[bool]:
     )
 
 
+async def _ensure(
+    conn: AsyncConnection, dialect: str, namespace: str, windows: list[Window]
+) -> None:
+    rows = [{"namespace": namespace, "window": w.kind, "start": w.start} for w in windows]
+    if not rows:
+        return
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    # A write first: on SQLite it takes the database's write lock for the transaction.
+    await conn.execute(make(quota_counters).values(rows).on_conflict_do_nothing())
+
+
+async def count_on(
+    conn: AsyncConnection,
+    dialect: str,
+    namespace: str,
+    windows: list[Window],
+    limits: list[Limit],
+) -> Limit | None:
+    """Within ``conn``'s transaction, do what :meth:`CounterStore.admit` does."""
+    every = list(dict.fromkeys([*windows, *(limit.window for limit in limits)]))
+    if not every:
+        return None
+    c = quota_counters.c
+    await _ensure(conn, dialect, namespace, every)
+    query = (
+        select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
+        .where(_keys(namespace, every))
+        .with_for_update()
+    )
+    seen = {
+        Window(r.window, int(r.start)): Totals(int(r.requests), int(r.tokens), float(r.cost_usd))
+        for r in await conn.execute(query)
+    }
+    for limit in limits:
+        value = seen.get(limit.window, Totals()).value(limit.measure)
+        if value + limit.reserved >= limit.ceiling:
+            return limit  # nothing counted (the empty rows made above may stay)
+    if windows:
+        await conn.execute(
+            update(quota_counters).where(_keys(namespace, windows)).values(requests=c.requests + 1)
+        )
+    return None
+
+
+async def charge_on(
+    conn: AsyncConnection,
+    dialect: str,
+    namespace: str,
+    windows: list[Window],
+    *,
+    tokens: int,
+    cost_usd: float,
+) -> None:
+    """Within ``conn``'s transaction, do what :meth:`CounterStore.charge` does."""
+    if not windows or (not tokens and not cost_usd):
+        return
+    c = quota_counters.c
+    add = update(quota_counters).values(tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd)
+    # The rows exist since the request was admitted, unless a sweep removed them.
+    done = await conn.execute(add.where(_keys(namespace, windows)))
+    if (done.rowcount or 0) < len(windows):
+        await _ensure(conn, dialect, namespace, windows)
+        await conn.execute(
+            update(quota_counters)
+            .where(_keys(namespace, windows), c.tokens == 0, c.cost_usd == 0)
+            .values(tokens=tokens, cost_usd=cost_usd)
+        )
+
+
 class SqlCounterStore:
     """A :class:`CounterStore` on SQLAlchemy Core (SQLite or Postgres)."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def _ensure(self, conn: AsyncConnection, namespace: str, windows: list[Window]) -> None:
-        rows = [{"namespace": namespace, "window": w.kind, "start": w.start} for w in windows]
-        if not rows:
-            return
-        make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
-        # A write first: on SQLite it takes the database's write lock for the transaction.
-        await conn.execute(make(quota_counters).values(rows).on_conflict_do_nothing())
-
     async def admit(
         self, namespace: str, windows: list[Window], limits: list[Limit]
     ) -> Limit | None:
         """Count one request in ``windows`` unless a limit is reached; return that limit."""
-        every = list(dict.fromkeys([*windows, *(limit.window for limit in limits)]))
-        c = quota_counters.c
         async with self._db.write() as conn:
-            await self._ensure(conn, namespace, every)
-            query = (
-                select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
-                .where(_keys(namespace, every))
-                .with_for_update()
-            )
-            seen = {
-                Window(r.window, int(r.start)): Totals(
-                    int(r.requests), int(r.tokens), float(r.cost_usd)
-                )
-                for r in await conn.execute(query)
-            }
-            for limit in limits:
-                value = seen.get(limit.window, Totals()).value(limit.measure)
-                if value + limit.reserved >= limit.ceiling:
-                    return limit  # nothing counted (the empty rows made above may stay)
-            if windows:
-                await conn.execute(
-                    update(quota_counters)
-                    .where(_keys(namespace, windows))
-                    .values(requests=c.requests + 1)
-                )
-        return None
+            return await count_on(conn, self._db.dialect, namespace, windows, limits)
 
     async def charge(
         self, namespace: str, windows: list[Window], *, tokens: int, cost_usd: float
@@ -153,20 +199,10 @@ class SqlCounterStore:
         """Add what a request spent to ``windows``."""
         if not tokens and not cost_usd:
             return
-        c = quota_counters.c
-        add = update(quota_counters).values(
-            tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd
-        )
         async with self._db.write() as conn:
-            # The rows exist since the request was admitted, unless a sweep removed them.
-            done = await conn.execute(add.where(_keys(namespace, windows)))
-            if (done.rowcount or 0) < len(windows):
-                await self._ensure(conn, namespace, windows)
-                await conn.execute(
-                    update(quota_counters)
-                    .where(_keys(namespace, windows), c.tokens == 0, c.cost_usd == 0)
-                    .values(tokens=tokens, cost_usd=cost_usd)
-                )
+            await charge_on(
+                conn, self._db.dialect, namespace, windows, tokens=tokens, cost_usd=cost_usd
+            )
 
     async def totals(self, namespace: str, window: Window) -> Totals:
         """Return what a window has counted."""

@@ -1,9 +1,18 @@
-"""Open the database named by ``database_url`` and bring its schema up to date."""
+"""Open the database named by ``database_url`` and bring its schema up to date.
+
+Writes wait a bounded time for a lock another process holds (SQLite's write
+lock during a backup or ``ccgate keys create``, a Postgres lock): past
+``busy_timeout`` seconds they raise :class:`ccgate.errors.DatabaseBusy`
+instead of an error of the driver.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,11 +20,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ccgate.errors import ConfigError
+from ccgate.errors import ConfigError, DatabaseBusy
 
-__all__ = ["Database", "async_url"]
+__all__ = ["Database", "async_url", "is_lock_error"]
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -49,14 +59,40 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # With WAL this never corrupts the database; only an OS crash could lose the last commits.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _sqlite_pragmas(busy_ms: int) -> Any:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # With WAL this never corrupts the database; only an OS crash could lose the last
+        # commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.close()
+
+    return configure
+
+
+def _with_lock_timeout(options: dict[str, Any], busy_ms: int) -> dict[str, Any]:
+    """Return engine options whose Postgres sessions give up a lock wait after ``busy_ms``."""
+    connect_args = dict(options.get("connect_args", {}))
+    server_settings = dict(connect_args.get("server_settings", {}))
+    server_settings.setdefault("lock_timeout", str(busy_ms))
+    connect_args["server_settings"] = server_settings
+    return {**options, "connect_args": connect_args}
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Tell whether a driver error means a lock another connection holds was not granted."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) == "55P03":  # Postgres lock_not_available
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _upgrade(connection: Connection) -> None:
@@ -75,30 +111,91 @@ class Database:
     Stores write through :meth:`write`. SQLite lets one writer in at a time and
     makes the others sleep and retry in growing steps, so this process's writers
     queue for it in memory instead (other processes still meet SQLite's lock).
+    A write waits at most ``busy_timeout`` seconds in all, in that queue and for
+    the lock itself, then raises :class:`ccgate.errors.DatabaseBusy`.
     """
 
-    def __init__(self, url: str, **engine_options: Any) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, **engine_options: Any) -> None:
         self.url = async_url(url)
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:
             _private_file(Path(parsed.database).expanduser())
         # An error's text names the statement, never its values (keys' hashes, prompts).
         engine_options.setdefault("hide_parameters", True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
+        self._options = engine_options
+        self.busy_timeout = busy_timeout
+        self.engine: AsyncEngine = self._engine(busy_timeout)
+        #: Every engine of this database and its hurried views, closed together.
+        self._engines = [self.engine]
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             self._writer = asyncio.Lock()
+
+    def _engine(self, wait: float) -> AsyncEngine:
+        """Return an engine whose connections wait ``wait`` seconds for a lock."""
+        if make_url(self.url).get_backend_name() == "postgresql":
+            return create_async_engine(self.url, **_with_lock_timeout(self._options, _ms(wait)))
+        engine = create_async_engine(self.url, **self._options)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(_ms(wait)))
+        return engine
+
+    def hurried(self, wait: float) -> Database:
+        """Return this database with writes that wait at most ``wait`` seconds.
+
+        It shares this one's writer queue, and has connections of its own (set up
+        for the shorter wait); closing either closes both.
+        """
+        view = copy.copy(self)
+        view.busy_timeout = min(wait, self.busy_timeout)
+        view.engine = self._engine(view.busy_timeout)
+        self._engines.append(view.engine)
+        return view
+
+    def _busy(self) -> DatabaseBusy:
+        return DatabaseBusy(
+            f"the database is locked by another process (a backup, `ccgate keys`, another "
+            f"ccgate?) and stayed locked for {self.busy_timeout:g} s; retry shortly",
+            retry_after=1,
+        )
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """Run a write transaction (committed at the end of the block, rolled back on error)."""
-        if self._writer is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._writer, self.engine.begin() as conn:
-            yield conn
+        """Run a write transaction (committed at the end of the block, rolled back on error).
+
+        Raise :class:`ccgate.errors.DatabaseBusy` when a lock is not granted in time.
+        """
+        try:
+            if self._writer is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            deadline = time.monotonic() + self.busy_timeout
+            try:
+                # Not wait_for: on Python 3.11 it can swallow a cancellation of the caller.
+                async with asyncio.timeout(self.busy_timeout):
+                    await self._writer.acquire()
+            except TimeoutError:
+                raise self._busy() from None
+            try:
+                async with self.engine.begin() as conn:
+                    # Time spent queueing counts: wait only what is left for SQLite's lock.
+                    left = deadline - time.monotonic()
+                    shorter = left < self.busy_timeout - 0.05
+                    if shorter:
+                        await conn.exec_driver_sql(f"PRAGMA busy_timeout={_ms(left)}")
+                    try:
+                        yield conn
+                    finally:
+                        if shorter:
+                            with contextlib.suppress(Exception):
+                                restore = _ms(self.busy_timeout)
+                                await conn.exec_driver_sql(f"PRAGMA busy_timeout={restore}")
+            finally:
+                self._writer.release()
+        except DBAPIError as exc:
+            if is_lock_error(exc):
+                raise self._busy() from None
+            raise
 
     @property
     def dialect(self) -> str:
@@ -111,5 +208,6 @@ class Database:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Close every pooled connection (of the hurried views too)."""
+        for engine in self._engines:
+            await engine.dispose()

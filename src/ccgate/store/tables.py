@@ -21,9 +21,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 
 __all__ = [
+    "admissions",
     "api_keys",
     "loop_requests",
     "loops",
@@ -122,6 +124,30 @@ Index(
     "ix_usage_records_namespace_created_at", usage_records.c.namespace, usage_records.c.created_at
 )
 Index("ix_usage_records_created_at", usage_records.c.created_at)
+
+#: Admitted requests that have no ledger row yet (``store.admissions``): deleted, in the
+#: transaction that writes the row, when the request ends or is found interrupted.
+admissions = Table(
+    "admissions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("session_key", String(256), nullable=True),
+    # Where the request's tokens and cost are charged: JSON [[kind, start], ...].
+    Column("windows", Text, nullable=False, server_default="[]"),
+    Column("ledger", Boolean, nullable=False, server_default=true()),
+    Column("owner", String(300), nullable=False),
+    Column("admitted_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_creation_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+)
+Index("ix_admissions_owner", admissions.c.owner)
 
 quota_counters = Table(
     "quota_counters",

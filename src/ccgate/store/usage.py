@@ -1,4 +1,6 @@
-"""The usage ledger: one record per answered request, and summaries of them.
+"""The usage ledger: one record per admitted request, and summaries of them.
+
+Rows are written when a request is settled or found interrupted (``store.admissions``).
 
 Contract of a :class:`UsageStore` (one conformance suite runs it on SQLite and
 Postgres):
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import case, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ccgate.store.database import Database
 from ccgate.store.tables import usage_records
@@ -29,6 +32,7 @@ __all__ = [
     "UsageRecord",
     "UsageStore",
     "UsageSummary",
+    "record_on",
     "utc_day",
 ]
 
@@ -126,6 +130,13 @@ class UsageStore(Protocol):
         ...
 
 
+async def record_on(conn: AsyncConnection, record: UsageRecord) -> None:
+    """Within ``conn``'s transaction, append one record."""
+    stamp = record.created_at or time.time()
+    values = {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
+    await conn.execute(insert(usage_records).values(**values))
+
+
 _GROUPS = {
     "day": usage_records.c.day,
     "model": usage_records.c.model,
@@ -141,10 +152,8 @@ class SqlUsageStore:
 
     async def record(self, record: UsageRecord) -> None:
         """Append one record."""
-        stamp = record.created_at or time.time()
-        values = {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
         async with self._db.write() as conn:
-            await conn.execute(insert(usage_records).values(**values))
+            await record_on(conn, record)
 
     async def summarize(
         self,

@@ -1,0 +1,299 @@
+"""Admissions: every admitted request is on record until its ledger row is written.
+
+A request is admitted with a row here, written in the transaction that counts
+it in its quota windows, so a process killed mid-turn leaves a trace: the
+row, what the request had spent at its last checkpoint, and which process
+owned it. The request's end *settles* it; a later start-up (or another
+process) *interrupts* an admission whose owner is gone. Either one deletes
+the row in the transaction that writes the ledger row and charges the quota
+counters, and does nothing if the row is already gone — so each admitted
+request gets exactly one ledger row, whichever comes first, however often
+either is retried.
+
+Contract of an :class:`AdmissionStore` (one conformance suite runs it on
+SQLite and Postgres):
+
+- ``admit`` is atomic: it counts the request in a namespace's windows as
+  :meth:`CounterStore.admit` does and, only if no limit is reached, stores
+  the admission (``None``: counts only).
+- ``settle`` and ``interrupt`` act once per admission: the first call deletes
+  it, appends the ledger row (unless the admission says the ledger is off)
+  and charges tokens and cost to its windows; later calls change nothing and
+  return ``False`` / ``None``. A settlement without an admission id writes
+  its row and charge unconditionally.
+- ``checkpoint`` marks an owner's admissions as seen now and stores what some
+  of them have spent so far; ``pending`` lists every admission.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ccgate.store.counters import Limit, Window, charge_on, count_on
+from ccgate.store.database import Database
+from ccgate.store.tables import admissions
+from ccgate.store.usage import UsageRecord, record_on
+
+__all__ = [
+    "INTERRUPTED",
+    "AdmissionStore",
+    "Pending",
+    "Progress",
+    "Settlement",
+    "SqlAdmissionStore",
+]
+
+#: The ledger status of a request whose process died before it ended.
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a running request has spent so far."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float = 0.0
+    session_key: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Return every token counted."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_creation_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An admitted request that has no ledger row yet."""
+
+    id: str
+    namespace: str
+    endpoint: str
+    model: str
+    owner: str
+    admitted_at: float
+    session_key: str | None = None
+    #: Where its tokens and cost are charged (empty: the request is not counted).
+    windows: tuple[Window, ...] = ()
+    #: Whether it gets a ledger row (``usage_ledger``); its charge is due either way.
+    ledger: bool = True
+    seen_at: float = 0.0
+    progress: Progress = field(default_factory=Progress)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What closes an admitted request: its ledger row, and what it spent on its windows."""
+
+    admission_id: str | None
+    namespace: str
+    windows: tuple[Window, ...] = ()
+    tokens: int = 0
+    cost_usd: float = 0.0
+    record: UsageRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settlement as JSON-able data (for the journal)."""
+        return {
+            "admission_id": self.admission_id,
+            "namespace": self.namespace,
+            "windows": [[w.kind, w.start] for w in self.windows],
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "record": asdict(self.record) if self.record is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settlement:
+        """Return the settlement ``to_json`` made."""
+        record = data.get("record")
+        return cls(
+            admission_id=data.get("admission_id"),
+            namespace=str(data["namespace"]),
+            windows=tuple(Window(str(k), int(s)) for k, s in data.get("windows", [])),
+            tokens=int(data.get("tokens", 0)),
+            cost_usd=float(data.get("cost_usd", 0.0)),
+            record=UsageRecord(**record) if record is not None else None,
+        )
+
+
+class AdmissionStore(Protocol):
+    """Where admissions are kept; see the module docstring for the contract."""
+
+    async def admit(
+        self,
+        namespace: str,
+        pending: Pending | None,
+        windows: list[Window],
+        limits: list[Limit],
+    ) -> Limit | None:
+        """Count a request in ``windows`` and store ``pending``, unless a limit is reached."""
+        ...
+
+    async def settle(self, settlement: Settlement) -> bool:
+        """Close an admission with its ledger row and charge; False if it was closed already."""
+        ...
+
+    async def checkpoint(self, owner: str, progress: dict[str, Progress], now: float) -> None:
+        """Mark ``owner``'s admissions seen at ``now``; store the progress of some."""
+        ...
+
+    async def pending(self) -> list[Pending]:
+        """Return every admission, oldest first."""
+        ...
+
+    async def interrupt(self, pending: Pending) -> UsageRecord | None:
+        """Close an admission whose process died; return its row (None if closed already)."""
+        ...
+
+
+def _interrupted_record(pending: Pending) -> UsageRecord:
+    """Return the ledger row of a request that was cut off with its process."""
+    spent = pending.progress
+    seen = max(pending.seen_at, pending.admitted_at)
+    return UsageRecord(
+        namespace=pending.namespace,
+        endpoint=pending.endpoint,
+        model=pending.model,
+        status=INTERRUPTED,
+        duration_ms=(seen - pending.admitted_at) * 1000,
+        session_key=spent.session_key or pending.session_key,
+        input_tokens=spent.input_tokens,
+        output_tokens=spent.output_tokens,
+        cache_read_tokens=spent.cache_read_tokens,
+        cache_creation_tokens=spent.cache_creation_tokens,
+        cost_usd=spent.cost_usd,
+        created_at=seen,
+    )
+
+
+class SqlAdmissionStore:
+    """An :class:`AdmissionStore` on SQLAlchemy Core (SQLite or Postgres)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def admit(
+        self,
+        namespace: str,
+        pending: Pending | None,
+        windows: list[Window],
+        limits: list[Limit],
+    ) -> Limit | None:
+        """Count a request in ``windows`` and store ``pending``, unless a limit is reached."""
+        async with self._db.write() as conn:
+            reached = await count_on(conn, self._db.dialect, namespace, windows, limits)
+            if reached is not None or pending is None:
+                return reached
+            seen = pending.seen_at or pending.admitted_at
+            await conn.execute(insert(admissions).values(**_values(replace(pending, seen_at=seen))))
+        return None
+
+    async def settle(self, settlement: Settlement) -> bool:
+        """Close an admission with its ledger row and charge; False if it was closed already."""
+        async with self._db.write() as conn:
+            if settlement.admission_id is not None:
+                gone = await conn.execute(
+                    delete(admissions).where(admissions.c.id == settlement.admission_id)
+                )
+                if not gone.rowcount:
+                    return False
+            await self._close(conn, settlement)
+        return True
+
+    async def _close(self, conn: AsyncConnection, settlement: Settlement) -> None:
+        if settlement.record is not None:
+            await record_on(conn, settlement.record)
+        await charge_on(
+            conn,
+            self._db.dialect,
+            settlement.namespace,
+            list(settlement.windows),
+            tokens=settlement.tokens,
+            cost_usd=settlement.cost_usd,
+        )
+
+    async def checkpoint(self, owner: str, progress: dict[str, Progress], now: float) -> None:
+        """Mark ``owner``'s admissions seen at ``now``; store the progress of some."""
+        c = admissions.c
+        async with self._db.write() as conn:
+            await conn.execute(update(admissions).where(c.owner == owner).values(seen_at=now))
+            for admission_id, spent in progress.items():
+                values = asdict(spent)
+                if values["session_key"] is None:
+                    del values["session_key"]
+                await conn.execute(update(admissions).where(c.id == admission_id).values(**values))
+
+    async def pending(self) -> list[Pending]:
+        """Return every admission, oldest first."""
+        query = select(admissions).order_by(admissions.c.admitted_at, admissions.c.id)
+        async with self._db.engine.connect() as conn:
+            return [_pending(row._mapping) for row in await conn.execute(query)]
+
+    async def interrupt(self, pending: Pending) -> UsageRecord | None:
+        """Close an admission whose process died; return its row (None if closed already)."""
+        record = _interrupted_record(pending)
+        settlement = Settlement(
+            pending.id,
+            pending.namespace,
+            pending.windows,
+            pending.progress.tokens,
+            pending.progress.cost_usd,
+            record if pending.ledger else None,
+        )
+        return record if await self.settle(settlement) else None
+
+
+def _values(pending: Pending) -> dict[str, Any]:
+    spent = pending.progress
+    return {
+        "id": pending.id,
+        "namespace": pending.namespace,
+        "endpoint": pending.endpoint,
+        "model": pending.model,
+        "session_key": spent.session_key or pending.session_key,
+        "windows": json.dumps([[w.kind, w.start] for w in pending.windows]),
+        "ledger": pending.ledger,
+        "owner": pending.owner,
+        "admitted_at": pending.admitted_at,
+        "seen_at": pending.seen_at,
+        "input_tokens": spent.input_tokens,
+        "output_tokens": spent.output_tokens,
+        "cache_read_tokens": spent.cache_read_tokens,
+        "cache_creation_tokens": spent.cache_creation_tokens,
+        "cost_usd": spent.cost_usd,
+    }
+
+
+def _pending(row: Any) -> Pending:
+    return Pending(
+        id=row["id"],
+        namespace=row["namespace"],
+        endpoint=row["endpoint"],
+        model=row["model"],
+        owner=row["owner"],
+        admitted_at=float(row["admitted_at"]),
+        session_key=row["session_key"],
+        windows=tuple(Window(str(k), int(s)) for k, s in json.loads(row["windows"] or "[]")),
+        ledger=bool(row["ledger"]),
+        seen_at=float(row["seen_at"]),
+        progress=Progress(
+            int(row["input_tokens"]),
+            int(row["output_tokens"]),
+            int(row["cache_read_tokens"]),
+            int(row["cache_creation_tokens"]),
+            float(row["cost_usd"]),
+        ),
+    )
