@@ -458,7 +458,7 @@ def test_kill_9_mid_turn_leaves_exactly_one_interrupted_row(
         assert wait_until(lambda: _up(url), within=60)
         [row] = _ledger(data_dir, made["id"])
         assert row["status"] == "interrupted"
-        assert (row["endpoint"], row["model"]) == ("/v1/chat/completions", "sonnet")
+        assert (row["endpoint"], row["model"]) == ("/v1/chat/completions", "claude-sonnet-5-5")
         assert row["input_tokens"] >= admission["input_tokens"] > 0
         assert row["output_tokens"] >= admission["output_tokens"] > 0
         assert row["cost_usd"] > 0 and row["session_key"]

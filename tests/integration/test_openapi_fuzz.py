@@ -67,10 +67,6 @@ checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
 include-name = "POST /v1/loops/{{loop_id}}/messages"
 checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
 
-# DELETE archives a loop: it stays readable, with archived: true (the Loop API's contract).
-[[operations]]
-include-name = "GET /v1/loops/{{loop_id}}"
-checks.use_after_free.enabled = false
 """
 
 
@@ -148,6 +144,12 @@ def _schemathesis(url: str, tmp_path: Path) -> tuple[dict[str, Any], str]:
     argv = [
         *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color"),
         *("run", f"{url}/openapi.json", "--checks", "all"),
+        # Two DELETEs keep what they end readable: DELETE /v1/loops/{id} archives a loop (it
+        # stays readable with archived: true, the Loop API's contract) and DELETE
+        # /admin/keys/{id} revokes a key (readable with revoked_at set, an audit trail).
+        # "Deleted resource still available" cannot be told so per operation in its stateful
+        # phase; the one hard delete, DELETE /v1/sessions/{key}, is pinned in test_sessions.
+        *("--exclude-checks", "use_after_free"),
         *("--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "20261129"),
         *("--exclude-path", ENDLESS, "--request-timeout", "60", "--workers", "2"),
         *("--header", f"Authorization: Bearer {ADMIN_KEY}"),

@@ -179,6 +179,7 @@ def test_sessions_api(gateway: Gateway, model: ScriptedModel) -> None:
     assert one["usage"]["output_tokens"] > 0
     assert 0 < one["ttl_remaining_seconds"] <= 86400
     assert httpx.delete(gateway.url + "/v1/sessions/k1").json()["deleted"] is True
+    assert httpx.get(gateway.url + "/v1/sessions/k1").status_code == 404  # gone, not archived
     assert httpx.delete(gateway.url + "/v1/sessions/k1").status_code == 404
     assert httpx.delete(gateway.url + "/v1/sessions").json()["deleted"] == 1
     assert httpx.get(gateway.url + "/v1/sessions").json()["data"] == []
