@@ -5,7 +5,7 @@ Claude Code CLI, the scripted model of ``ccgate.demo`` as upstream) and compares
 what the client sent with what reached the model (the scripted model's record):
 
 * ``before``: the CLI left to itself (the fidelity levers of
-  ``ccgate.engine.claude.fidelity`` blanked), as ccgate ran until this change;
+  ``ccgate.claude.fidelity`` blanked), as ccgate ran until this change;
 * ``after``: ccgate as it runs now;
 
 each with an API key and with an OAuth token (a subscription), since Claude
@@ -43,9 +43,9 @@ import uvicorn  # noqa: E402
 from harness import check_leftovers, print_table  # noqa: E402
 
 from ccgate.app import create_app  # noqa: E402
+from ccgate.claude import ClaudeRunner, RunnerConfig  # noqa: E402
 from ccgate.config import load_settings  # noqa: E402
 from ccgate.demo import DemoServer, RecordedRequest, ScriptedModel  # noqa: E402
-from ccgate.engine.claude import ClaudeRunner, RunnerConfig  # noqa: E402
 
 #: Blanking these turns the fidelity levers off (the CLI reads an empty value as unset).
 LEVERS_OFF = {

@@ -73,8 +73,8 @@ from typing import Any
 
 import httpx
 
+from ccgate.access.keys import KeyManager
 from ccgate.config import load_settings
-from ccgate.engine.keys import KeyManager
 from ccgate.store.database import Database
 from ccgate.store.keys import Quota, SqlKeyStore
 

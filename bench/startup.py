@@ -76,10 +76,10 @@ from claude_agent_sdk import (
     tool,
 )
 
+from ccgate.claude.process import RunnerConfig, cli_settings_env, scrubbed_env
+from ccgate.claude.workdirs import WorkerDirs
 from ccgate.demo import DemoServer, ScriptedModel
 from ccgate.demo.model import is_side_request
-from ccgate.engine.claude.process import RunnerConfig, cli_settings_env, scrubbed_env
-from ccgate.engine.workdirs import WorkerDirs
 
 # harness.py sits next to this script. ``python bench/startup.py`` already puts this directory
 # on sys.path; adding it here keeps ``python -P`` and ``python -m bench.startup`` working too.

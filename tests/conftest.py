@@ -14,9 +14,9 @@ import anthropic
 import openai
 import pytest
 
+from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.config import load_settings
 from ccgate.demo import DemoServer, ScriptedModel
-from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
 
 

@@ -15,37 +15,35 @@ from typing import Any
 from fastapi import FastAPI
 
 from ccgate import __version__
-from ccgate.api import (
-    admin_routes,
-    anthropic_routes,
-    docs,
-    health,
-    loops_routes,
-    openai_routes,
-    sessions_routes,
-    usage_routes,
-)
-from ccgate.api.accounting import Accounting
+from ccgate.access.accounting import Accounting
+from ccgate.access.keys import KeyManager
+from ccgate.access.quotas import Quotas, windows_at
 from ccgate.api.crash import CrashGuard
 from ccgate.api.errors import install_error_handlers
 from ccgate.api.hosts import HostGuard, HostPolicy
 from ccgate.api.limits import BodyLimit
-from ccgate.api.metrics import Gauges, Metrics
-from ccgate.api.probe import AuthProbe
+from ccgate.api.routes import admin as admin_routes
+from ccgate.api.routes import anthropic as anthropic_routes
+from ccgate.api.routes import docs as docs_routes
+from ccgate.api.routes import health as health_routes
+from ccgate.api.routes import loops as loops_routes
+from ccgate.api.routes import openai as openai_routes
+from ccgate.api.routes import sessions as sessions_routes
+from ccgate.api.routes import usage as usage_routes
 from ccgate.api.state import AppState, Counters
+from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.claude.launcher import clear_credential_files
+from ccgate.claude.workdirs import WorkerDirs
 from ccgate.config import Settings
 from ccgate.engine.cache import ResponseCache
-from ccgate.engine.claude import ClaudeRunner, RunnerConfig
 from ccgate.engine.gate import Gate
-from ccgate.engine.keys import KeyManager
-from ccgate.engine.launcher import clear_credential_files
 from ccgate.engine.live import TurnManager
-from ccgate.engine.loops import LoopManager
 from ccgate.engine.models import Catalogue
-from ccgate.engine.quotas import Quotas, windows_at
+from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
-from ccgate.engine.workdirs import WorkerDirs
+from ccgate.loops.manager import LoopManager
+from ccgate.metrics import Gauges, Metrics
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
@@ -334,8 +332,8 @@ def create_app(
     app.include_router(usage_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(loops_routes.router)
-    app.include_router(health.router)
-    app.include_router(docs.router)
+    app.include_router(health_routes.router)
+    app.include_router(docs_routes.router)
     # The last one added runs first: crashes end in CrashGuard; a wrong Host or origin is
     # refused before anything else is done.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -25,8 +25,8 @@ import anthropic
 import httpx
 import pytest
 
+from ccgate.claude.binary import find_cli
 from ccgate.demo import ScriptedModel
-from ccgate.engine.cli_info import find_cli
 from gateway_testing import Exchange, Gateway, Recorder, wait_for_no_processes
 
 pytestmark = pytest.mark.cli

@@ -37,8 +37,8 @@ import httpx
 import openai
 import pytest
 
+from ccgate.claude import ClaudeRunner
 from ccgate.demo import DemoServer, Reply, ScriptedModel, ToolUse
-from ccgate.engine.claude import ClaudeRunner
 from ccgate.engine.events import AgentEvent
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.turn import TurnRequest

@@ -16,9 +16,9 @@ import anthropic
 import openai
 import pytest
 
+from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.claude.fidelity import fidelity_env
 from ccgate.demo import DemoServer, ScriptedModel
-from ccgate.engine.claude import ClaudeRunner, RunnerConfig
-from ccgate.engine.claude.fidelity import fidelity_env
 from gateway_testing import Gateway, cli_processes
 
 pytestmark = pytest.mark.cli

@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
+from ccgate.access.keys import hash_key
 from ccgate.demo import ScriptedModel
-from ccgate.engine.keys import hash_key
 from ccgate.logs import JSONFormatter
 from gateway_testing import Gateway
 

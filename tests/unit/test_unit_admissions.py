@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.api.accounting import LEASE, Accounting, estimate_cost
+from ccgate.access.accounting import LEASE, Accounting, estimate_cost
+from ccgate.access.quotas import Quotas, windows_at
 from ccgate.api.auth import Caller
-from ccgate.api.metrics import Gauges, Metrics
 from ccgate.engine.events import TextDelta, TurnEnd, Usage
 from ccgate.engine.models import Catalogue
-from ccgate.engine.quotas import Quotas, windows_at
+from ccgate.metrics import Gauges, Metrics
 from ccgate.store.admissions import INTERRUPTED, Pending, Settlement, SqlAdmissionStore
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database

@@ -739,7 +739,7 @@ async def test_a_silent_start_longer_than_the_first_event_wait_is_still_answered
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The stream commits to 200 after the wait; the turn itself must go on, not be cut.
-    monkeypatch.setattr("ccgate.api.turns.FIRST_EVENT_WAIT", 0.1)
+    monkeypatch.setattr("ccgate.api.answer.FIRST_EVENT_WAIT", 0.1)
     runner = SlowStartRunner()
     settings = load_settings({"data_dir": tmp_path / "data"}, {})
     app = create_app(settings, runner=runner)

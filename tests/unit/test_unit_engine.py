@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from ccgate.engine.claude.models import parse_cli_models
+from ccgate.claude.models import parse_cli_models
 from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnStarted, Usage
 from ccgate.engine.gate import Gate
 from ccgate.engine.models import Catalogue, CliModel, Price

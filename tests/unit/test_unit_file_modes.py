@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.engine.claude import RunnerConfig
+from ccgate.claude import RunnerConfig
+from ccgate.claude.transcript import write_transcript
 from ccgate.engine.gate import Gate
-from ccgate.engine.loops import LoopManager
-from ccgate.engine.transcript import write_transcript
 from ccgate.engine.turn import Message, TextPart
+from ccgate.loops.manager import LoopManager
 from ccgate.store.database import Database
 from ccgate.store.loops import SqlLoopStore
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.engine.claude.environment import Credential, agent_credential, agent_environment
-from ccgate.engine.launcher import (
+from ccgate.claude.environment import Credential, agent_credential, agent_environment
+from ccgate.claude.launcher import (
     CREDENTIAL_FD,
     clear_credential_files,
     credential_file,

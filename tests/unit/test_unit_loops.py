@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ccgate.engine.claude.agent import Decision
+from ccgate.claude.agent import Decision
 from ccgate.engine.events import (
     TextDelta,
     ThinkingDelta,
@@ -22,8 +22,8 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.gate import Gate
-from ccgate.engine.hub import Hub
-from ccgate.engine.loop_events import (
+from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge
+from ccgate.loops.events import (
     ChoiceRequested,
     ChoiceResolved,
     Done,
@@ -37,9 +37,9 @@ from ccgate.engine.loop_events import (
     dump,
     load,
 )
-from ccgate.engine.loop_runtime import LoopRuntime, TurnLog, summarize
-from ccgate.engine.loops import PERMISSION_MODES
-from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge
+from ccgate.loops.hub import Hub
+from ccgate.loops.manager import PERMISSION_MODES
+from ccgate.loops.runtime import LoopRuntime, TurnLog, summarize
 from ccgate.protocol import loops as wire
 from ccgate.store.loops import LoopRecord
 

@@ -1,4 +1,4 @@
-"""The pool's policy (engine.claude.pool) with processes that are records only: no CLI runs."""
+"""The pool's policy (claude.pool) with processes that are records only: no CLI runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ccgate.engine.claude.pool import HOT_AFTER, ProcessPool
-from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
-from ccgate.engine.memory import MachineMemory, SystemMemory
+from ccgate.claude.memory import MachineMemory, SystemMemory
+from ccgate.claude.pool import HOT_AFTER, ProcessPool
+from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.engine.turn import Message, TextPart, Thinking, ToolSpec, TurnRequest
 
 pytestmark = pytest.mark.asyncio

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.api.accounting import Accounting, Ticket, estimate_cost
+from ccgate.access.accounting import Accounting, Ticket, estimate_cost
+from ccgate.access.quotas import Quotas, windows_at
 from ccgate.api.auth import Caller
-from ccgate.api.metrics import Gauges, Metrics
 from ccgate.engine.cache import Flights, ResponseCache, cache_key
 from ccgate.engine.events import TextDelta, ToolCallDelta, TurnEnd, TurnError, Usage
 from ccgate.engine.models import Catalogue
-from ccgate.engine.quotas import Quotas, windows_at
 from ccgate.engine.turn import (
     Message,
     TextPart,
@@ -24,6 +23,7 @@ from ccgate.engine.turn import (
     TurnRequest,
 )
 from ccgate.errors import QuotaExceeded
+from ccgate.metrics import Gauges, Metrics
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.counters import SqlCounterStore, Window
 from ccgate.store.database import Database

@@ -12,7 +12,9 @@ import pytest
 from claude_agent_sdk import ResultMessage, ToolResultBlock, UserMessage
 from claude_agent_sdk.types import StreamEvent
 
-from ccgate.engine.claude import Translator
+from ccgate.claude import Translator
+from ccgate.claude.prompt import content_blocks, system_prompt
+from ccgate.claude.transcript import write_transcript
 from ccgate.engine.events import (
     TextDelta,
     ToolCallDelta,
@@ -23,10 +25,8 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.live import reply_message
-from ccgate.engine.prompt import content_blocks, system_prompt
 from ccgate.engine.sessions import fingerprints
 from ccgate.engine.toolbox import ToolBoxClosed, ToolResultBox
-from ccgate.engine.transcript import write_transcript
 from ccgate.engine.turn import (
     Message,
     SessionPlan,

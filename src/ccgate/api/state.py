@@ -8,18 +8,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ccgate.api.accounting import Accounting
-from ccgate.api.metrics import Metrics
-from ccgate.api.probe import AuthProbe
+from ccgate.access.accounting import Accounting
+from ccgate.access.keys import KeyManager
 from ccgate.config import Settings
 from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
-from ccgate.engine.keys import KeyManager
 from ccgate.engine.live import TurnManager
-from ccgate.engine.loops import LoopManager
 from ccgate.engine.models import Catalogue
+from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.loops.manager import LoopManager
+from ccgate.metrics import Metrics
 from ccgate.store.usage import UsageStore
 
 __all__ = ["AppState", "Counters", "State"]

@@ -3,7 +3,7 @@
 The catalogue follows Claude Code rather than a list of its own that goes
 stale: at start ccgate asks the bundled CLI for the models it offers (its
 aliases, what each resolves to, display names and prices; see
-``engine.claude.models``) and :meth:`Catalogue.adopt` merges them over the
+``claude.models``) and :meth:`Catalogue.adopt` merges them over the
 packaged ``models.json``, which only bridges the time until the CLI answered
 and prices older ids.
 

@@ -12,7 +12,7 @@ exactly the client's conversation as real turns.
 A request that carries tool results is continued by its live turn when that
 turn still waits (``engine.live``); one that reaches this module found no such
 turn, and gets a session rebuilt from its history whose last tool call the CLI
-re-runs with the client's result (``engine.transcript``).
+re-runs with the client's result (``claude.transcript``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ccgate.engine.transcript import transcript_path, write_transcript
+from ccgate.claude.transcript import transcript_path, write_transcript
 from ccgate.engine.turn import (
     ImagePart,
     Message,

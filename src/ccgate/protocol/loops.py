@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccgate.engine.events import TextDelta, ThinkingDelta, ToolResult, Usage
-from ccgate.engine.loop_events import (
+from ccgate.errors import GatewayError, InvalidRequest
+from ccgate.loops.events import (
     ChoiceRequested,
     ChoiceResolved,
     Done,
@@ -26,7 +27,6 @@ from ccgate.engine.loop_events import (
     Started,
     ToolCalled,
 )
-from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.store.loops import LoopRecord
 
 __all__ = [
@@ -59,7 +59,7 @@ CONTENT_MAX = 1024 * 1024
 METADATA_MAX = 16 * 1024
 
 
-#: The permission modes a loop runs (``engine.loops.PERMISSION_MODES``; a test keeps them
+#: The permission modes a loop runs (``loops.manager.PERMISSION_MODES``; a test keeps them
 #: equal), as the OpenAPI document shows them. Any other is refused with a message.
 PERMISSION_MODES = ("default", "acceptEdits", "plan")
 _MODES_SCHEMA: dict[str, Any] = {"anyOf": [{"enum": list(PERMISSION_MODES)}, {"type": "null"}]}

@@ -1,7 +1,7 @@
 """Loops: long-lived agents with a workspace each, owned by a caller.
 
 The manager creates loops (a record and a workspace directory), checks who
-owns them, keeps one :class:`~ccgate.engine.loop_runtime.LoopRuntime` per
+owns them, keeps one :class:`~ccgate.loops.runtime.LoopRuntime` per
 loop in use, and starts each loop's agent confined to its workspace:
 
 - ``<loops_dir>/<loop id>/workspace`` is the agent's working directory;
@@ -35,15 +35,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ccgate.engine.claude.agent import Agent, AgentSpec, Decision
-from ccgate.engine.claude.pool import IdleElsewhere
-from ccgate.engine.claude.process import RunnerConfig
+from ccgate.claude.agent import Agent, AgentSpec, Decision
+from ccgate.claude.pool import IdleElsewhere
+from ccgate.claude.process import RunnerConfig
+from ccgate.claude.transcript import transcript_path
+from ccgate.claude.workdirs import WorkerDirs, user_credentials
 from ccgate.engine.gate import Gate
-from ccgate.engine.loop_events import Failed, dump, load
-from ccgate.engine.loop_runtime import LoopRuntime, TurnLog
-from ccgate.engine.transcript import transcript_path
-from ccgate.engine.workdirs import WorkerDirs, user_credentials
 from ccgate.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ccgate.loops.events import Failed, dump, load
+from ccgate.loops.runtime import LoopRuntime, TurnLog
 from ccgate.store.journal import Journal
 from ccgate.store.loops import LoopRecord, LoopStore, RequestRecord
 

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 
+from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.auth import Caller, Client
 from ccgate.api.openapi import LOOP_ERROR
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import AppState, State
-from ccgate.api.turns import PING_EVERY, SSEResponse
-from ccgate.engine.loop_events import Failed, Interrupted, is_final
-from ccgate.engine.loop_runtime import TurnLog
-from ccgate.engine.loops import PERMISSION_MODES
 from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge, Unavailable
+from ccgate.loops.events import Failed, Interrupted, is_final
+from ccgate.loops.manager import PERMISSION_MODES
+from ccgate.loops.runtime import TurnLog
 from ccgate.protocol import loops as wire
 from ccgate.store.loops import LoopRecord
 

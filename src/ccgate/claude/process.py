@@ -46,7 +46,7 @@ class RunnerConfig:
     secrets: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The environment ccgate runs in (``os.environ`` at the composition root); every
-    #: CLI's environment is made from it (``engine.claude.environment``).
+    #: CLI's environment is made from it (``claude.environment``).
     environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Seconds a conversation's process stays alive after its turn (0: it ends with it).
     session_keepalive: float = 0.0

@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ccgate.api.answer import admit, collect_turn, session_key, stream_turn
 from ccgate.api.auth import Client
 from ccgate.api.openapi import CHAT_200, MODEL_200, MODELS_200, errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
-from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic, openai
 
 __all__ = ["router"]

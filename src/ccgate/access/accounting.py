@@ -29,8 +29,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from ccgate.access.quotas import Admission, Quotas
 from ccgate.api.auth import Caller
-from ccgate.api.metrics import Metrics
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
@@ -42,7 +42,7 @@ from ccgate.engine.events import (
     last_usage,
 )
 from ccgate.engine.models import ModelInfo
-from ccgate.engine.quotas import Admission, Quotas
+from ccgate.metrics import Metrics
 from ccgate.store.admissions import AdmissionStore, Pending, Progress
 from ccgate.store.journal import Journal
 from ccgate.store.owners import owner_alive

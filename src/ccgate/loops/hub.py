@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ccgate.engine.loop_events import Failed, LoopEvent
+from ccgate.loops.events import Failed, LoopEvent
 
 __all__ = ["Hub", "Watch"]
 

@@ -10,13 +10,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccgate.claude import ClaudeRunner, RunnerConfig, scrubbed_env
+from ccgate.claude.binary import cli_version, find_cli
+from ccgate.claude.workdirs import user_credentials
 from ccgate.config import Settings
-from ccgate.engine.claude import ClaudeRunner, RunnerConfig, scrubbed_env
-from ccgate.engine.cli_info import cli_version, find_cli
 from ccgate.engine.events import TurnError
-from ccgate.engine.loops import sandbox_missing
 from ccgate.engine.turn import Message, TextPart, TurnRequest
-from ccgate.engine.workdirs import user_credentials
+from ccgate.loops.manager import sandbox_missing
 
 __all__ = ["Check", "run_doctor"]
 

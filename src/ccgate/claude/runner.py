@@ -12,11 +12,11 @@ A process serves one conversation (Claude Code session). After a turn that
 ended cleanly it stays alive for ``session_keepalive`` seconds, so the
 conversation's next turn runs on it without a start-up; new conversations take
 a spare that the pool started ahead for their configuration
-(``engine.claude.pool``). A turn with no process to run on starts one, as does
+(``claude.pool``). A turn with no process to run on starts one, as does
 a conversation rebuilt from the client's history (the CLI reads it at start).
 
 The client's tools are the only tools the model gets: an in-process MCP server
-(``engine.client_tools``) whose calls wait for the client's results. While a
+(``claude.client_tools``) whose calls wait for the client's results. While a
 turn waits for them, ``request_timeout`` does not run.
 """
 
@@ -41,11 +41,15 @@ from claude_agent_sdk import (
     ProcessError,
 )
 
-from ccgate.engine.claude.environment import Credential, agent_credential, cli_environment
-from ccgate.engine.claude.fidelity import fidelity_env, thinking_option
-from ccgate.engine.claude.models import cached_cli_models
-from ccgate.engine.claude.pool import IdleElsewhere, ProcessPool
-from ccgate.engine.claude.process import (
+from ccgate.claude.binary import find_cli
+from ccgate.claude.client_tools import SERVER_NAME, client_tool_server
+from ccgate.claude.environment import Credential, agent_credential, cli_environment
+from ccgate.claude.fidelity import fidelity_env, thinking_option
+from ccgate.claude.launcher import credential_file, tethered
+from ccgate.claude.memory import SystemMemory
+from ccgate.claude.models import cached_cli_models
+from ccgate.claude.pool import IdleElsewhere, ProcessPool
+from ccgate.claude.process import (
     CLIExited,
     Pause,
     RunnerConfig,
@@ -56,23 +60,19 @@ from ccgate.engine.claude.process import (
     send_signal,
     short,
 )
-from ccgate.engine.claude.translate import Translator, moves_on
-from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
-from ccgate.engine.cli_info import find_cli
-from ccgate.engine.client_tools import SERVER_NAME, client_tool_server
+from ccgate.claude.prompt import user_message_content
+from ccgate.claude.translate import Translator, moves_on
+from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
+from ccgate.claude.workdirs import WorkerDirs
 from ccgate.engine.events import (
     AgentEvent,
     TurnEnd,
     TurnError,
     TurnStarted,
 )
-from ccgate.engine.launcher import credential_file, tethered
-from ccgate.engine.memory import SystemMemory
 from ccgate.engine.models import CliModel
-from ccgate.engine.prompt import user_message_content
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
-from ccgate.engine.workdirs import WorkerDirs
 
 __all__ = ["ClaudeRunner"]
 

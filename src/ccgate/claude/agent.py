@@ -1,6 +1,6 @@
 """An agent: one Claude Code process with its built-in tools, confined to a workspace.
 
-A loop (``engine.loops``) runs its turns on one :class:`Agent` while it is
+A loop (``loops.manager``) runs its turns on one :class:`Agent` while it is
 active. The process is owned by one task (the SDK's cancel scopes break when a
 client is used from another task); turns and interrupts reach it through a
 queue. Confinement, all by Claude Code's own means:
@@ -12,7 +12,7 @@ queue. Confinement, all by Claude Code's own means:
   hides the paths in ``deny_read`` (ccgate's data dir, other loops, the
   operator's Claude login), and never runs a command outside the sandbox;
 - commands see an environment made for them, without the operator's
-  variables or the upstream credential (``engine.claude.environment``);
+  variables or the upstream credential (``claude.environment``);
 - every tool call that needs permission under the permission mode goes to
   ``chooser`` (``can_use_tool``): a person or program decides.
 """
@@ -38,8 +38,10 @@ from claude_agent_sdk import (
     ToolPermissionContext,
 )
 
-from ccgate.engine.claude.environment import Credential, agent_credential, agent_environment
-from ccgate.engine.claude.process import (
+from ccgate.claude.binary import find_cli
+from ccgate.claude.environment import Credential, agent_credential, agent_environment
+from ccgate.claude.launcher import credential_file, tethered
+from ccgate.claude.process import (
     RunnerConfig,
     cli_pid,
     cli_settings_env,
@@ -47,11 +49,9 @@ from ccgate.engine.claude.process import (
     send_signal,
     short,
 )
-from ccgate.engine.claude.translate import Translator
-from ccgate.engine.cli_info import find_cli
+from ccgate.claude.translate import Translator
+from ccgate.claude.workdirs import WorkerDirs
 from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, TurnStarted
-from ccgate.engine.launcher import credential_file, tethered
-from ccgate.engine.workdirs import WorkerDirs
 
 __all__ = ["AGENT_TOOLS", "Agent", "AgentSpec", "Chooser", "Decision"]
 

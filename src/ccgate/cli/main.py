@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"ccgate: {exc.message}", file=sys.stderr)
             return 2
-    from ccgate.doctor import run_doctor
+    from ccgate.cli.doctor import run_doctor
 
     return asyncio.run(run_doctor(settings, probe=not args.no_probe))
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``sessions``, ``keys`` or ``usage`` (straight on the database, no server)."""
     if args.command == "sessions":
-        from ccgate.sessions_cli import run_sessions
+        from ccgate.cli.sessions import run_sessions
 
         return asyncio.run(
             run_sessions(
@@ -189,7 +189,7 @@ def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     if args.command == "keys":
-        from ccgate.keys_cli import run_keys
+        from ccgate.cli.keys import run_keys
 
         quota = {
             name: getattr(args, "quota_" + name)
@@ -209,7 +209,7 @@ def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
                 as_json=args.as_json,
             )
         )
-    from ccgate.usage_cli import run_usage
+    from ccgate.cli.usage import run_usage
 
     return asyncio.run(
         run_usage(
@@ -245,7 +245,7 @@ def serve(settings: Settings) -> int:
     """Start the gateway and serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    from ccgate.api.health import public_upstream
+    from ccgate.api.routes.health import public_upstream
     from ccgate.app import create_app
     from ccgate.logs import configure_logging
 

@@ -1,7 +1,7 @@
 """One loop at work: its message queue, its agent process, its choices, its watchers.
 
 Messages run one at a time, in the order they came. A turn runs on the
-loop's :class:`~ccgate.engine.claude.agent.Agent`, started (``cold_start``)
+loop's :class:`~ccgate.claude.agent.Agent`, started (``cold_start``)
 when the loop has none and released after ``idle_timeout`` without a turn; a
 new process resumes the loop's Claude Code session, so the conversation goes
 on. A tool call that needs permission, or a question of the agent, becomes a
@@ -10,7 +10,7 @@ on. A tool call that needs permission, or a question of the agent, becomes a
 gives it back while it waits for a choice, which can take a person half an
 hour. Every event of a turn is kept in its :class:`TurnLog`,
 which the message's own stream (and an idempotent retry of it) reads from the
-start, and is sent to the loop's watchers (``engine.hub``).
+start, and is sent to the loop's watchers (``loops.hub``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccgate.engine.claude.agent import Agent, Decision
+from ccgate.claude.agent import Agent, Decision
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
@@ -41,8 +41,9 @@ from ccgate.engine.events import (
     last_usage,
 )
 from ccgate.engine.gate import Gate
-from ccgate.engine.hub import Hub, Watch
-from ccgate.engine.loop_events import (
+from ccgate.engine.redact import hide_addresses
+from ccgate.errors import InvalidRequest, NotFound
+from ccgate.loops.events import (
     ChoiceRequested,
     ChoiceResolved,
     Done,
@@ -55,8 +56,7 @@ from ccgate.engine.loop_events import (
     ToolCalled,
     is_final,
 )
-from ccgate.engine.redact import hide_addresses
-from ccgate.errors import InvalidRequest, NotFound
+from ccgate.loops.hub import Hub, Watch
 from ccgate.store.loops import LoopRecord
 
 __all__ = ["LoopRuntime", "TurnLog", "summarize"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from ccgate.api.accounting import Ticket
+from ccgate.access.accounting import Ticket
 from ccgate.api.state import AppState
 from ccgate.engine.cache import Flight, cache_key
 from ccgate.engine.events import AgentEvent

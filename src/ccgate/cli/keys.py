@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ccgate.access.keys import KeyManager
 from ccgate.config import Settings
-from ccgate.engine.keys import KeyManager
 from ccgate.engine.models import Catalogue
 from ccgate.errors import InvalidRequest, NotFound
 from ccgate.protocol.admin import key_object, parse_expiry

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ccgate.engine.prompt import system_prompt
+from ccgate.claude.prompt import system_prompt
 from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import Effort, Thinking, ToolSpec, TurnRequest
 

@@ -25,10 +25,9 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ccgate.api.accounting import Ticket
+from ccgate.access.accounting import Ticket
 from ccgate.api.auth import Caller
 from ccgate.api.errors import error_for_turn
-from ccgate.api.sources import Source, open_source
 from ccgate.api.state import AppState
 from ccgate.engine.events import (
     AgentEvent,
@@ -41,6 +40,7 @@ from ccgate.engine.events import (
 from ccgate.engine.live import ends_segment
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.sessions import check_key
+from ccgate.engine.sources import Source, open_source
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, DatabaseBusy, GatewayError, QuotaExceeded, Unavailable
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ccgate.cli.keys import fail, format_time, print_json, print_table, printable
 from ccgate.config import Settings
 from ccgate.errors import InvalidRequest
-from ccgate.keys_cli import fail, format_time, print_json, print_table, printable
 from ccgate.protocol.admin import parse_time, usage_object
 from ccgate.store.database import Database
 from ccgate.store.keys import SqlKeyStore

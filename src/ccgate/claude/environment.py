@@ -9,12 +9,12 @@ same for the compatible APIs and for loops:
   locations) is kept; everything else (``GITHUB_TOKEN``, cloud credentials,
   ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ccgate's settings) is blanked;
 - the upstream credential is not in it: it reaches the CLI through a file only
-  the launcher reads (``engine.launcher``), as an API key (ccgate's
+  the launcher reads (``claude.launcher``), as an API key (ccgate's
   ``upstream_api_key`` or the operator's ``ANTHROPIC_API_KEY``) or an OAuth
   token (``CLAUDE_CODE_OAUTH_TOKEN``), and the CLI reads it from descriptor 3;
   a ``claude login`` is found in the CLI's config dir, which no command can
   read. The one exception is a compatible-API turn with an API key: Claude
-  Code's minimal mode (``engine.claude.fidelity``) takes an API key only from
+  Code's minimal mode (``claude.fidelity``) takes an API key only from
   ``ANTHROPIC_API_KEY``, so the launcher sets it from the file for the CLI
   alone; that CLI runs no tools and so no command that could read it.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ccgate.engine.launcher import CREDENTIAL_FD
+from ccgate.claude.launcher import CREDENTIAL_FD
 
 __all__ = [
     "KEPT_VARIABLES",

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ccgate.engine.prompt import content_blocks
+from ccgate.claude.prompt import content_blocks
 from ccgate.engine.turn import Message, ToolResultPart
 
 __all__ = ["project_dir", "transcript_path", "write_transcript"]

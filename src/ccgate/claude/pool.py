@@ -6,7 +6,7 @@ Two kinds of idle process are kept:
   ``keepalive`` seconds for that conversation's next turn, which then needs no
   start-up; found by the conversation's Claude Code session id.
 - **spares** -- processes started ahead of demand for the configurations in use
-  (:class:`~ccgate.engine.claude.warm.ProcessConfig`). A configuration is *hot*
+  (:class:`~ccgate.claude.warm.ProcessConfig`). A configuration is *hot*
   once ``HOT_AFTER`` new conversations used it within ``HOT_WINDOW``; each hot
   one gets a spare (two when it is busy), within ``max_spares`` and the memory
   budget. A new conversation that finds a spare of its configuration takes it
@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ccgate.engine.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
-from ccgate.engine.memory import SystemMemory, process_memory_mb
+from ccgate.claude.memory import SystemMemory, process_memory_mb
+from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 
 __all__ = ["IdleElsewhere", "PoolStats", "ProcessPool"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ccgate.api.answer import admit, collect_turn, session_key, stream_turn
 from ccgate.api.auth import Client
 from ccgate.api.openapi import COUNT_TOKENS_200, MESSAGES_200, errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
-from ccgate.api.turns import admit, collect_turn, session_key, stream_turn
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
