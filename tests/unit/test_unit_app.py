@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.turn import TurnRequest
+from ccgate.testing import ScriptedRunner
 
 API_KEY = "client-key-SHOULD-NOT-LEAK-0123456789"
 UPSTREAM_KEY = "upstream-key-SHOULD-NOT-LEAK-0123456789"
@@ -45,43 +45,11 @@ def ok_script(text: str = "Hello") -> list[AgentEvent]:
     ]
 
 
-class FakeRunner:
-    """A Runner that plays a script of events and records the turns it was asked to run."""
+class FakeRunner(ScriptedRunner):
+    """The shipped scripted runner, playing ``ok_script()`` unless a test sets another."""
 
     def __init__(self) -> None:
-        self.script: list[AgentEvent] = ok_script()
-        self.turns: list[TurnRequest] = []
-        self.closed_runs = 0
-        self.closed = False
-
-    async def _play(self) -> AsyncGenerator[AgentEvent, None]:
-        try:
-            for event in self.script:
-                yield event
-        finally:
-            self.closed_runs += 1
-
-    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
-        self.turns.append(turn)
-        return self._play()
-
-    def live_processes(self) -> int:
-        return 0
-
-    def new_session(self, turn: TurnRequest) -> str:
-        return str(uuid.uuid4())
-
-    def release(self, cli_session_id: str) -> None:
-        return None
-
-    def pool_status(self) -> dict[str, object]:
-        return {}
-
-    def stop_all(self, reason: str) -> None:
-        self.stopped = reason
-
-    async def aclose(self) -> None:
-        self.closed = True
+        super().__init__(ok_script())
 
 
 Factory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -532,7 +500,7 @@ class BlockingRunner(FakeRunner):
         self.go = asyncio.Event()
         self.started = asyncio.Event()
 
-    async def _play(self) -> AsyncGenerator[AgentEvent, None]:
+    async def play(self, events: list[AgentEvent]) -> AsyncGenerator[AgentEvent, None]:
         try:
             yield TurnStarted("sonnet", False)
             self.started.set()
@@ -729,9 +697,9 @@ async def test_operations_routes_need_the_key_in_shared_mode(
 class SlowStartRunner(FakeRunner):
     """A runner whose turn is silent for a while before it answers."""
 
-    async def _play(self) -> AsyncGenerator[AgentEvent, None]:
+    async def play(self, events: list[AgentEvent]) -> AsyncGenerator[AgentEvent, None]:
         await asyncio.sleep(0.6)
-        async for event in super()._play():
+        async for event in super().play(events):
             yield event
 
 

@@ -1,0 +1,96 @@
+"""Test doubles shipped beside the interfaces they stand in for; tests and benchmarks share them.
+
+:class:`ScriptedRunner` is a :class:`ccgate.engine.runner.Runner` that starts no
+process: each turn yields the events of a script (by default an echo of the
+turn's last user message, at once) and the runner records the turns it was
+asked to run. The front doors, accounting, sessions and the cache can be
+tested, and ccgate's own cost measured, without the Claude Code CLI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnStarted, Usage
+from ccgate.engine.turn import TurnRequest
+
+__all__ = ["ECHO_PREFIX", "ScriptedRunner", "echo"]
+
+#: What :func:`echo` puts before the user's text.
+ECHO_PREFIX = "ok: "
+
+
+def echo(turn: TurnRequest) -> list[AgentEvent]:
+    """Answer a turn with ``ok: <its last user message>`` and a small usage."""
+    prompt = turn.last.text()
+    return [
+        TurnStarted(turn.model, cold_start=False),
+        TextDelta(ECHO_PREFIX),
+        TextDelta(prompt),
+        Usage(
+            input_tokens=max(1, len(prompt) // 4),
+            output_tokens=max(1, (len(ECHO_PREFIX) + len(prompt)) // 4),
+        ),
+        TurnEnd(),
+    ]
+
+
+Script = Sequence[AgentEvent] | Callable[[TurnRequest], Sequence[AgentEvent]]
+
+
+class ScriptedRunner:
+    """A Runner that plays a script of events and records what it was asked.
+
+    ``script`` is the events every turn yields, or a function of the turn that
+    returns them (default: :func:`echo`); it may be replaced between turns.
+    ``turns`` lists the turns run, ``closed_runs`` counts the runs whose
+    iterators ended (early or not), ``closed`` and ``stopped`` tell whether
+    :meth:`aclose` and :meth:`stop_all` were called.
+    """
+
+    def __init__(self, script: Script = echo) -> None:
+        self.script: Script = script
+        self.turns: list[TurnRequest] = []
+        self.released: list[str] = []
+        self.closed_runs = 0
+        self.closed = False
+        self.stopped: str | None = None
+
+    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+        """Yield the script's events for ``turn``."""
+        self.turns.append(turn)
+        events = self.script(turn) if callable(self.script) else self.script
+        return self.play(list(events))
+
+    async def play(self, events: list[AgentEvent]) -> AsyncGenerator[AgentEvent, None]:
+        """Yield a turn's events (a subclass may wait, fail or stall here)."""
+        try:
+            for event in events:
+                yield event
+        finally:
+            self.closed_runs += 1
+
+    def live_processes(self) -> int:
+        """Return 0: no process is ever started."""
+        return 0
+
+    def new_session(self, turn: TurnRequest) -> str:
+        """Return a fresh session id: nothing is started ahead."""
+        return str(uuid.uuid4())
+
+    def release(self, cli_session_id: str) -> None:
+        """Note the release; no process holds the session."""
+        self.released.append(cli_session_id)
+
+    def pool_status(self) -> dict[str, object]:
+        """Return an empty mapping: nothing is kept warm."""
+        return {}
+
+    def stop_all(self, reason: str) -> None:
+        """Note the reason; a scripted turn is over before anything could stop it."""
+        self.stopped = reason
+
+    async def aclose(self) -> None:
+        """Note the close; there is no process to end."""
+        self.closed = True
