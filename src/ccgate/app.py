@@ -32,6 +32,7 @@ from ccgate.api.routes import sessions as sessions_routes
 from ccgate.api.routes import usage as usage_routes
 from ccgate.api.state import AppState, Counters
 from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.launcher import clear_credential_files
 from ccgate.claude.workdirs import WorkerDirs
 from ccgate.config import Settings
@@ -230,13 +231,12 @@ def create_app(
             catalogue = Catalogue.load()
             loops = LoopManager(
                 SqlLoopStore(database),
-                runner_config=runner_config,
+                agents=ClaudeAgents(runner_config, dirs),
                 loops_dir=settings.loops_path,
                 gate=gate,
                 cli_model=lambda name: catalogue.resolve(name).cli,
                 idle_timeout=settings.loop_idle_timeout,
                 choice_timeout=settings.choice_timeout,
-                dirs=dirs,
                 journal=journal,
             )
             the_runner = runner

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from ccgate.claude import RunnerConfig
+from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.transcript import write_transcript
+from ccgate.claude.workdirs import WorkerDirs
 from ccgate.engine.gate import Gate
 from ccgate.engine.turn import Message, TextPart
 from ccgate.loops.manager import LoopManager
@@ -40,7 +42,7 @@ async def test_loop_directories_are_private(tmp_path: Path) -> None:
     try:
         manager = LoopManager(
             SqlLoopStore(database),
-            runner_config=RunnerConfig(data_dir=data_dir),
+            agents=ClaudeAgents(RunnerConfig(data_dir=data_dir), WorkerDirs(data_dir)),
             loops_dir=loops_dir,
             gate=Gate(1, 0),
             cli_model=lambda name: name,

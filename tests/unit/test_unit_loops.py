@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ccgate.claude.agent import Decision
 from ccgate.engine.events import (
     TextDelta,
     ThinkingDelta,
@@ -23,6 +22,7 @@ from ccgate.engine.events import (
 )
 from ccgate.engine.gate import Gate
 from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge
+from ccgate.loops.agent import Decision
 from ccgate.loops.events import (
     ChoiceRequested,
     ChoiceResolved,

@@ -1,7 +1,8 @@
-"""An agent: one Claude Code process with its built-in tools, confined to a workspace.
+"""A loop's agent: one Claude Code process with its built-in tools, confined to a workspace.
 
-A loop (``loops.manager``) runs its turns on one :class:`Agent` while it is
-active. The process is owned by one task (the SDK's cancel scopes break when a
+A loop (``loops.manager``) runs its turns on one :class:`ClaudeAgent` while it
+is active; :class:`ClaudeAgents` starts them (the ``loops.agent.Agents`` seam).
+The process is owned by one task (the SDK's cancel scopes break when a
 client is used from another task); turns and interrupts reach it through a
 queue. Confinement, all by Claude Code's own means:
 
@@ -23,9 +24,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +52,13 @@ from ccgate.claude.process import (
     send_signal,
     short,
 )
+from ccgate.claude.transcript import transcript_path
 from ccgate.claude.translate import Translator
-from ccgate.claude.workdirs import WorkerDirs
-from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, TurnStarted
+from ccgate.claude.workdirs import WorkerDirs, user_credentials
+from ccgate.engine.events import AgentEvent, TurnError, TurnStarted
+from ccgate.loops.agent import AgentSpec, Chooser
 
-__all__ = ["AGENT_TOOLS", "Agent", "AgentSpec", "Chooser", "Decision"]
+__all__ = ["AGENT_TOOLS", "ClaudeAgent", "ClaudeAgents", "sandbox_missing"]
 
 log = logging.getLogger("ccgate.engine")
 
@@ -75,33 +80,6 @@ AGENT_TOOLS = (
 _END = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to a tool call that needed permission (or to a question)."""
-
-    allow: bool
-    message: str = ""
-    updated_input: dict[str, Any] | None = None
-
-
-#: Decide on a tool call: ``(tool, input, tool_use_id) -> Decision``.
-Chooser = Callable[[str, dict[str, Any], str], Awaitable[Decision]]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentSpec:
-    """What an agent process is started with."""
-
-    workspace: Path
-    #: The agent's own directory (its temporary files), readable and writable by it.
-    private_dir: Path
-    session_id: str
-    resume: bool
-    model: str
-    permission_mode: str
-    deny_read: tuple[Path, ...] = ()
-
-
 @dataclass
 class _Turn:
     content: str
@@ -109,16 +87,56 @@ class _Turn:
     out: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
 
-class Agent:
+def sandbox_missing() -> list[str]:
+    """Return the programs Claude Code's sandbox needs that are not installed here."""
+    if not sys.platform.startswith("linux"):
+        return []
+    return [name for name in ("bwrap", "socat") if shutil.which(name) is None]
+
+
+class ClaudeAgents:
+    """Start loops' agents as Claude Code processes (the ``loops.agent.Agents`` seam)."""
+
+    def __init__(self, config: RunnerConfig, dirs: WorkerDirs) -> None:
+        self._config = config
+        self._dirs = dirs
+
+    async def start(self, spec: AgentSpec, chooser: Chooser) -> ClaudeAgent:
+        """Start an agent; it resumes the loop's session when Claude Code kept it."""
+        missing = sandbox_missing()
+        if missing:
+            raise RuntimeError(
+                f"Claude Code's sandbox needs {' and '.join(missing)}, which are not installed: "
+                "install the Debian packages bubblewrap and socat"
+            )
+        data_dir = self._config.data_dir
+        # Besides what the loop hides: ccgate's data dir and the operator's login.
+        deny = {*spec.deny_read, data_dir, user_credentials().parent}
+        resume = transcript_path(data_dir, spec.workspace, spec.session_id).exists()
+        agent = ClaudeAgent(self._config, self._dirs, spec, chooser, resume=resume, deny=deny)
+        await agent.start()
+        return agent
+
+
+class ClaudeAgent:
     """One Claude Code process running an agent's turns, one at a time."""
 
     def __init__(
-        self, config: RunnerConfig, dirs: WorkerDirs, spec: AgentSpec, chooser: Chooser
+        self,
+        config: RunnerConfig,
+        dirs: WorkerDirs,
+        spec: AgentSpec,
+        chooser: Chooser,
+        *,
+        resume: bool,
+        deny: set[Path],
     ) -> None:
         self._config = config
         self._dirs = dirs
         self._spec = spec
         self._chooser = chooser
+        self._resume = resume
+        self._deny = tuple(sorted(deny))
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._interrupt = asyncio.Event()
         self._owner: asyncio.Task[None] | None = None
@@ -192,7 +210,7 @@ class Agent:
                 "autoAllowBashIfSandboxed": False,
                 "allowUnsandboxedCommands": False,
                 "filesystem": {
-                    "denyRead": [str(p) for p in spec.deny_read],
+                    "denyRead": [str(p) for p in self._deny],
                     "allowRead": [str(spec.workspace), str(spec.private_dir)],
                 },
             },
@@ -216,8 +234,8 @@ class Agent:
             cwd=str(spec.workspace),
             env=env,
             include_partial_messages=True,
-            resume=spec.session_id if spec.resume else None,
-            session_id=None if spec.resume else spec.session_id,
+            resume=spec.session_id if self._resume else None,
+            session_id=None if self._resume else spec.session_id,
             cli_path=tethered(find_cli(self._config.cli_path), self._config.data_dir)
             or self._config.cli_path,
             stderr=lambda line: keep_tail(self.stderr_tail, line),
@@ -313,7 +331,3 @@ class Agent:
         for event in translator.finish(self.stderr_tail):
             await turn.out.put(event)
 
-
-def is_end(event: AgentEvent) -> bool:
-    """Tell whether ``event`` ends an agent's turn."""
-    return isinstance(event, TurnEnd | TurnError)

@@ -35,8 +35,9 @@ from typing import NamedTuple
 
 from ccgate.claude.memory import SystemMemory, process_memory_mb
 from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
+from ccgate.engine.runner import IdleProcess
 
-__all__ = ["IdleElsewhere", "PoolStats", "ProcessPool"]
+__all__ = ["PoolStats", "ProcessPool"]
 
 log = logging.getLogger("ccgate.engine")
 
@@ -54,15 +55,6 @@ TICK = 5.0
 _DEFAULT_PROCESS_MB = 120.0
 #: How long a warm process's previous turn may take to finish reading before it is skipped.
 _FINISH_WAIT = 5.0
-
-
-@dataclass(frozen=True)
-class IdleElsewhere:
-    """An idle CLI process that is not the pool's (a loop's), ended under memory pressure."""
-
-    idle_since: float
-    pid: int | None
-    release: Callable[[], None]
 
 
 class _Idle(NamedTuple):
@@ -98,7 +90,7 @@ class ProcessPool:
         memory_mb: float,
         start_spare: Callable[[ProcessConfig], CliProcess],
         memory: SystemMemory | None = None,
-        elsewhere: Callable[[], list[IdleElsewhere]] | None = None,
+        elsewhere: Callable[[], list[IdleProcess]] | None = None,
     ) -> None:
         self._keepalive = keepalive
         #: Other idle processes (loops') that share the memory budget and its pressure.
@@ -384,7 +376,7 @@ class ProcessPool:
     def _ender(self, proc: CliProcess) -> Callable[[], None]:
         return lambda: self._discard(proc, "memory")
 
-    def _other_ender(self, other: IdleElsewhere) -> Callable[[], None]:
+    def _other_ender(self, other: IdleProcess) -> Callable[[], None]:
         def end() -> None:
             self.stats.evictions["memory_loop"] += 1
             log.info("process_released pid=%s reason=memory kind=loop", other.pid)

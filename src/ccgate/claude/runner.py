@@ -48,7 +48,7 @@ from ccgate.claude.fidelity import fidelity_env, thinking_option
 from ccgate.claude.launcher import credential_file, tethered
 from ccgate.claude.memory import SystemMemory
 from ccgate.claude.models import cached_cli_models
-from ccgate.claude.pool import IdleElsewhere, ProcessPool
+from ccgate.claude.pool import ProcessPool
 from ccgate.claude.process import (
     CLIExited,
     Pause,
@@ -71,6 +71,7 @@ from ccgate.engine.events import (
     TurnStarted,
 )
 from ccgate.engine.models import CliModel
+from ccgate.engine.runner import IdleProcess
 from ccgate.engine.stops import apply_stop_sequences
 from ccgate.engine.turn import TurnRequest
 
@@ -101,7 +102,7 @@ class ClaudeRunner:
         *,
         dirs: WorkerDirs | None = None,
         memory: SystemMemory | None = None,
-        elsewhere: Callable[[], list[IdleElsewhere]] | None = None,
+        elsewhere: Callable[[], list[IdleProcess]] | None = None,
     ) -> None:
         self._config = config
         self._dirs = dirs or WorkerDirs(config.data_dir)

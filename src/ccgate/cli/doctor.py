@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccgate.claude import ClaudeRunner, RunnerConfig, scrubbed_env
+from ccgate.claude.agent import sandbox_missing
 from ccgate.claude.binary import cli_version, find_cli
 from ccgate.claude.workdirs import user_credentials
 from ccgate.config import Settings
 from ccgate.engine.events import TurnError
 from ccgate.engine.turn import Message, TextPart, TurnRequest
-from ccgate.loops.manager import sandbox_missing
 
 __all__ = ["Check", "run_doctor"]
 

@@ -26,13 +26,24 @@ Contract of a :class:`Runner`:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ccgate.engine.events import AgentEvent
 from ccgate.engine.turn import TurnRequest
 
-__all__ = ["Runner"]
+__all__ = ["IdleProcess", "Runner"]
+
+
+@dataclass(frozen=True)
+class IdleProcess:
+    """A process kept idle by another part of ccgate (a loop's agent), which a runner's
+    memory pressure may end by calling ``release``."""
+
+    idle_since: float
+    pid: int | None
+    release: Callable[[], None]
 
 
 class Runner(Protocol):

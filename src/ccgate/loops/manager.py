@@ -27,27 +27,22 @@ import asyncio
 import hashlib
 import json
 import logging
-import shutil
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ccgate.claude.agent import Agent, AgentSpec, Decision
-from ccgate.claude.pool import IdleElsewhere
-from ccgate.claude.process import RunnerConfig
-from ccgate.claude.transcript import transcript_path
-from ccgate.claude.workdirs import WorkerDirs, user_credentials
 from ccgate.engine.gate import Gate
+from ccgate.engine.runner import IdleProcess
 from ccgate.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ccgate.loops.agent import Agent, Agents, AgentSpec, Chooser
 from ccgate.loops.events import Failed, dump, load
 from ccgate.loops.runtime import LoopRuntime, TurnLog
 from ccgate.store.journal import Journal
 from ccgate.store.loops import LoopRecord, LoopStore, RequestRecord
 
-__all__ = ["PERMISSION_MODES", "LoopManager", "sandbox_missing"]
+__all__ = ["PERMISSION_MODES", "LoopManager"]
 
 log = logging.getLogger("ccgate.loops")
 
@@ -57,13 +52,6 @@ PERMISSION_MODES = ("default", "acceptEdits", "plan")
 
 #: How long a message's idempotency record is kept.
 IDEMPOTENCY_TTL = 24 * 3600.0
-
-
-def sandbox_missing() -> list[str]:
-    """Return the programs Claude Code's sandbox needs that are not installed here."""
-    if not sys.platform.startswith("linux"):
-        return []
-    return [name for name in ("bwrap", "socat") if shutil.which(name) is None]
 
 
 #: Called before a new turn is queued (to admit it); returns what to call when it ends.
@@ -77,21 +65,18 @@ class LoopManager:
         self,
         store: LoopStore,
         *,
-        runner_config: RunnerConfig,
+        agents: Agents,
         loops_dir: Path,
         gate: Gate,
         cli_model: Callable[[str], str],
         idle_timeout: float,
         choice_timeout: float,
-        dirs: WorkerDirs | None = None,
         journal: Journal | None = None,
     ) -> None:
         self._store = store
         self._journal = journal
         self._cli_model = cli_model
-        self._config = runner_config
-        #: Shared with the compatible APIs' runner: no two live CLIs share a config dir.
-        self._dirs = dirs or WorkerDirs(runner_config.data_dir)
+        self._agents = agents
         self._loops_dir = loops_dir
         self._gate = gate
         self._idle_timeout = idle_timeout
@@ -192,39 +177,25 @@ class LoopManager:
         """Return how many loops hold a Claude Code process."""
         return sum(1 for r in self._runtimes.values() if r.live_process)
 
-    def idle_processes(self) -> list[IdleElsewhere]:
+    def idle_processes(self) -> list[IdleProcess]:
         """Return the loops' processes that wait for a message (memory pressure may end them)."""
         return [
-            IdleElsewhere(r.idle_since, r.idle_pid, r.release_idle)
+            IdleProcess(r.idle_since, r.idle_pid, r.release_idle)
             for r in self._runtimes.values()
             if r.idle_pid is not None and r.idle_since is not None
         ]
 
-    async def _start_agent(
-        self, record: LoopRecord, chooser: Callable[..., Awaitable[Decision]]
-    ) -> Agent:
-        missing = sandbox_missing()
-        if missing:
-            raise RuntimeError(
-                f"Claude Code's sandbox needs {' and '.join(missing)}, which are not installed: "
-                "install the Debian packages bubblewrap and socat"
-            )
+    async def _start_agent(self, record: LoopRecord, chooser: Chooser) -> Agent:
         workspace = self._make_workspace(record.id)
-        data_dir = self._config.data_dir
-        resume = transcript_path(data_dir, workspace, record.session_id).exists()
-        deny = {data_dir, self._loops_dir, user_credentials().parent}
         spec = AgentSpec(
             workspace=workspace,
             private_dir=workspace.parent,
             session_id=record.session_id,
-            resume=resume,
             model=self._cli_model(record.model),
             permission_mode=record.permission_mode,
-            deny_read=tuple(sorted(deny)),
+            deny_read=(self._loops_dir,),  # the other loops
         )
-        agent = Agent(self._config, self._dirs, spec, chooser)
-        await agent.start()
-        return agent
+        return await self._agents.start(spec, chooser)
 
     # -- messages -----------------------------------------------------------------------
 

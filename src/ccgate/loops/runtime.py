@@ -1,7 +1,7 @@
 """One loop at work: its message queue, its agent process, its choices, its watchers.
 
 Messages run one at a time, in the order they came. A turn runs on the
-loop's :class:`~ccgate.claude.agent.Agent`, started (``cold_start``)
+loop's :class:`~ccgate.loops.agent.Agent`, started (``cold_start``)
 when the loop has none and released after ``idle_timeout`` without a turn; a
 new process resumes the loop's Claude Code session, so the conversation goes
 on. A tool call that needs permission, or a question of the agent, becomes a
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccgate.claude.agent import Agent, Decision
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
@@ -43,6 +42,7 @@ from ccgate.engine.events import (
 from ccgate.engine.gate import Gate
 from ccgate.engine.redact import hide_addresses
 from ccgate.errors import InvalidRequest, NotFound
+from ccgate.loops.agent import Agent, Chooser, Decision
 from ccgate.loops.events import (
     ChoiceRequested,
     ChoiceResolved,
@@ -70,7 +70,7 @@ NETWORK_ACCESS = "SandboxNetworkAccess"
 CHANGING_TOOLS = frozenset({"Bash", "Write", "Edit", "NotebookEdit"})
 
 #: Starts the loop's agent: ``(record, resume?) -> started Agent``.
-AgentFactory = Callable[[LoopRecord, Callable[..., Awaitable[Decision]]], Awaitable[Agent]]
+AgentFactory = Callable[[LoopRecord, Chooser], Awaitable[Agent]]
 
 
 def summarize(tool: str, tool_input: dict[str, Any]) -> str:
