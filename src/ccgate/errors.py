@@ -1,41 +1,50 @@
 """The one exception tree of ccgate.
 
-Every error a client can see is a :class:`GatewayError`; each class knows its
-HTTP status and its error type on each wire protocol, and the protocol
-renderers (``protocol.openai.render_error``, ``protocol.anthropic.render_error``)
-turn it into that protocol's shape::
+:class:`CcgateError` is its root. Refused settings (:class:`ConfigError`) stop a
+start; every error a client can see is a :class:`GatewayError`, which knows its
+HTTP status and its type on each wire protocol (OpenAI, Anthropic, the Loop
+API), and each protocol's renderer turns it into that protocol's shape. A
+failed turn names its failure with a *kind* (``TurnError.kind``): the class that
+stands for each kind says so in its ``kind``, and :func:`for_turn` is the one
+place a kind becomes an error::
 
-    GatewayError                      500  server error
+    CcgateError
     ├── ConfigError                        refused settings (start-up only)
-    ├── InvalidRequest                400  malformed or meaningless input
-    │   └── MethodNotAllowed          405  the route exists, not with this method
-    ├── AuthenticationFailed          401  missing or wrong client key
-    ├── PermissionDenied              403  key not allowed to do this
-    ├── NotFound                      404  unknown model or object
-    │   └── RouteNotFound             404  no such route (a base URL or path mistake)
-    ├── Conflict                      409  the request conflicts with an earlier one
-    ├── MisdirectedRequest            421  a Host this gateway does not answer to
-    ├── RequestTooLarge               413  body over ``max_body_bytes``
-    ├── ClientGone                    499  the client left before the answer
-    ├── RateLimited                   429  a limit of this gateway
-    │   ├── QueueFull                 429  every slot busy and the queue full
-    │   └── QuotaExceeded             429  a limit of the caller's key
-    ├── Unavailable                   503  ccgate cannot take the request now
-    │   └── DatabaseBusy              503  the database stayed locked by another process
-    └── UpstreamError                 502  the model side failed
-        ├── UpstreamAuthError         401  Claude Code's credentials rejected
-        ├── UpstreamBillingError      402  the upstream account cannot pay
-        ├── UpstreamRateLimited       429  the upstream said slow down
-        ├── UpstreamOverloaded        529  the upstream is overloaded
-        ├── TurnTimeout               504  the turn outlived ``request_timeout``
-        └── CLICrashed                502  the Claude Code process died
+    └── GatewayError                  500  server error
+        ├── InvalidRequest            400  malformed or meaningless input  [invalid_request]
+        │   ├── MethodNotAllowed      405  the route exists, not with this method
+        │   └── OtherClientError      4xx  another refusal of the HTTP layer
+        ├── AuthenticationFailed      401  missing or wrong client key
+        ├── PermissionDenied          403  key not allowed to do this
+        ├── NotFound                  404  unknown object
+        │   ├── ModelNotFound         404  unknown model  [model_not_found]
+        │   └── RouteNotFound         404  no such route (a base URL or path mistake)
+        ├── Conflict                  409  the request conflicts with an earlier one
+        ├── MisdirectedRequest        421  a Host this gateway does not answer to
+        ├── RequestTooLarge           413  body over ``max_body_bytes``
+        ├── ClientGone                499  the client left before the answer
+        ├── RateLimited               429  a limit of this gateway
+        │   ├── QueueFull             429  every slot busy and the queue full
+        │   └── QuotaExceeded         429  a limit of the caller's key
+        ├── Unavailable               503  ccgate cannot take the request now  [unavailable]
+        │   └── DatabaseBusy          503  the database stayed locked by another process
+        └── UpstreamError             502  the model side failed  [upstream]
+            ├── UpstreamAuthError     401  Claude Code's credentials rejected  [authentication]
+            ├── UpstreamBillingError  402  the upstream account cannot pay  [billing]
+            ├── UpstreamRateLimited   429  the upstream said slow down  [rate_limit]
+            ├── UpstreamOverloaded    529  the upstream is overloaded  [overloaded]
+            ├── TurnTimeout           504  the turn outlived ``request_timeout``  [timeout]
+            └── CLICrashed            502  the Claude Code process died  [cli_crashed]
 """
 
 from __future__ import annotations
 
+from ccgate.redact import hide_addresses
+
 __all__ = [
     "AuthenticationFailed",
     "CLICrashed",
+    "CcgateError",
     "ClientGone",
     "ConfigError",
     "Conflict",
@@ -44,7 +53,9 @@ __all__ = [
     "InvalidRequest",
     "MethodNotAllowed",
     "MisdirectedRequest",
+    "ModelNotFound",
     "NotFound",
+    "OtherClientError",
     "PermissionDenied",
     "QueueFull",
     "QuotaExceeded",
@@ -58,20 +69,40 @@ __all__ = [
     "UpstreamError",
     "UpstreamOverloaded",
     "UpstreamRateLimited",
+    "for_turn",
 ]
 
 
-class GatewayError(Exception):
-    """Base of every error ccgate reports; carries what each protocol needs to render it."""
+class CcgateError(Exception):
+    """The root of every error ccgate raises on purpose."""
+
+
+class ConfigError(CcgateError):
+    """Settings that ccgate refuses to start with (the message says how to fix them)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class GatewayError(CcgateError):
+    """Base of every error a client is told; carries what each protocol needs to render it."""
 
     status: int = 500
     #: The status on the OpenAI-compatible API, where it differs (529 is Anthropic's own).
     openai_status: int | None = None
     openai_type: str = "server_error"
     anthropic_type: str = "api_error"
+    #: The Loop API's type, and its code when the error names none.
+    loop_type: str = "api_error"
+    loop_code: str = "server_error"
     code: str | None = None
     #: Whether a client should retry the same request later (``x-should-retry``).
     should_retry: bool | None = None
+    #: The kind of turn failure this class stands for (``TurnError.kind``), and the
+    #: message :func:`for_turn` makes of the failure's detail.
+    kind: str | None = None
+    template = "{detail}"
 
     def __init__(
         self,
@@ -98,17 +129,17 @@ class GatewayError(Exception):
         return headers
 
 
-class ConfigError(GatewayError):
-    """Settings that ccgate refuses to start with."""
-
-
 class InvalidRequest(GatewayError):
     """The request is malformed, or asks for something ccgate cannot honour."""
 
     status = 400
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+    loop_type = "invalid_request_error"
+    loop_code = "invalid_request"
     should_retry = False
+    kind = "invalid_request"
+    template = "The upstream refused the request: {detail}"
 
 
 class MethodNotAllowed(InvalidRequest):
@@ -126,6 +157,14 @@ class MethodNotAllowed(InvalidRequest):
         return {**super().headers(), "allow": ", ".join(self.allow)}
 
 
+class OtherClientError(InvalidRequest):
+    """A refusal of the HTTP layer with another 4xx status (given when it is raised)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class AuthenticationFailed(GatewayError):
     """The client's key is missing or wrong."""
 
@@ -133,6 +172,8 @@ class AuthenticationFailed(GatewayError):
     openai_type = "authentication_error"
     anthropic_type = "authentication_error"
     code = "invalid_api_key"
+    loop_type = "authentication_error"
+    loop_code = "invalid_api_key"
     should_retry = False
 
 
@@ -142,17 +183,35 @@ class PermissionDenied(GatewayError):
     status = 403
     openai_type = "permission_error"
     anthropic_type = "permission_error"
+    loop_type = "permission_error"
+    loop_code = "forbidden"
     should_retry = False
 
 
 class NotFound(GatewayError):
-    """An unknown model or object (``code`` says which: ``model_not_found``, ...)."""
+    """An unknown object (``code`` says which)."""
 
     status = 404
     openai_type = "invalid_request_error"
     anthropic_type = "not_found_error"
+    loop_type = "not_found_error"
+    loop_code = "not_found"
     code = "not_found"
     should_retry = False
+
+
+class ModelNotFound(NotFound):
+    """The model a request names does not exist, or its upstream does not offer it."""
+
+    code = "model_not_found"
+    kind = "model_not_found"
+    template = (
+        "The upstream does not offer this model ({detail}). GET /v1/models lists the "
+        "models Claude Code offers."
+    )
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
 
 
 class RouteNotFound(NotFound):
@@ -167,6 +226,8 @@ class Conflict(GatewayError):
     status = 409
     openai_type = "conflict_error"
     anthropic_type = "invalid_request_error"
+    loop_type = "conflict_error"
+    loop_code = "conflict"
     code = "conflict"
     should_retry = False
 
@@ -187,6 +248,8 @@ class RequestTooLarge(GatewayError):
     status = 413
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
+    loop_type = "request_too_large"
+    loop_code = "request_too_large"
     code = "request_too_large"
     should_retry = False
 
@@ -206,6 +269,8 @@ class RateLimited(GatewayError):
     status = 429
     openai_type = "rate_limit_error"
     anthropic_type = "rate_limit_error"
+    loop_type = "rate_limit_error"
+    loop_code = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
     should_retry = True
 
@@ -243,8 +308,12 @@ class Unavailable(GatewayError):
     status = 503
     openai_type = "server_error"
     anthropic_type = "api_error"
+    loop_type = "unavailable_error"
+    loop_code = "unavailable"
     code = "shutting_down"
     should_retry = True
+    kind = "unavailable"
+    template = "{detail}; retry shortly"
 
 
 class DatabaseBusy(Unavailable):
@@ -260,6 +329,8 @@ class UpstreamError(GatewayError):
     openai_type = "server_error"
     anthropic_type = "api_error"
     code = "upstream_error"
+    kind = "upstream"
+    template = "The upstream failed: {detail}"
 
 
 class UpstreamAuthError(UpstreamError):
@@ -270,6 +341,13 @@ class UpstreamAuthError(UpstreamError):
     anthropic_type = "authentication_error"
     code = "upstream_authentication_failed"
     should_retry = False
+    kind = "authentication"
+    template = (
+        "Claude Code's upstream rejected its credentials ({detail}). Log in once with "
+        "`claude /login` as the user running ccgate (or set CLAUDE_CODE_OAUTH_TOKEN from "
+        "`claude setup-token`), or set CCGATE_UPSTREAM_API_KEY to an Anthropic API key, then "
+        "restart ccgate."
+    )
 
 
 class UpstreamBillingError(UpstreamError):
@@ -280,6 +358,11 @@ class UpstreamBillingError(UpstreamError):
     anthropic_type = "billing_error"
     code = "upstream_billing"
     should_retry = False
+    kind = "billing"
+    template = (
+        "The upstream account cannot pay for this request ({detail}). Check the plan or "
+        "credit balance of the account ccgate uses."
+    )
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -290,6 +373,8 @@ class UpstreamRateLimited(UpstreamError):
     anthropic_type = "rate_limit_error"
     code = "upstream_rate_limited"
     should_retry = True
+    kind = "rate_limit"
+    template = "The upstream rate limit was reached ({detail}); retry later."
 
 
 class UpstreamOverloaded(UpstreamError):
@@ -301,6 +386,8 @@ class UpstreamOverloaded(UpstreamError):
     anthropic_type = "overloaded_error"
     code = "upstream_overloaded"
     should_retry = True
+    kind = "overloaded"
+    template = "The upstream is overloaded ({detail}); retry shortly."
 
 
 class TurnTimeout(UpstreamError):
@@ -310,9 +397,39 @@ class TurnTimeout(UpstreamError):
     openai_type = "timeout"
     anthropic_type = "api_error"
     code = "turn_timeout"
+    kind = "timeout"
 
 
 class CLICrashed(UpstreamError):
     """The Claude Code process exited or could not start."""
 
     code = "cli_crashed"
+    kind = "cli_crashed"
+    template = "{detail}"
+
+
+def _kinds(root: type[GatewayError]) -> dict[str, type[GatewayError]]:
+    found: dict[str, type[GatewayError]] = {}
+    for cls in root.__subclasses__():
+        found.update(_kinds(cls))
+        if "kind" in cls.__dict__ and cls.kind is not None:
+            found[cls.kind] = cls
+    return found
+
+
+def for_turn(kind: str, detail: str, *, retry_after: float | None = None) -> GatewayError:
+    """Return the client-facing error for a failed turn of ``kind`` (``TurnError.kind``).
+
+    The message says what to do; network addresses in ``detail`` are hidden (where
+    the upstream lives is no client's business). An unknown kind is an
+    :class:`UpstreamError`.
+    """
+    cls = _BY_KIND.get(kind, UpstreamError)
+    message = cls.template.format(detail=hide_addresses(detail))
+    if cls is ModelNotFound:
+        return ModelNotFound(message)
+    return cls(message, retry_after=retry_after if cls is UpstreamRateLimited else None)
+
+
+#: Each turn failure's kind and the class that stands for it.
+_BY_KIND: dict[str, type[GatewayError]] = _kinds(GatewayError)

@@ -1,1 +1,364 @@
-"""The composition root (being written)."""
+"""The composition root: :class:`Gateway` builds, starts, drains and closes every part of ccgate.
+
+The HTTP app (``ccgate.app``), the commands (``ccgate.cli``) and the tests all
+use it::
+
+    async with Gateway(settings) as gateway:      # everything built and started
+        ...                                        # gateway.turns, gateway.loops, ...
+                                                   # closed in reverse order on exit
+
+Building wires every collaborator through its constructor: the store and its
+journal, the runner (Claude Code, or a test's), the concurrency gate and the
+turns waiting for tool results, conversation sessions, loops and their agents,
+keys, quotas and accounting, the response cache, metrics and the upstream
+probe. Starting also runs what keeps them healthy in the background (expiry
+sweeps, the journal's replay and the reconciliation of interrupted requests,
+the runner's pool, reading the CLI's model list). :meth:`drain` begins a
+shutdown: no new turns, and those still running stopped with a clean error
+just before the server's grace period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ccgate import __version__
+from ccgate.access.accounting import Accounting
+from ccgate.access.keys import KeyManager
+from ccgate.access.quotas import Quotas, windows_at
+from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.claude.agent import ClaudeAgents
+from ccgate.claude.launcher import clear_credential_files
+from ccgate.claude.workdirs import WorkerDirs
+from ccgate.config import Settings
+from ccgate.engine.cache import Flights, ResponseCache
+from ccgate.engine.gate import Gate
+from ccgate.engine.live import ParkedTurns, TurnManager
+from ccgate.engine.models import Catalogue
+from ccgate.engine.probe import AuthProbe
+from ccgate.engine.runner import Runner
+from ccgate.engine.sessions import ConversationSessions
+from ccgate.engine.sources import Answers
+from ccgate.loops.manager import LoopManager
+from ccgate.metrics import Counters, Gauges, Metrics
+from ccgate.store.admissions import Settlement, SqlAdmissionStore
+from ccgate.store.counters import SqlCounterStore
+from ccgate.store.database import Database
+from ccgate.store.journal import Apply, Journal
+from ccgate.store.keys import SqlKeyStore
+from ccgate.store.loops import SqlLoopStore
+from ccgate.store.owners import process_owner
+from ccgate.store.sessions import SqlSessionStore
+from ccgate.store.usage import SqlUsageStore
+
+__all__ = ["Gateway", "runner_config"]
+
+log = logging.getLogger("ccgate")
+
+#: How long what a finished turn records may wait for a locked database before it goes to
+#: the journal (the answer waits for it); and how often the journal is replayed, running
+#: requests checkpointed and the admissions of dead processes reconciled.
+AFTER_TURN_WAIT = 1.0
+BOOKKEEPING_EVERY = 5.0
+#: How long noting a key's last use may wait for the database before it is skipped.
+LAST_USE_WAIT = 0.1
+#: How long a shutdown waits for requests to record what they got (those left are found
+#: interrupted at the next start).
+SHUTDOWN_RECORD_WAIT = 10.0
+#: The credential the CLI sends the built-in scripted model (``--demo``).
+DEMO_KEY = "ccgate-demo"
+
+
+def runner_config(
+    settings: Settings, upstream_url: str | None, key: str | None, environ: Mapping[str, str]
+) -> RunnerConfig:
+    """Return what a Claude Code runner (and a loop's agents) needs from the settings."""
+    return RunnerConfig(
+        environ=environ,
+        data_dir=settings.data_path,
+        upstream_url=upstream_url,
+        upstream_api_key=key,
+        upstream_retries=settings.upstream_retries,
+        request_timeout=settings.request_timeout,
+        cli_path=settings.cli_path,
+        secrets=tuple(settings.secrets()),
+        session_keepalive=settings.session_keepalive,
+        pool_max_processes=settings.pool_max_processes,
+        pool_memory_mb=settings.pool_memory_mb,
+    )
+
+
+class Gateway:
+    """Every long-lived part of ccgate; see the module docstring.
+
+    ``runner`` replaces the Claude Code runner (tests of the front doors pass
+    ``ccgate.testing.ScriptedRunner``); with ``settings.demo`` the scripted
+    model is started here and the CLI pointed at it. ``environ`` is the
+    environment ccgate runs in (default ``os.environ``): every Claude Code
+    process's environment is made from it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runner: Runner | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._given_runner = runner
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._stack = AsyncExitStack()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
+        self.draining = False
+        self.counters = Counters()
+        self.flights = Flights()
+        self.probe = AuthProbe(ttl=settings.health_probe_ttl)
+        self.catalogue = Catalogue.load()
+        #: The upstream's URL as the CLI sees it ("" for Anthropic's own).
+        self.upstream = ""
+        #: The scripted model of ``--demo`` (its ``url`` and ``model``), when it runs.
+        self.demo: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.draining = True
+        log.info("gateway_stopping live_processes=%d", self.live_processes())
+        await self._stack.aclose()
+
+    def drain(self, grace: float) -> None:
+        """Take no new turns; stop those still running (and close loops) in ``grace`` s."""
+        if self.draining:
+            return
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        # Turns still running just before the server's grace period ends are stopped with a
+        # clean error rather than cut off mid-response; loops' turns end with loop_closed.
+        loop.call_later(grace, self.runner.stop_all, "ccgate is shutting down")
+        loop.call_later(grace, self._spawn, self.loops.aclose(), "ccgate-close-loops")
+
+    def live_processes(self) -> int:
+        """Return how many Claude Code processes are alive (turns, warm ones, loops)."""
+        runner = getattr(self, "runner", None)
+        loops = getattr(self, "loops", None)
+        return (runner.live_processes() if runner else 0) + (loops.live_processes() if loops else 0)
+
+    # -- building ---------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        settings, stack = self.settings, self._stack
+        upstream = settings.upstream_url
+        key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        if settings.demo and self._given_runner is None:
+            from ccgate.demo import DemoServer, ScriptedModel
+
+            self.demo = await stack.enter_async_context(DemoServer(ScriptedModel()))
+            upstream, key = self.demo.url, DEMO_KEY
+        self.upstream = upstream or ""
+        data = settings.data_path
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data.chmod(0o700)  # ccgate's own: nobody else reads keys or transcripts
+        clear_credential_files(data)
+
+        database = Database(
+            settings.effective_database_url, busy_timeout=settings.database_busy_timeout
+        )
+        stack.push_async_callback(database.close)
+        await database.migrate()
+        hurried = database.hurried(AFTER_TURN_WAIT)
+        journal = _journal(hurried, data / "journal.jsonl")
+
+        config = runner_config(settings, upstream, key, self._environ)
+        dirs = WorkerDirs(data)  # one set of config dirs for turns and loops alike
+        self.parked = ParkedTurns(tool_timeout=settings.tool_result_timeout)
+        self.gate = Gate(
+            settings.max_concurrent, settings.max_queue, make_room=self.parked.make_room
+        )
+        catalogue = self.catalogue
+        self.loops = LoopManager(
+            SqlLoopStore(database),
+            agents=ClaudeAgents(config, dirs),
+            loops_dir=settings.loops_path,
+            gate=self.gate,
+            cli_model=lambda name: catalogue.resolve(name).cli,
+            idle_timeout=settings.loop_idle_timeout,
+            choice_timeout=settings.choice_timeout,
+            journal=journal,
+        )
+        if self._given_runner is None:
+            # Idle loops share the warm processes' memory budget and pressure.
+            claude = ClaudeRunner(config, dirs=dirs, elsewhere=self.loops.idle_processes)
+            claude.pool.start()
+            self._spawn(_follow_cli_models(claude, catalogue), "ccgate-cli-models")
+            self.runner: Runner = claude
+        else:
+            self.runner = self._given_runner
+        stack.push_async_callback(self.runner.aclose)
+        self.sessions = ConversationSessions(
+            SqlSessionStore(database),
+            self.runner,
+            supersede=self.parked.supersede,
+            continuation=settings.session_continuation,
+            journal=journal,
+        )
+        self.turns = TurnManager(self.runner, self.gate, self.sessions, self.parked)
+        self.cache = ResponseCache(settings.cache_ttl, settings.cache_max_entries)
+        self.metrics = Metrics(self._gauges, per_key=settings.metrics_per_key)
+        self.answers = Answers(
+            self.turns, self.cache, self.flights, lookup=self.metrics.cache_lookup
+        )
+        self.ledger = SqlUsageStore(database)
+        self.accounting = Accounting(
+            Quotas(SqlAdmissionStore(database)),
+            self.metrics,
+            journal,
+            SqlAdmissionStore(hurried),
+            owner=process_owner(),
+            ledger=settings.usage_ledger,
+        )
+        self.keys = KeyManager(
+            SqlKeyStore(database), last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT))
+        )
+        # Requests the server cancelled at shutdown are still recording what they got, which
+        # needs their turns' processes and the database: wait for them before those close.
+        stack.push_async_callback(self._recorded)
+        stack.push_async_callback(self.parked.aclose)
+        stack.push_async_callback(self.loops.aclose)
+        stack.push_async_callback(self._stop_tasks)
+        try:
+            await _catch_up(journal, self.accounting)
+        except Exception:  # noqa: BLE001 - a locked database must not stop the start
+            log.warning("bookkeeping_deferred", exc_info=True)
+        counters = SqlCounterStore(database)
+        self._spawn(self._sweep(counters), "ccgate-sweep")
+        self._spawn(_keep_books(journal, self.accounting), "ccgate-bookkeeping")
+        log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
+
+    def _gauges(self) -> Gauges:
+        return Gauges(
+            active=self.gate.active,
+            queued=self.gate.queued,
+            waiting_for_tools=len(self.parked),
+            cli_processes=self.live_processes(),
+            cached_answers=len(self.cache),
+            turns_finished=self.counters.turns_finished,
+            turns_failed=self.counters.turns_failed,
+            pool=self.runner.pool_status(),
+        )
+
+    # -- background work --------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``work`` in the background, kept until it ends or the gateway closes."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _sweep(self, counters: SqlCounterStore) -> None:
+        """Expire idle sessions, old quota windows and old idempotency records, now and then."""
+        ttl = self.settings.session_ttl
+        interval = min(60.0, max(1.0, ttl / 10))
+        while True:
+            try:
+                removed = await self.sessions.expire(ttl)
+                if removed:
+                    log.info("sessions_expired count=%d", removed)
+                minute, day, month = windows_at(time.time())
+                await counters.sweep("minute", minute.start - 3600)
+                await counters.sweep("day", day.start - 2 * 86_400)
+                await counters.sweep("month", month.start - 40 * 86_400)
+                await self.loops.expire()
+            except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
+                log.warning("sweep_failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def _recorded(self) -> None:
+        """Wait, bounded, for every admitted request to be recorded (at shutdown)."""
+        left = await self.accounting.drain(SHUTDOWN_RECORD_WAIT)
+        if left:
+            log.warning("shutdown_unrecorded count=%d", left)
+
+
+async def _follow_cli_models(runner: ClaudeRunner, catalogue: Catalogue) -> None:
+    """Adopt the models the CLI offers into the catalogue (once, in the background)."""
+    try:
+        models, seen_at = await runner.cli_models()
+    except Exception as exc:  # noqa: BLE001 - the packaged list stays in use
+        log.warning("cli_models_unavailable error=%s", type(exc).__name__)
+        return
+    catalogue.adopt(models, seen_at=seen_at)
+    log.info("cli_models models=%s", ",".join(f"{m.value}={m.resolved}" for m in models))
+
+
+def _journal(hurried: Database, path: Path) -> Journal:
+    """Return the journal of what finished turns record, applied by stores in a hurry."""
+    admissions = SqlAdmissionStore(hurried)
+    sessions = SqlSessionStore(hurried)
+    loops = SqlLoopStore(hurried)
+
+    async def settle(payload: dict[str, Any]) -> None:
+        await admissions.settle(Settlement.from_json(payload))
+
+    def call(method: Callable[..., Awaitable[object]]) -> Apply:
+        return lambda payload: method(**payload)
+
+    return Journal(
+        path,
+        {
+            "settle": settle,
+            "session_turn": call(sessions.record_turn),
+            "loop_turn": call(loops.record_turn),
+            "loop_finish": call(loops.finish),
+        },
+    )
+
+
+async def _catch_up(journal: Journal, accounting: Accounting) -> None:
+    """Apply what the journal holds, then reconcile the admissions of dead processes."""
+    await journal.replay()
+    interrupted = await accounting.reconcile(skip=journal.refs())
+    if interrupted:
+        log.warning("admissions_reconciled count=%d", len(interrupted))
+
+
+async def _keep_books(journal: Journal, accounting: Accounting) -> None:
+    """Replay the journal, checkpoint running requests and reconcile, now and then."""
+    while True:
+        await asyncio.sleep(BOOKKEEPING_EVERY)
+        try:
+            await accounting.checkpoint()
+            await _catch_up(journal, accounting)
+        except Exception:  # noqa: BLE001 - tried again next interval
+            log.info("bookkeeping_deferred", exc_info=True)

@@ -16,9 +16,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Gauges", "Metrics"]
+__all__ = ["Counters", "Gauges", "Metrics"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass
+class Counters:
+    """Plain request counters shown by ``/health`` and ``/metrics``."""
+
+    requests: int = 0
+    errors: int = 0
+    turns_finished: int = 0
+    turns_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

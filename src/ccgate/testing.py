@@ -13,7 +13,8 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnStarted, Usage
-from ccgate.engine.turn import TurnRequest
+from ccgate.engine.toolbox import ToolResultBox
+from ccgate.engine.turn import Message, TurnRequest
 
 __all__ = ["ECHO_PREFIX", "ScriptedRunner", "echo"]
 
@@ -44,22 +45,33 @@ class ScriptedRunner:
 
     ``script`` is the events every turn yields, or a function of the turn that
     returns them (default: :func:`echo`); it may be replaced between turns.
-    ``turns`` lists the turns run, ``closed_runs`` counts the runs whose
-    iterators ended (early or not), ``closed`` and ``stopped`` tell whether
-    :meth:`aclose` and :meth:`stop_all` were called.
+    ``turns`` lists the turns run (and ``boxes`` their tool boxes),
+    ``closed_runs`` counts the runs whose iterators ended (early or not),
+    ``closed`` and ``stopped`` tell whether :meth:`aclose` and :meth:`stop_all`
+    were called. Like Claude Code, it holds a session's state once a turn ran
+    in it or it was seeded (``seeded`` maps those to the history they got),
+    until it is released.
     """
 
     def __init__(self, script: Script = echo) -> None:
         self.script: Script = script
         self.turns: list[TurnRequest] = []
+        self.boxes: list[ToolResultBox | None] = []
+        self.sessions: set[str] = set()
+        self.seeded: dict[str, tuple[Message, ...]] = {}
         self.released: list[str] = []
         self.closed_runs = 0
         self.closed = False
         self.stopped: str | None = None
 
-    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    def run(
+        self, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Yield the script's events for ``turn``."""
         self.turns.append(turn)
+        self.boxes.append(box)
+        if turn.session is not None:
+            self.sessions.add(turn.session.cli_session_id)
         events = self.script(turn) if callable(self.script) else self.script
         return self.play(list(events))
 
@@ -79,8 +91,25 @@ class ScriptedRunner:
         """Return a fresh session id: nothing is started ahead."""
         return str(uuid.uuid4())
 
+    def has_session(self, cli_session_id: str) -> bool:
+        """Tell whether a turn ran in the session, or it was seeded, since its release."""
+        return cli_session_id in self.sessions
+
+    def seed_session(
+        self,
+        cli_session_id: str,
+        history: tuple[Message, ...],
+        model: str,
+        *,
+        results: Message | None = None,
+    ) -> None:
+        """Note the session's history (and the results that end it)."""
+        self.sessions.add(cli_session_id)
+        self.seeded[cli_session_id] = history + ((results,) if results is not None else ())
+
     def release(self, cli_session_id: str) -> None:
-        """Note the release; no process holds the session."""
+        """Forget the session."""
+        self.sessions.discard(cli_session_id)
         self.released.append(cli_session_id)
 
     def pool_status(self) -> dict[str, object]:

@@ -41,6 +41,7 @@ from ccgate.claude import ClaudeRunner
 from ccgate.demo import DemoServer, Reply, ScriptedModel, ToolUse
 from ccgate.engine.events import AgentEvent
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import TurnRequest
 from gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
 
@@ -171,9 +172,11 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[TurnRequest]:
     started: list[TurnRequest] = []
     real_run = ClaudeRunner.run
 
-    def run(self: ClaudeRunner, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    def run(
+        self: ClaudeRunner, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         started.append(turn)
-        return real_run(self, turn)
+        return real_run(self, turn, box)
 
     monkeypatch.setattr(ClaudeRunner, "run", run)
     return started

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from ccgate.access.accounting import LEASE, Accounting, estimate_cost
+from ccgate.access.caller import Caller
 from ccgate.access.quotas import Quotas, windows_at
-from ccgate.api.auth import Caller
 from ccgate.engine.events import TextDelta, TurnEnd, Usage
 from ccgate.engine.models import Catalogue
 from ccgate.metrics import Gauges, Metrics

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from ccgate.engine.events import (
     Usage,
 )
 from ccgate.engine.gate import Gate
-from ccgate.engine.live import LiveTurn, TurnManager, ends_segment
+from ccgate.engine.live import LiveTurn, ParkedTurns, TurnManager, ends_segment
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import (
     Message,
     TextPart,
@@ -32,11 +32,12 @@ from ccgate.engine.turn import (
 )
 from ccgate.store.database import Database
 from ccgate.store.sessions import SqlSessionStore
+from ccgate.testing import ScriptedRunner
 
 SPEC = ToolSpec("get_weather", "", {"type": "object"})
 
 
-class ToolRunner:
+class ToolRunner(ScriptedRunner):
     """A runner whose model calls the tools named in ``call a b`` and then reports the results.
 
     A rebuilt turn (``session.deferred_call``) re-runs its deferred call: it reports
@@ -44,17 +45,20 @@ class ToolRunner:
     """
 
     def __init__(self) -> None:
-        self.turns: list[TurnRequest] = []
+        super().__init__()
         self.closed = 0
 
-    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
-        self.turns.append(turn)
-        return self._play(turn)
+    def run(
+        self, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
+        super().run(turn, box)
+        return self._tools(turn, box)
 
-    async def _play(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    async def _tools(
+        self, turn: TurnRequest, box: ToolResultBox | None
+    ) -> AsyncGenerator[AgentEvent, None]:
         try:
             yield TurnStarted("sonnet", cold_start=True)
-            box = turn.tool_box
             if turn.session is not None and turn.session.deferred_call is not None:
                 assert box is not None
                 ids = [r.tool_use_id for r in turn.last.tool_results]
@@ -78,32 +82,16 @@ class ToolRunner:
         finally:
             self.closed += 1
 
-    def live_processes(self) -> int:
-        return 0
-
-    def new_session(self, turn: TurnRequest) -> str:
-        return str(uuid.uuid4())
-
-    def release(self, cli_session_id: str) -> None:
-        return None
-
-    def pool_status(self) -> dict[str, object]:
-        return {}
-
-    def stop_all(self, reason: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
 
 class Rig:
     """A turn manager over a real session store, a gate and the tool runner."""
 
-    def __init__(self, sessions: ConversationSessions, slots: int, timeout: float) -> None:
+    def __init__(self, store: SqlSessionStore, slots: int, timeout: float) -> None:
         self.runner = ToolRunner()
-        self.gate = Gate(slots, 4)
-        self.manager = TurnManager(self.runner, self.gate, sessions, tool_timeout=timeout)
+        self.parked = ParkedTurns(tool_timeout=timeout)
+        self.gate = Gate(slots, 4, make_room=self.parked.make_room)
+        sessions = ConversationSessions(store, self.runner, supersede=self.parked.supersede)
+        self.manager = TurnManager(self.runner, self.gate, sessions, self.parked)
 
     async def segment(
         self, turn: TurnRequest, namespace: str = "ns", key: str | None = None
@@ -117,18 +105,18 @@ class Rig:
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[ConversationSessions]:
+async def sessions(tmp_path: Path) -> AsyncIterator[SqlSessionStore]:
     database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     await database.migrate()
-    yield ConversationSessions(SqlSessionStore(database), tmp_path, tmp_path / "cwd")
+    yield SqlSessionStore(database)
     await database.close()
 
 
 @pytest.fixture
-async def rig(sessions: ConversationSessions) -> AsyncIterator[Rig]:
+async def rig(sessions: SqlSessionStore) -> AsyncIterator[Rig]:
     made = Rig(sessions, slots=2, timeout=60)
     yield made
-    await made.manager.aclose()
+    await made.parked.aclose()
     assert made.gate.active == 0
 
 
@@ -166,7 +154,7 @@ async def test_a_turn_waits_and_its_results_continue_it(rig: Rig) -> None:
     assert rig.runner.turns[-1].session is not None and rig.runner.turns[-1].session.resume
 
 
-async def test_results_after_the_turn_is_gone_rebuild_it(sessions: ConversationSessions) -> None:
+async def test_results_after_the_turn_is_gone_rebuild_it(sessions: SqlSessionStore) -> None:
     rig = Rig(sessions, slots=2, timeout=0.05)
     first, _ = await rig.segment(_turn(QUESTION))
     await asyncio.sleep(0.3)
@@ -176,7 +164,7 @@ async def test_results_after_the_turn_is_gone_rebuild_it(sessions: ConversationS
     rebuilt = rig.runner.turns[-1]
     assert rebuilt.session is not None and rebuilt.session.deferred_call == "a"
     assert events == [TextDelta("b=rain; a=sun"), TurnEnd()]
-    await rig.manager.aclose()
+    await rig.parked.aclose()
 
 
 async def test_another_namespace_never_continues_a_turn(rig: Rig) -> None:
@@ -212,19 +200,19 @@ async def test_a_new_request_of_the_session_supersedes_its_waiting_turn(rig: Rig
     assert rig.manager.parked == 0 and rig.runner.closed == 2
 
 
-async def test_a_waiting_turn_yields_its_slot(sessions: ConversationSessions) -> None:
+async def test_a_waiting_turn_yields_its_slot(sessions: SqlSessionStore) -> None:
     rig = Rig(sessions, slots=1, timeout=60)
     await rig.segment(_turn(QUESTION))
     assert rig.gate.active == 1
     live, events = await asyncio.wait_for(rig.segment(_turn(_user("other"))), 5)
     assert events[0] == TextDelta("You said: other")
     assert rig.manager.parked == 0 and rig.runner.closed == 2
-    await rig.manager.aclose()
+    await rig.parked.aclose()
 
 
 async def test_shutdown_ends_waiting_turns(rig: Rig) -> None:
     await rig.segment(_turn(QUESTION))
     await rig.segment(_turn(_user("call c")))
     assert rig.manager.parked == 2
-    await rig.manager.aclose()
+    await rig.parked.aclose()
     assert rig.manager.parked == 0 and rig.runner.closed == 2 and rig.gate.active == 0

@@ -115,6 +115,7 @@ async def test_a_configuration_gets_a_spare_once_it_is_hot() -> None:
         spare.submit(
             Job(
                 TurnRequest("sonnet", "sonnet", (Message("user", (TextPart("x"),)),)),
+                None,
                 asyncio.Queue(),
                 cold=False,
             )

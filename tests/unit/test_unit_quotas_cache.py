@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ccgate.access.accounting import Accounting, Ticket, estimate_cost
+from ccgate.access.caller import Caller
 from ccgate.access.quotas import Quotas, windows_at
-from ccgate.api.auth import Caller
 from ccgate.engine.cache import Flights, ResponseCache, cache_key
 from ccgate.engine.events import TextDelta, ToolCallDelta, TurnEnd, TurnError, Usage
 from ccgate.engine.models import Catalogue

@@ -16,10 +16,10 @@ from sqlalchemy.exc import DBAPIError
 from ccgate.api.errors import error_for_turn
 from ccgate.engine.events import ErrorKind, TurnError, TurnStarted
 from ccgate.engine.gate import Gate
-from ccgate.engine.redact import hide_addresses
 from ccgate.logs import JSONFormatter, format_exception, statement_kind
 from ccgate.loops.events import Failed
 from ccgate.loops.runtime import LoopRuntime
+from ccgate.redact import hide_addresses
 from ccgate.store.database import Database
 from ccgate.store.loops import LoopRecord
 

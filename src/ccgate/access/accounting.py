@@ -29,8 +29,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from ccgate.access.caller import Caller
 from ccgate.access.quotas import Admission, Quotas
-from ccgate.api.auth import Caller
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,

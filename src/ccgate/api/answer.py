@@ -18,6 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import anyio
@@ -25,10 +26,9 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ccgate.access.accounting import Ticket
-from ccgate.api.auth import Caller
+from ccgate.access.accounting import Accounting, Ticket
+from ccgate.access.caller import Caller
 from ccgate.api.errors import error_for_turn
-from ccgate.api.state import AppState
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
@@ -40,9 +40,10 @@ from ccgate.engine.events import (
 from ccgate.engine.live import ends_segment
 from ccgate.engine.models import ModelInfo
 from ccgate.engine.sessions import check_key
-from ccgate.engine.sources import Source, open_source
+from ccgate.engine.sources import Source
 from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, DatabaseBusy, GatewayError, QuotaExceeded, Unavailable
+from ccgate.gateway import Gateway
 
 __all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
 
@@ -118,7 +119,7 @@ def _log_turn(ticket: Ticket, outcome: str) -> None:
 
 
 async def admit(
-    state: AppState, caller: Caller, endpoint: str, model: ModelInfo, requested: str
+    state: Gateway, caller: Caller, endpoint: str, model: ModelInfo, requested: str
 ) -> Ticket:
     """Admit a request (refused while draining, by its key's quota, or by a locked database)."""
     if state.draining:
@@ -141,27 +142,59 @@ def _outcome(end: AgentEvent | None) -> str:
     return "cancelled"
 
 
-def _count(state: AppState, end: AgentEvent | None) -> None:
+def _count(state: Gateway, end: AgentEvent | None) -> None:
     if isinstance(end, TurnError):
         state.counters.turns_failed += 1
     elif isinstance(end, TurnEnd) and not end.waiting_for:
         state.counters.turns_finished += 1
 
 
+@dataclass(eq=False)
+class _Answer:
+    """A request's source of events, accounted for: its ticket closes when it ends."""
+
+    source: Source
+    ticket: Ticket
+    accounting: Accounting
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.source.headers
+
+    async def next_event(self) -> AgentEvent:
+        event = await self.source.next_event()
+        self.ticket.saw(event)
+        return event
+
+    async def end(self, events: list[AgentEvent]) -> None:
+        """Record what the request received, then what it cost (once each)."""
+        try:
+            await self.source.end(events)
+        finally:
+            await self.accounting.close(self.ticket, events)
+
+
 async def _open(
-    state: AppState, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
-) -> Source:
+    state: Gateway, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
+) -> _Answer:
     try:
-        return await open_source(state, request, turn, ticket, session)
+        source = await state.answers.open(
+            ticket.caller.namespace,
+            turn,
+            session,
+            cache_control=request.headers.get("cache-control", ""),
+        )
     except BaseException as exc:
         failure = exc.code if isinstance(exc, GatewayError) and exc.code else "cancelled"
         with anyio.CancelScope(shield=True):
             await state.accounting.close(ticket, [], failure=failure)
         raise
+    ticket.cached, ticket.session_key = source.cached, source.session_key or None
+    return _Answer(source, ticket, state.accounting)
 
 
 async def collect_turn(
-    state: AppState, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
+    state: Gateway, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
 ) -> tuple[list[AgentEvent], dict[str, str]]:
     """Answer a request with its whole segment; return the events and the response headers.
 
@@ -204,7 +237,7 @@ class _Reader:
     abandoned by :meth:`stop`, when the answer is over.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: _Answer) -> None:
         self._source = source
         self._pending: asyncio.Task[AgentEvent | None] | None = None
 
@@ -254,7 +287,7 @@ async def _first_events(reader: _Reader, wait: float) -> tuple[list[AgentEvent],
 
 
 async def stream_turn(
-    state: AppState,
+    state: Gateway,
     request: Request,
     turn: TurnRequest,
     ticket: Ticket,
@@ -265,7 +298,7 @@ async def stream_turn(
 ) -> StreamingResponse:
     """Answer a request with its segment as SSE."""
     seen: list[AgentEvent] = []
-    holder: list[tuple[Source, _Reader]] = []
+    holder: list[tuple[_Answer, _Reader]] = []
     streaming: list[bool] = []
 
     async def begin() -> tuple[list[AgentEvent], bool]:

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ccgate.engine.models import ModelInfo
+from ccgate.access.caller import Caller
 from ccgate.errors import AuthenticationFailed, PermissionDenied
+from ccgate.gateway import Gateway
 from ccgate.keystrength import MAKE_ONE
-from ccgate.store.keys import KeyRecord
-
-if TYPE_CHECKING:
-    from ccgate.api.state import AppState
 
 __all__ = [
     "Admin",
-    "Caller",
     "Client",
     "MetricsReader",
     "client_key",
@@ -26,30 +21,6 @@ __all__ = [
     "require_client",
     "require_metrics_reader",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking: a namespace (``local``, ``shared`` or a key's id) and its key, if any."""
-
-    namespace: str
-    key: KeyRecord | None = None
-
-    @property
-    def name(self) -> str:
-        """Return the caller's name for people (the key's name, else the namespace)."""
-        return self.key.name if self.key is not None else self.namespace
-
-    def check_model(self, model: ModelInfo) -> None:
-        """Refuse a model outside the key's list with 403."""
-        allowed = self.key.models if self.key is not None else None
-        if allowed is not None and model.id not in allowed:
-            raise PermissionDenied(
-                f"this API key may not use the model '{model.id}'; it may use: "
-                f"{', '.join(allowed) or 'no model'}",
-                param="model",
-                code="model_not_allowed",
-            )
 
 
 def client_key(request: Request) -> str | None:
@@ -68,7 +39,7 @@ def _equal(presented: str, expected: str) -> bool:
 
 async def require_client(request: Request) -> Caller:
     """Check the caller's key for the auth mode in force; return the caller."""
-    state: AppState = request.app.state.ccgate
+    state: Gateway = request.app.state.ccgate
     settings = state.settings
     if settings.auth_mode == "none":
         return Caller("local")
@@ -87,7 +58,7 @@ async def require_client(request: Request) -> Caller:
 
 def require_admin(request: Request) -> None:
     """Check the admin key (``admin_key``) of an admin request."""
-    state: AppState = request.app.state.ccgate
+    state: Gateway = request.app.state.ccgate
     expected = state.settings.admin_key
     if expected is None:
         raise AuthenticationFailed(
@@ -106,7 +77,7 @@ async def require_metrics_reader(request: Request) -> None:
     key's traffic, which is not one client's business. With ``auth_mode=none``
     ``/metrics`` is open, like everything else on loopback.
     """
-    state: AppState = request.app.state.ccgate
+    state: Gateway = request.app.state.ccgate
     settings = state.settings
     if settings.auth_mode == "none":
         return

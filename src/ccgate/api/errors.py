@@ -21,23 +21,15 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from ccgate.engine.events import TurnError
-from ccgate.engine.redact import hide_addresses
 from ccgate.errors import (
     AuthenticationFailed,
-    CLICrashed,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
-    NotFound,
+    OtherClientError,
     RequestTooLarge,
     RouteNotFound,
-    TurnTimeout,
-    Unavailable,
-    UpstreamAuthError,
-    UpstreamBillingError,
-    UpstreamError,
-    UpstreamOverloaded,
-    UpstreamRateLimited,
+    for_turn,
 )
 from ccgate.protocol import anthropic, loops, openai
 
@@ -49,48 +41,10 @@ __all__ = [
     "is_anthropic_path",
 ]
 
-_LOGIN_HINT = (
-    "Log in once with `claude /login` as the user running ccgate (or set "
-    "CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`), or set CCGATE_UPSTREAM_API_KEY "
-    "to an Anthropic API key, then restart ccgate."
-)
-
 
 def error_for_turn(event: TurnError) -> GatewayError:
     """Return the client-facing error for a failed turn, with a message a person can act on."""
-    detail = hide_addresses(event.message)  # where the upstream lives is no client's business
-    if event.kind == "authentication":
-        return UpstreamAuthError(
-            f"Claude Code's upstream rejected its credentials ({detail}). {_LOGIN_HINT}"
-        )
-    if event.kind == "billing":
-        return UpstreamBillingError(
-            f"The upstream account cannot pay for this request ({detail}). Check the plan or "
-            "credit balance of the account ccgate uses."
-        )
-    if event.kind == "rate_limit":
-        return UpstreamRateLimited(
-            f"The upstream rate limit was reached ({detail}); retry later.",
-            retry_after=event.retry_after,
-        )
-    if event.kind == "overloaded":
-        return UpstreamOverloaded(f"The upstream is overloaded ({detail}); retry shortly.")
-    if event.kind == "invalid_request":
-        return InvalidRequest(f"The upstream refused the request: {detail}")
-    if event.kind == "model_not_found":
-        return NotFound(
-            f"The upstream does not offer this model ({detail}). GET /v1/models lists the "
-            "models Claude Code offers.",
-            param="model",
-            code="model_not_found",
-        )
-    if event.kind == "timeout":
-        return TurnTimeout(detail)
-    if event.kind == "unavailable":
-        return Unavailable(f"{detail}; retry shortly")
-    if event.kind == "cli_crashed":
-        return CLICrashed(detail)
-    return UpstreamError(f"The upstream failed: {detail}")
+    return for_turn(event.kind, event.message, retry_after=event.retry_after)
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -205,12 +159,10 @@ def install_error_handlers(app: FastAPI) -> None:
             error = AuthenticationFailed(str(exc.detail))
         elif exc.status_code == 413:
             error = RequestTooLarge(str(exc.detail))
-        elif 400 <= exc.status_code < 500:
-            error = InvalidRequest(str(exc.detail))
-            error.status = exc.status_code
+        elif exc.status_code < 500:
+            error = OtherClientError(str(exc.detail), status=exc.status_code)
         else:
             error = GatewayError(str(exc.detail))
-            error.status = exc.status_code
         return error_response(request.url.path, error)
 
     app.add_exception_handler(GatewayError, gateway)

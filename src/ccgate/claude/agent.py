@@ -330,4 +330,3 @@ class ClaudeAgent:
                 await turn.out.put(event)
         for event in translator.finish(self.stderr_tail):
             await turn.out.put(event)
-

@@ -61,6 +61,7 @@ from ccgate.claude.process import (
     short,
 )
 from ccgate.claude.prompt import user_message_content
+from ccgate.claude.transcript import transcript_path, write_transcript
 from ccgate.claude.translate import Translator, moves_on
 from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.claude.workdirs import WorkerDirs
@@ -73,7 +74,8 @@ from ccgate.engine.events import (
 from ccgate.engine.models import CliModel
 from ccgate.engine.runner import IdleProcess
 from ccgate.engine.stops import apply_stop_sequences
-from ccgate.engine.turn import TurnRequest
+from ccgate.engine.toolbox import ToolResultBox
+from ccgate.engine.turn import Message, TurnRequest
 
 __all__ = ["ClaudeRunner"]
 
@@ -164,9 +166,35 @@ class ClaudeRunner:
                 return claimed
         return str(uuid.uuid4())
 
+    def has_session(self, cli_session_id: str) -> bool:
+        """Tell whether Claude Code kept the session's transcript (a turn may resume it)."""
+        return self._transcript(cli_session_id).exists()
+
+    def seed_session(
+        self,
+        cli_session_id: str,
+        history: tuple[Message, ...],
+        model: str,
+        *,
+        results: Message | None = None,
+    ) -> None:
+        """Write a new session's transcript from the client's history."""
+        write_transcript(
+            self._config.data_dir,
+            self._dirs.neutral_cwd,
+            cli_session_id,
+            history,
+            model,
+            results=results,
+        )
+
     def release(self, cli_session_id: str) -> None:
-        """Forget a session's CLI state: its warm process ends."""
+        """Forget a session's CLI state: its warm process ends, its transcript goes."""
         self._pool.release(cli_session_id)
+        self._transcript(cli_session_id).unlink(missing_ok=True)
+
+    def _transcript(self, cli_session_id: str) -> Path:
+        return transcript_path(self._config.data_dir, self._dirs.neutral_cwd, cli_session_id)
 
     def stop_all(self, reason: str) -> None:
         """End every live turn now; each ends with ``TurnError("unavailable", reason)``."""
@@ -187,9 +215,11 @@ class ClaudeRunner:
         if tasks:
             await asyncio.wait(tasks, timeout=15)
 
-    async def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    async def run(
+        self, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Run ``turn`` on its conversation's process (or a new one) and yield its events."""
-        events: AsyncGenerator[AgentEvent, None] = self._run_raw(turn)
+        events: AsyncGenerator[AgentEvent, None] = self._run_raw(turn, box)
         if turn.stop_sequences:
             events = apply_stop_sequences(events, turn.stop_sequences)
         try:
@@ -198,8 +228,10 @@ class ClaudeRunner:
         finally:
             await events.aclose()
 
-    async def _run_raw(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
-        job = Job(turn, asyncio.Queue(), cold=True)
+    async def _run_raw(
+        self, turn: TurnRequest, box: ToolResultBox | None
+    ) -> AsyncGenerator[AgentEvent, None]:
+        job = Job(turn, box, asyncio.Queue(), cold=True)
         config = ProcessConfig.of(turn)
         plan = turn.session
         proc: CliProcess | None = None
@@ -345,9 +377,8 @@ class ClaudeRunner:
         self, proc: CliProcess, client: ClaudeSDKClient, job: Job, tail: list[str], *, connect: bool
     ) -> bool:
         """Run one turn on the process; return whether it may serve the next one."""
-        turn = job.turn
         tail.clear()
-        proc.box = turn.tool_box
+        proc.box = job.box
         clean = False
         try:
             async with asyncio.timeout(self._config.request_timeout) as clock:
@@ -393,8 +424,8 @@ class ClaudeRunner:
             await job.out.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}"))
         finally:
             proc.box = None
-            if turn.tool_box is not None:
-                turn.tool_box.close("the turn ended")
+            if job.box is not None:
+                job.box.close("the turn ended")
             if clean:
                 proc.served += 1
             job.out.put_nowait(_END)

@@ -42,7 +42,7 @@ class ProcessConfig:
     @classmethod
     def of(cls, turn: TurnRequest) -> ProcessConfig:
         """Return the configuration a process needs to run ``turn``."""
-        tools = turn.offered_tools() if turn.tool_box is not None else ()
+        tools = turn.offered_tools()
         return cls(
             model=turn.model,
             system=system_prompt(turn),
@@ -78,6 +78,8 @@ class Job:
     """One turn handed to a process's owner; its events (then an end marker) go to ``out``."""
 
     turn: TurnRequest
+    #: Where the turn's calls of client tools wait for their results.
+    box: ToolResultBox | None
     out: asyncio.Queue[Any]
     #: The process starts for this turn (a cold start) rather than running it warm.
     cold: bool

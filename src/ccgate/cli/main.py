@@ -291,15 +291,6 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _close_loops(state: Any) -> None:
-    task = asyncio.ensure_future(state.loops.aclose())
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Future[None]] = set()
-
-
 class _GracefulServer:
     """Run uvicorn; on SIGINT/SIGTERM mark the gateway draining and exit with status 0."""
 
@@ -321,16 +312,11 @@ class _GracefulServer:
 
         def handle(sig: int, frame: Any) -> None:
             for app in self._apps:
-                state = getattr(app.state, "ccgate", None)
-                if state is not None and not state.draining:
-                    state.draining = True
+                gateway = getattr(app.state, "ccgate", None)
+                if gateway is not None:
                     # Turns still running just before uvicorn's grace period ends are
                     # stopped with a clean error rather than cut off mid-response.
-                    grace = max(0.5, state.settings.shutdown_timeout - 1)
-                    loop = asyncio.get_running_loop()
-                    loop.call_later(grace, state.runner.stop_all, "ccgate is shutting down")
-                    # Loops too: their turns end with loop_closed, their watchers are told.
-                    loop.call_later(grace, _close_loops, state)
+                    gateway.drain(max(0.5, gateway.settings.shutdown_timeout - 1))
             self._server.handle_exit(sig, frame)
 
         for sig in previous:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
+from ccgate.claude import ClaudeRunner
 from ccgate.config import Settings
 from ccgate.engine.sessions import ConversationSessions
+from ccgate.gateway import runner_config
 from ccgate.store.database import Database
 from ccgate.store.sessions import SqlSessionStore
 
 __all__ = ["default_namespace", "run_sessions"]
+
+
+async def _nothing_waits(session_id: str) -> None:
+    """No turn of this command waits for tool results: there is nothing to supersede."""
 
 
 def default_namespace(settings: Settings) -> str:
@@ -33,9 +40,9 @@ async def run_sessions(
     database = Database(settings.effective_database_url)
     try:
         await database.migrate()
-        sessions = ConversationSessions(
-            SqlSessionStore(database), settings.data_path, settings.data_path / "cwd"
-        )
+        # The sessions' Claude Code transcripts go with them: the runner knows where they are.
+        states = ClaudeRunner(runner_config(settings, None, None, os.environ))
+        sessions = ConversationSessions(SqlSessionStore(database), states, supersede=_nothing_waits)
         if action == "list":
             records = await sessions.list_sessions(ns)
             if not records:

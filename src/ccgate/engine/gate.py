@@ -16,23 +16,30 @@ class Gate:
     """Admit at most ``slots`` holders; queue at most ``queue`` more; refuse the rest.
 
     A waiter that is cancelled (its client went away) leaves the queue; a slot
-    is released on every exit path of :meth:`slot`. ``on_wait``, when set, is
-    called whenever a request finds no free slot; it returns True when a holder
-    gives its slot up for it (a turn waiting for tool results), and that
-    request may then wait for the slot even when the queue is full.
+    is released on every exit path of :meth:`slot`. ``make_room`` is called
+    whenever a request finds no free slot; it returns True when a holder gives
+    its slot up for it (a turn waiting for tool results), and that request may
+    then wait for the slot even when the queue is full.
 
     A loop's turn waits without the queue's bound (:meth:`acquire` with
     ``bounded=False``): its client is already streaming, and each loop has at
     most one turn waiting, so the number of loops bounds those waiters.
     """
 
-    def __init__(self, slots: int, queue: int, *, retry_after: float = 2.0) -> None:
+    def __init__(
+        self,
+        slots: int,
+        queue: int,
+        *,
+        make_room: Callable[[], bool] = lambda: False,
+        retry_after: float = 2.0,
+    ) -> None:
         self._slots = slots
         self._queue_limit = queue
+        self._make_room = make_room
         self._retry_after = retry_after
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self.on_wait: Callable[[], bool] | None = None
 
     @property
     def active(self) -> int:
@@ -62,7 +69,7 @@ class Gate:
             self._active += 1
             return
         # A holder giving its slot up makes room for one more waiter, even past the limit.
-        freeing = self.on_wait() if self.on_wait is not None else False
+        freeing = self._make_room()
         if bounded and self.queued >= self._queue_limit + int(freeing):
             raise QueueFull(
                 f"ccgate is busy: {self._active} turns running and {self.queued} waiting "

@@ -106,93 +106,29 @@ class LiveTurn:
                 self.box.close("the turn ended")
 
 
-class TurnManager:
-    """Start turns, park those that wait for tool results, and continue them."""
+class ParkedTurns:
+    """Turns that wait for the client's tool results, found by call id and by session.
 
-    def __init__(
-        self,
-        runner: Runner,
-        gate: Gate,
-        sessions: ConversationSessions,
-        *,
-        tool_timeout: float,
-    ) -> None:
-        self._runner = runner
-        self._gate = gate
-        self._sessions = sessions
+    A parked turn is dropped (ended in the background) when no result comes
+    within ``tool_timeout`` seconds, when its calls are answered in another
+    conversation, when its session gets a request that is not its
+    continuation (:meth:`supersede`), and when a request needs its slot
+    (:meth:`make_room`, which the gate calls).
+    """
+
+    def __init__(self, *, tool_timeout: float) -> None:
         self._tool_timeout = tool_timeout
         #: Parked turns, oldest first; and the same by (namespace, call id) and session id.
         self._parked: dict[LiveTurn, None] = {}
         self._by_call: dict[tuple[str, str], LiveTurn] = {}
         self._by_session: dict[str, LiveTurn] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        sessions.supersede = self._supersede
-        sessions.new_session_id = runner.new_session
-        sessions.on_release = runner.release
-        gate.on_wait = self._yield_slot
 
-    @property
-    def parked(self) -> int:
-        """Return how many turns wait for tool results."""
+    def __len__(self) -> int:
         return len(self._parked)
 
-    async def open(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn:
-        """Return the parked turn that ``turn`` continues (results delivered), or a new turn.
-
-        May raise a :class:`ccgate.errors.GatewayError` (busy, bad session key).
-        """
-        live = self._claim(namespace, key, turn)
-        if live is not None:
-            return live
-        box = ToolResultBox() if turn.tools or turn.last.tool_results else None
-        if box is not None:
-            box.deliver(turn.last.tool_results)  # a rebuilt turn re-runs its last call
-        stack = AsyncExitStack()
-        try:
-            bound = await stack.enter_async_context(
-                self._sessions.turn(namespace, key, replace(turn, tool_box=box))
-            )
-            live = LiveTurn(namespace, bound, stack, box)
-            await stack.enter_async_context(self._gate.slot())
-            events = self._runner.run(bound.turn)
-            stack.push_async_callback(events.aclose)
-            live.events = events
-        except BaseException:
-            await stack.aclose()
-            plan = live.bound.turn.session if live is not None else None
-            if live is not None and plan is not None and not live.bound.continued:
-                # A new conversation whose turn never ran (no slot): a process taken for
-                # it serves nobody else.
-                self._runner.release(plan.cli_session_id)
-            raise
-        return live
-
-    async def end_segment(self, live: LiveTurn, events: list[AgentEvent]) -> None:
-        """Record a segment the client received; park the turn if it waits, else end it."""
-        end = events[-1] if events and ends_segment(events[-1]) else None
-        try:
-            if isinstance(end, TurnEnd) and end.waiting_for and not live.closed:
-                await self._record(live, events)
-                self._park(live, end.waiting_for)
-                return
-            if isinstance(end, TurnEnd) and end.stop_reason in ("end_turn", "tool_use"):
-                await self._record(live, events)
-            else:
-                # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
-                # client's view may differ, so the next request rebuilds from the client's.
-                self._sessions.abandon(live.bound)
-        except BaseException:
-            await live.close()
-            raise
-        await live.close()
-
-    async def _record(self, live: LiveTurn, events: list[AgentEvent]) -> None:
-        usage = last_usage(events) or Usage()
-        await self._sessions.finished(
-            live.bound, reply_message(events), usage.input_tokens, usage.output_tokens
-        )
-
-    def _park(self, live: LiveTurn, calls: tuple[str, ...]) -> None:
+    def park(self, live: LiveTurn, calls: tuple[str, ...]) -> None:
+        """Keep ``live`` until the results of ``calls`` arrive (or it is dropped)."""
         turn = live.bound.turn
         live.waiting_for = calls
         live.prior = fingerprints(turn.system, turn.messages)[-1]
@@ -217,7 +153,7 @@ class TurnManager:
             live.timer.cancel()
             live.timer = None
 
-    def _claim(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn | None:
+    def claim(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn | None:
         """Return the parked turn whose calls ``turn`` answers in the same conversation."""
         results = turn.last.tool_results
         # Anything besides results (text, images) cannot join a running turn: such a
@@ -251,14 +187,15 @@ class TurnManager:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _supersede(self, session_id: str) -> None:
+    async def supersede(self, session_id: str) -> None:
+        """End the session's parked turn: a request arrived that does not continue it."""
         live = self._by_session.get(session_id)
         if live is not None:
             self._unpark(live)
             log.info("turn_dropped session=%s reason=superseded", live.session_key)
             await live.close()
 
-    def _yield_slot(self) -> bool:
+    def make_room(self) -> bool:
         """A request must wait for a slot: the oldest parked turn gives up its own."""
         oldest = next(iter(self._parked), None)
         if oldest is not None:
@@ -266,10 +203,85 @@ class TurnManager:
         return oldest is not None
 
     async def aclose(self) -> None:
-        """End every parked turn."""
+        """End every parked turn (and wait for those being dropped)."""
         for live in list(self._parked):
             self._unpark(live)
             with contextlib.suppress(Exception):
                 await live.close()
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=15)
+
+
+class TurnManager:
+    """Start turns, park those that wait for tool results, and continue them."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        gate: Gate,
+        sessions: ConversationSessions,
+        parked: ParkedTurns,
+    ) -> None:
+        self._runner = runner
+        self._gate = gate
+        self._sessions = sessions
+        self._parked = parked
+
+    @property
+    def parked(self) -> int:
+        """Return how many turns wait for tool results."""
+        return len(self._parked)
+
+    async def open(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn:
+        """Return the parked turn that ``turn`` continues (results delivered), or a new turn.
+
+        May raise a :class:`ccgate.errors.GatewayError` (busy, bad session key).
+        """
+        live = self._parked.claim(namespace, key, turn)
+        if live is not None:
+            return live
+        box = ToolResultBox() if turn.tools or turn.last.tool_results else None
+        if box is not None:
+            box.deliver(turn.last.tool_results)  # a rebuilt turn re-runs its last call
+        stack = AsyncExitStack()
+        try:
+            bound = await stack.enter_async_context(self._sessions.turn(namespace, key, turn))
+            live = LiveTurn(namespace, bound, stack, box)
+            await stack.enter_async_context(self._gate.slot())
+            events = self._runner.run(bound.turn, box)
+            stack.push_async_callback(events.aclose)
+            live.events = events
+        except BaseException:
+            await stack.aclose()
+            plan = live.bound.turn.session if live is not None else None
+            if live is not None and plan is not None and not live.bound.continued:
+                # A new conversation whose turn never ran (no slot): a process taken for
+                # it serves nobody else.
+                self._runner.release(plan.cli_session_id)
+            raise
+        return live
+
+    async def end_segment(self, live: LiveTurn, events: list[AgentEvent]) -> None:
+        """Record a segment the client received; park the turn if it waits, else end it."""
+        end = events[-1] if events and ends_segment(events[-1]) else None
+        try:
+            if isinstance(end, TurnEnd) and end.waiting_for and not live.closed:
+                await self._record(live, events)
+                self._parked.park(live, end.waiting_for)
+                return
+            if isinstance(end, TurnEnd) and end.stop_reason in ("end_turn", "tool_use"):
+                await self._record(live, events)
+            else:
+                # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
+                # client's view may differ, so the next request rebuilds from the client's.
+                self._sessions.abandon(live.bound)
+        except BaseException:
+            await live.close()
+            raise
+        await live.close()
+
+    async def _record(self, live: LiveTurn, events: list[AgentEvent]) -> None:
+        usage = last_usage(events) or Usage()
+        await self._sessions.finished(
+            live.bound, reply_message(events), usage.input_tokens, usage.output_tokens
+        )

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from ccgate.errors import NotFound
+from ccgate.errors import ModelNotFound
 
 __all__ = ["Catalogue", "CliModel", "ModelInfo", "Price"]
 
@@ -179,12 +179,10 @@ class Catalogue:
                 return replace(self._models[base], cli=key)
         if _CLAUDE_ID.match(key):
             return self._guess(key, self._default().created)
-        raise NotFound(
+        raise ModelNotFound(
             f"The model '{_shown(name)}' does not exist or is not offered by this gateway. "
             f"Use a Claude model id or alias such as {', '.join(self._examples())} "
-            "(GET /v1/models lists them).",
-            param="model",
-            code="model_not_found",
+            "(GET /v1/models lists them)."
         )
 
     @property

@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ccgate.api.errors import error_for_turn
 from ccgate.engine.events import TurnError
+from ccgate.engine.models import ModelInfo
+from ccgate.engine.runner import Runner
 from ccgate.engine.turn import Message, TextPart, TurnRequest
+from ccgate.errors import for_turn
 
-if TYPE_CHECKING:
-    from ccgate.api.state import AppState
+__all__ = ["AuthProbe", "probe_turn"]
 
-__all__ = ["AuthProbe"]
+
+def probe_turn(model: ModelInfo) -> TurnRequest:
+    """Return the one-line turn that tells whether the upstream takes the credentials."""
+    return TurnRequest(
+        model=model.cli,
+        requested_model=model.id,
+        messages=(Message("user", (TextPart("Reply with the word OK."),)),),
+        max_tokens=16,
+    )
 
 
 @dataclass
@@ -41,21 +50,14 @@ class AuthProbe:
             return "unhealthy"
         return "degraded" if self.failures else "healthy"
 
-    async def check(self, state: AppState) -> None:
-        """Probe the upstream through a real CLI turn unless the cache is fresh."""
+    async def check(self, runner: Runner, model: ModelInfo) -> None:
+        """Probe the upstream through a real turn of ``model`` unless the cache is fresh."""
         async with self._lock:
             if self.fresh():
                 return
-            model = state.catalogue.resolve(state.settings.default_model)
-            turn = TurnRequest(
-                model=model.cli,
-                requested_model=model.id,
-                messages=(Message("user", (TextPart("Reply with the word OK."),)),),
-                max_tokens=16,
-            )
             started = time.monotonic()
             failure: TurnError | None = None
-            run = state.runner.run(turn)
+            run = runner.run(probe_turn(model))
             try:
                 async for event in run:
                     if isinstance(event, TurnError):
@@ -66,7 +68,13 @@ class AuthProbe:
             self.checked_at = time.time()
             self.ok = failure is None
             self.failures = 0 if failure is None else self.failures + 1
-            self.error = None if failure is None else error_for_turn(failure).message
+            self.error = (
+                None
+                if failure is None
+                else for_turn(
+                    failure.kind, failure.message, retry_after=failure.retry_after
+                ).message
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """Return the probe's public view."""

@@ -2,7 +2,10 @@
 
 Contract of a :class:`Runner`:
 
-- ``run(turn)`` returns an async iterator of :class:`~ccgate.engine.events.AgentEvent`.
+- ``run(turn, box)`` returns an async iterator of :class:`~ccgate.engine.events.AgentEvent`.
+  ``box`` (a :class:`~ccgate.engine.toolbox.ToolResultBox`, or ``None`` for a
+  turn without client tools) is where the turn's calls of the client's tools
+  wait for their results; the runner closes it when the turn ends.
   It yields :class:`TurnStarted` first, then content events, at most one
   :class:`Usage`, and ends with exactly one :class:`TurnEnd` or
   :class:`TurnError`; it never raises for a failure of the model side (those
@@ -19,9 +22,19 @@ Contract of a :class:`Runner`:
   alone.
 - ``pool_status()`` says what the runner keeps warm (sizes, hits, misses,
   evictions, memory) as a JSON-ready mapping.
-- ``release(session_id)``: the session's CLI state was discarded (a failed or cut
-  turn, a rebuilt, deleted or expired session); no later turn may run on a
-  process that holds it.
+
+What a runner keeps of a conversation (a Claude Code session) between its
+turns is :class:`SessionStates`, part of the contract:
+
+- ``has_session(session_id)``: the runner holds the session's state, so a turn
+  with ``SessionPlan(resume=True)`` continues it with only the new message;
+- ``seed_session(session_id, history, model, results=...)``: make a new
+  session's state from the client's history (a conversation that starts with
+  history, or one rebuilt after an edit); ``results`` ends it with the
+  deferred last call of the client's tools (see ``SessionPlan.deferred_call``);
+- ``release(session_id)``: the session's state is discarded (a failed or cut
+  turn, a rebuilt, deleted or expired session): no later turn may run on a
+  process that holds it, and ``has_session`` is False from then on.
 """
 
 from __future__ import annotations
@@ -31,9 +44,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ccgate.engine.events import AgentEvent
-from ccgate.engine.turn import TurnRequest
+from ccgate.engine.toolbox import ToolResultBox
+from ccgate.engine.turn import Message, TurnRequest
 
-__all__ = ["IdleProcess", "Runner"]
+__all__ = ["IdleProcess", "Runner", "SessionStates"]
 
 
 @dataclass(frozen=True)
@@ -46,23 +60,44 @@ class IdleProcess:
     release: Callable[[], None]
 
 
-class Runner(Protocol):
+class SessionStates(Protocol):
+    """What a runner keeps of each conversation; see the module docstring."""
+
+    def new_session(self, turn: TurnRequest) -> str:
+        """Return the session id of a new conversation starting with ``turn``."""
+        ...
+
+    def has_session(self, cli_session_id: str) -> bool:
+        """Tell whether the runner holds the session's state (a turn may resume it)."""
+        ...
+
+    def seed_session(
+        self,
+        cli_session_id: str,
+        history: tuple[Message, ...],
+        model: str,
+        *,
+        results: Message | None = None,
+    ) -> None:
+        """Make a new session's state from the client's history."""
+        ...
+
+    def release(self, cli_session_id: str) -> None:
+        """Discard a session's state: no process that holds it serves another turn."""
+        ...
+
+
+class Runner(SessionStates, Protocol):
     """Runs turns and yields their neutral events; see the module docstring for the contract."""
 
-    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    def run(
+        self, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Run one turn, yielding its events."""
         ...
 
     def live_processes(self) -> int:
         """Return how many CLI processes are alive."""
-        ...
-
-    def new_session(self, turn: TurnRequest) -> str:
-        """Return the Claude Code session id of a new conversation starting with ``turn``."""
-        ...
-
-    def release(self, cli_session_id: str) -> None:
-        """Forget a session's CLI state: no process that holds it serves another turn."""
         ...
 
     def pool_status(self) -> dict[str, object]:

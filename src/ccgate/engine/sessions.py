@@ -28,10 +28,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from ccgate.claude.transcript import transcript_path, write_transcript
+from ccgate.engine.runner import SessionStates
 from ccgate.engine.turn import (
     ImagePart,
     Message,
@@ -129,25 +128,21 @@ class ConversationSessions:
     def __init__(
         self,
         store: SessionStore,
-        config_dir: Path,
-        cwd: Path,
+        states: SessionStates,
         *,
+        supersede: Callable[[str], Awaitable[None]],
         continuation: bool = True,
         journal: Journal | None = None,
     ) -> None:
+        """``states`` keeps each session's state (the runner); ``supersede(session id)``
+        ends that session's turn waiting for tool results, when a request for the
+        session arrives that is not its continuation."""
         self._store = store
+        self._states = states
+        self._supersede = supersede
         self._journal = journal
         self._continuation = continuation
-        self._config_dir = config_dir
-        self._cwd = cwd
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Ends a session's turn that waits for tool results (set by the turn manager): a
-        #: request for that session which is not its continuation supersedes it.
-        self.supersede: Callable[[str], Awaitable[None]] | None = None
-        #: Name a new conversation's Claude Code session (the runner may have a process
-        #: started for it), and hear that a session's CLI state was discarded.
-        self.new_session_id: Callable[[TurnRequest], str] = lambda turn: str(uuid.uuid4())
-        self.on_release: Callable[[str], None] = lambda cli_session_id: None
 
     @asynccontextmanager
     async def turn(
@@ -163,8 +158,8 @@ class ConversationSessions:
             # A brand-new conversation: nobody else can name it yet, so no lock.
             yield await self._bind(namespace, key, record, history_fp, turn)
             return
-        if record is not None and self.supersede is not None:
-            await self.supersede(record.id)
+        if record is not None:
+            await self._supersede(record.id)
         lock = self._locks.setdefault(
             record.id if record else f"new:{namespace}:{key}", asyncio.Lock()
         )
@@ -193,7 +188,7 @@ class ConversationSessions:
             return False
         if await self._store.head(record.id) != history_fp:
             return False
-        return transcript_path(self._config_dir, self._cwd, record.cli_session_id).exists()
+        return self._states.has_session(record.cli_session_id)
 
     async def _bind(
         self,
@@ -210,16 +205,9 @@ class ConversationSessions:
         # A conversation that starts here may take a process started ahead for it; one
         # built from history needs a process that reads the transcript at start.
         fresh = not turn.history and results is None
-        cli_session_id = self.new_session_id(turn) if fresh else str(uuid.uuid4())
+        cli_session_id = self._states.new_session(turn) if fresh else str(uuid.uuid4())
         if turn.history:
-            write_transcript(
-                self._config_dir,
-                self._cwd,
-                cli_session_id,
-                turn.history,
-                turn.model,
-                results=results,
-            )
+            self._states.seed_session(cli_session_id, turn.history, turn.model, results=results)
         plan = SessionPlan(
             cli_session_id=cli_session_id,
             resume=bool(turn.history),
@@ -228,7 +216,7 @@ class ConversationSessions:
         if record is None:
             record = await self._create(namespace, key, turn.model, cli_session_id)
         else:
-            self._remove_transcript(record.cli_session_id)
+            self._states.release(record.cli_session_id)
             await self._store.repoint(record.id, cli_session_id, turn.model)
             record = replace(record, cli_session_id=cli_session_id, model=turn.model)
         log.info(
@@ -283,13 +271,13 @@ class ConversationSessions:
         request rebuilds the session from the client's own history instead.
         """
         if bound.turn.session is not None:
-            self._remove_transcript(bound.turn.session.cli_session_id)
+            self._states.release(bound.turn.session.cli_session_id)
 
     async def expire(self, ttl: float) -> int:
         """Delete sessions idle longer than ``ttl`` seconds and their transcripts."""
         gone = await self._store.expire(time.time() - ttl)
         for record in gone:
-            self._remove_transcript(record.cli_session_id)
+            self._states.release(record.cli_session_id)
             self._locks.pop(record.id, None)
         return len(gone)
 
@@ -309,10 +297,5 @@ class ConversationSessions:
             one = await self._store.delete(namespace, key)
             gone = [one] if one else []
         for record in gone:
-            self._remove_transcript(record.cli_session_id)
+            self._states.release(record.cli_session_id)
         return gone
-
-    def _remove_transcript(self, cli_session_id: str) -> None:
-        self.on_release(cli_session_id)
-        path = transcript_path(self._config_dir, self._cwd, cli_session_id)
-        path.unlink(missing_ok=True)

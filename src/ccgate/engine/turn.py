@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from ccgate.engine.toolbox import ToolResultBox
+from typing import Any, Literal
 
 __all__ = [
     "EFFORTS",
@@ -150,8 +147,8 @@ class TurnRequest:
     ``model`` is the name the CLI understands (already resolved from the
     catalogue); ``requested_model`` is what the client asked for and echoes back.
     ``tools`` are the client's tools (``offered_tools`` says which the model
-    gets under ``tool_choice``); ``tool_box`` is where the turn's tool calls
-    wait for the client's results (set when the turn has tools).
+    gets under ``tool_choice``). A turn is plain data: where its tool calls
+    wait for the client's results is the runner's ``box`` argument.
     """
 
     model: str
@@ -167,7 +164,6 @@ class TurnRequest:
     session: SessionPlan | None = None
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
-    tool_box: ToolResultBox | None = field(default=None, compare=False, repr=False)
 
     @property
     def last(self) -> Message:

@@ -40,7 +40,6 @@ from ccgate.engine.events import (
     last_usage,
 )
 from ccgate.engine.gate import Gate
-from ccgate.engine.redact import hide_addresses
 from ccgate.errors import InvalidRequest, NotFound
 from ccgate.loops.agent import Agent, Chooser, Decision
 from ccgate.loops.events import (
@@ -57,6 +56,7 @@ from ccgate.loops.events import (
     is_final,
 )
 from ccgate.loops.hub import Hub, Watch
+from ccgate.redact import hide_addresses
 from ccgate.store.loops import LoopRecord
 
 __all__ = ["LoopRuntime", "TurnLog", "summarize"]

@@ -10,8 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from ccgate.errors import InvalidRequest
-from ccgate.store.keys import KeyRecord, Quota
-from ccgate.store.usage import COUNTS, UsageSummary
+from ccgate.store.records import COUNTS, KeyRecord, Quota, UsageSummary
 
 __all__ = [
     "LIMIT_MAX",

@@ -27,7 +27,7 @@ from ccgate.loops.events import (
     Started,
     ToolCalled,
 )
-from ccgate.store.loops import LoopRecord
+from ccgate.store.records import LoopRecord
 
 __all__ = [
     "CONTENT_MAX",
@@ -424,36 +424,12 @@ def ping() -> str:
     return "event: ping\ndata: {}\n\n"
 
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "unavailable_error",
-}
-_CODES = {
-    400: "invalid_request",
-    401: "invalid_api_key",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    413: "request_too_large",
-    429: "rate_limit_exceeded",
-    503: "unavailable",
-}
-
-
 def error_body(error: GatewayError) -> dict[str, Any]:
     """Return the Loop API's error shape for ``error``."""
-    status = error.status
     return {
         "error": {
-            "type": _TYPES.get(status, "api_error"),
-            "code": error.code or _CODES.get(status, "server_error"),
+            "type": error.loop_type,
+            "code": error.code or error.loop_code,
             "message": error.message,
         }
     }

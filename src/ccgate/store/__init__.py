@@ -1,4 +1,9 @@
-"""Persistence (SQLAlchemy Core tables and migrations); filled in by the sessions work.
+"""What must last: SQLAlchemy Core tables, Alembic migrations and one store per concern.
 
-Nothing in ccgate stores anything yet: every turn is self-contained.
+``database`` opens the database (SQLite by default, Postgres for replicas) and
+migrates it; ``records`` holds the plain records; ``keys``, ``usage``,
+``admissions``, ``counters``, ``sessions`` and ``loops`` are the stores, each
+a Protocol with its contract and its SQL implementation, checked by one
+conformance suite on both databases; ``journal`` keeps the writes a locked
+database could not take yet.
 """

@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ccgate.store.database import Database
+from ccgate.store.records import KeyRecord, Quota
 from ccgate.store.tables import api_keys
 
 __all__ = ["KeyExists", "KeyRecord", "KeyStore", "Quota", "SqlKeyStore"]
@@ -32,44 +33,6 @@ __all__ = ["KeyExists", "KeyRecord", "KeyStore", "Quota", "SqlKeyStore"]
 
 class KeyExists(Exception):
     """A key with that hash is already stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """A key's limits; ``None`` means no limit."""
-
-    requests_per_minute: int | None = None
-    requests_per_day: int | None = None
-    tokens_per_day: int | None = None
-    budget_usd_per_month: float | None = None
-    max_concurrent: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the limits that are set."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Quota:
-        """Return the quota a stored or given mapping describes (unknown keys ignored)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in raw.items() if k in names})
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """One stored API key (never the key itself)."""
-
-    id: str
-    name: str
-    key_hash: str
-    preview: str
-    quota: Quota = field(default_factory=Quota)
-    models: tuple[str, ...] | None = None
-    created_at: float = 0.0
-    expires_at: float | None = None
-    disabled: bool = False
-    revoked_at: float | None = None
-    last_used_at: float | None = None
 
 
 class KeyStore(Protocol):

@@ -19,47 +19,17 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ccgate.store.database import Database
+from ccgate.store.records import LoopRecord, RequestRecord
 from ccgate.store.tables import loop_requests, loops
 
 __all__ = ["LoopRecord", "LoopStore", "RequestRecord", "SqlLoopStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class LoopRecord:
-    """One stored loop."""
-
-    id: str
-    namespace: str
-    title: str
-    metadata: dict[str, Any]
-    permission_mode: str
-    model: str
-    session_id: str
-    created_at: float
-    archived_at: float | None = None
-    last_turn_at: float | None = None
-    turns: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """An idempotent message: its body's hash, its turn and the events recorded for it."""
-
-    namespace: str
-    key: str
-    loop_id: str
-    request_hash: str
-    turn_id: str
-    events: list[dict[str, Any]]
-    done: bool
-    created_at: float
 
 
 class LoopStore(Protocol):

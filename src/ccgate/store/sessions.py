@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Float, Integer, String, delete, insert, literal, select, update
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement
 
 from ccgate.store.database import Database
+from ccgate.store.records import SessionRecord
 from ccgate.store.tables import session_fingerprints, sessions
 
 __all__ = ["SessionExists", "SessionRecord", "SessionStore", "SqlSessionStore"]
@@ -39,23 +39,6 @@ __all__ = ["SessionExists", "SessionRecord", "SessionStore", "SqlSessionStore"]
 
 class SessionExists(Exception):
     """A session with that key already exists in the namespace."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """One stored conversation session."""
-
-    id: str
-    namespace: str
-    key: str
-    model: str
-    cli_session_id: str
-    created_at: float
-    last_used_at: float
-    turns: int
-    input_tokens: int
-    output_tokens: int
-    transcript: str | None
 
 
 class SessionStore(Protocol):

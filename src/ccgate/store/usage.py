@@ -16,13 +16,14 @@ Postgres):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from dataclasses import asdict
+from typing import Literal, Protocol
 
 from sqlalchemy import case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ccgate.store.database import Database
+from ccgate.store.records import COUNTS, UsageRecord, UsageSummary
 from ccgate.store.tables import usage_records
 
 __all__ = [
@@ -38,17 +39,6 @@ __all__ = [
 
 GroupBy = Literal["day", "model", "key"]
 
-#: The whole-number totals of a :class:`UsageSummary` (its cost is the other total).
-COUNTS = (
-    "requests",
-    "cached_requests",
-    "failed_requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-)
-
 #: Statuses of a request that got its answer (anything else is a failure or a cut).
 OK_STATUSES = ("ok", "tool_use")
 
@@ -56,55 +46,6 @@ OK_STATUSES = ("ok", "tool_use")
 def utc_day(stamp: float) -> str:
     """Return the UTC date of a Unix time as ``YYYY-MM-DD``."""
     return time.strftime("%Y-%m-%d", time.gmtime(stamp))
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    """What one request spent, and how it went."""
-
-    namespace: str
-    endpoint: str
-    model: str
-    status: str
-    duration_ms: float
-    session_key: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cost_usd: float = 0.0
-    ttft_ms: float | None = None
-    cached: bool = False
-    created_at: float = 0.0
-
-    @property
-    def tokens(self) -> int:
-        """Return every token the request used."""
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_creation_tokens
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class UsageSummary:
-    """The totals of one group of usage records."""
-
-    group: str
-    requests: int
-    cached_requests: int
-    failed_requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_creation_tokens: int
-    cost_usd: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the summary as plain data."""
-        return asdict(self)
 
 
 class UsageStore(Protocol):

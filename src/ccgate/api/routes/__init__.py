@@ -1,0 +1,16 @@
+"""The routes, one module per front door; ``ROUTERS`` in the order the app includes them."""
+
+from ccgate.api.routes import admin, anthropic, docs, health, loops, openai, sessions, usage
+
+__all__ = ["ROUTERS"]
+
+ROUTERS = (
+    openai.router,
+    anthropic.router,
+    sessions.router,
+    usage.router,
+    admin.router,
+    loops.router,
+    health.router,
+    docs.router,
+)

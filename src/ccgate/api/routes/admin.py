@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from ccgate.api.auth import Admin
 from ccgate.api.openapi import errors
 from ccgate.api.routing import GatewayRoute
-from ccgate.api.state import AppState, State
+from ccgate.api.state import State
+from ccgate.gateway import Gateway
 from ccgate.protocol.admin import (
     TIME_SCHEMA,
     KeyCreate,
@@ -28,7 +29,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin", tags=["Admin"], route_class=GatewayRoute)
 
 
-def _models(state: AppState, names: list[str] | None) -> tuple[str, ...] | None:
+def _models(state: Gateway, names: list[str] | None) -> tuple[str, ...] | None:
     """Return the ids of the models a key may use (unknown names are a 404 naming them)."""
     if names is None:
         return None

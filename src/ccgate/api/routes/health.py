@@ -77,7 +77,7 @@ async def health(state: State) -> JSONResponse:
 async def health_auth(state: State, client: Client) -> JSONResponse:
     """Probe the upstream for real (cached); 503 only after two failed probes in a row."""
     probe = state.probe
-    await probe.check(state)
+    await probe.check(state.runner, state.catalogue.resolve(state.settings.default_model))
     body = probe.as_dict()
     return JSONResponse(body, status_code=503 if probe.status() == "unhealthy" else 200)
 

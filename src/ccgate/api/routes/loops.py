@@ -8,12 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 
+from ccgate.access.caller import Caller
 from ccgate.api.answer import PING_EVERY, SSEResponse
-from ccgate.api.auth import Caller, Client
+from ccgate.api.auth import Client
 from ccgate.api.openapi import LOOP_ERROR
 from ccgate.api.routing import GatewayRoute
-from ccgate.api.state import AppState, State
+from ccgate.api.state import State
 from ccgate.errors import InvalidRequest, NotFound, RequestTooLarge, Unavailable
+from ccgate.gateway import Gateway
 from ccgate.loops.events import Failed, Interrupted, is_final
 from ccgate.loops.manager import PERMISSION_MODES
 from ccgate.loops.runtime import TurnLog
@@ -55,7 +57,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _view(state: AppState, record: LoopRecord) -> dict[str, Any]:
+def _view(state: Gateway, record: LoopRecord) -> dict[str, Any]:
     runtime = state.loops.running(record.id)
     current = runtime.current if runtime is not None else None
     turn = None
@@ -127,7 +129,7 @@ async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
     return Response(status_code=204)
 
 
-def _admit(state: AppState, client: Caller, record: LoopRecord) -> Callable[..., Any]:
+def _admit(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
     async def admit() -> Callable[[TurnLog], Awaitable[None]]:
         model = state.catalogue.resolve(record.model)
         ticket = await state.accounting.admit(
