@@ -1,4 +1,4 @@
-"""The documentation site is current: generated references, every setting, the README."""
+"""The documentation site is current: generated references, every setting, README, changelog."""
 
 from __future__ import annotations
 
@@ -117,11 +117,19 @@ def test_quickstart_has_two_commands_in_separate_blocks() -> None:
     assert "second terminal" in check_prose.lower()
 
 
-def test_readme_is_short_and_its_links_resolve() -> None:
+def _missing_links(path: Path) -> list[str]:
+    """Return the relative links of ``path`` whose files do not exist."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8"))
+    return [link for link in links if "://" not in link and not (path.parent / link).exists()]
+
+
+def test_readme_is_short_and_links_into_the_docs() -> None:
     text = _readme()
     assert len(text.splitlines()) <= 150, "keep the README short: the docs site holds the rest"
-    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
-    local = [link for link in links if "://" not in link]
-    assert any(link.startswith("docs/") for link in local), "link the README into docs/"
-    missing = [link for link in local if not (ROOT / link).exists()]
-    assert not missing, f"README links to missing files: {missing}"
+    assert "](docs/" in text, "link the README into docs/"
+
+
+@pytest.mark.parametrize("name", ["README.md", "CHANGELOG.md"])
+def test_links_resolve(name: str) -> None:
+    missing = _missing_links(ROOT / name)
+    assert not missing, f"{name} links to missing files: {missing}"
