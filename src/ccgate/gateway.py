@@ -32,7 +32,8 @@ from types import TracebackType
 from typing import Any
 
 from ccgate import __version__
-from ccgate.access.accounting import Accounting
+from ccgate.access.accounting import Accounting, Ticket
+from ccgate.access.caller import Caller
 from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
 from ccgate.claude import ClaudeRunner, RunnerConfig
@@ -43,11 +44,12 @@ from ccgate.config import Settings
 from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
 from ccgate.engine.live import ParkedTurns, TurnManager
-from ccgate.engine.models import Catalogue
+from ccgate.engine.models import Catalogue, ModelInfo
 from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.sources import Answers
+from ccgate.errors import DatabaseBusy, QuotaExceeded, Unavailable
 from ccgate.loops.manager import LoopManager
 from ccgate.metrics import Counters, Gauges, Metrics
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
@@ -160,6 +162,33 @@ class Gateway:
         # clean error rather than cut off mid-response; loops' turns end with loop_closed.
         loop.call_later(grace, self.runner.stop_all, "ccgate is shutting down")
         loop.call_later(grace, self._spawn, self.loops.aclose(), "ccgate-close-loops")
+
+    async def admit(
+        self,
+        caller: Caller,
+        endpoint: str,
+        model: ModelInfo,
+        requested: str,
+        *,
+        session_key: str | None = None,
+    ) -> Ticket:
+        """Admit a request of every front door alike.
+
+        Refused while draining (503), by its key's quota (429) or by a database
+        another process holds locked (503); a refusal is counted in the metrics.
+        """
+        if self.draining:
+            raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
+        self.counters.requests += 1
+        try:
+            return await self.accounting.admit(
+                caller, endpoint, model, requested, session_key=session_key
+            )
+        except (QuotaExceeded, DatabaseBusy) as exc:
+            self.metrics.refused(
+                endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
+            )
+            raise
 
     def live_processes(self) -> int:
         """Return how many Claude Code processes are alive (turns, warm ones, loops)."""

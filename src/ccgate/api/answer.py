@@ -19,11 +19,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ccgate.access.accounting import Accounting, Ticket
@@ -42,10 +42,10 @@ from ccgate.engine.models import ModelInfo
 from ccgate.engine.sessions import check_key
 from ccgate.engine.sources import Source
 from ccgate.engine.turn import TurnRequest
-from ccgate.errors import ClientGone, DatabaseBusy, GatewayError, QuotaExceeded, Unavailable
+from ccgate.errors import ClientGone, GatewayError
 from ccgate.gateway import Gateway
 
-__all__ = ["Renderer", "admit", "collect_turn", "session_key", "stream_turn"]
+__all__ = ["FrontDoor", "Renderer", "answer", "collect_turn", "session_key", "stream_turn"]
 
 
 def session_key(request: Request, body_key: str | None) -> str | None:
@@ -79,6 +79,38 @@ class Renderer(Protocol):
     def render(self, event: AgentEvent) -> list[str]: ...
 
     def error(self, error: GatewayError) -> list[str]: ...
+
+    def ping(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """What an OpenAI or Anthropic route does of its own; the rest of the answer is shared.
+
+    ``to_turn(model)`` translates the request; ``stream(turn)`` is the renderer
+    of a streamed answer (``None`` when it is not streamed); ``whole(turn,
+    events)`` renders a collected one.
+    """
+
+    endpoint: str
+    requested: str
+    session_id: str | None
+    to_turn: Callable[[ModelInfo], TurnRequest]
+    stream: Callable[[TurnRequest], Renderer] | None
+    whole: Callable[[TurnRequest, list[AgentEvent]], dict[str, Any]]
+
+
+async def answer(state: Gateway, request: Request, caller: Caller, door: FrontDoor) -> Response:
+    """Answer a request of a compatible API: model, turn, session, admission, the turn."""
+    model = state.catalogue.resolve(door.requested)
+    caller.check_model(model)
+    turn = door.to_turn(model)
+    session = session_key(request, door.session_id)
+    ticket = await state.admit(caller, door.endpoint, model, door.requested)
+    if door.stream is not None:
+        return await stream_turn(state, request, turn, ticket, session, door.stream(turn))
+    events, headers = await collect_turn(state, request, turn, ticket, session)
+    return JSONResponse(door.whole(turn, events), headers=headers)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -116,22 +148,6 @@ def _log_turn(ticket: Ticket, outcome: str) -> None:
         (time.monotonic() - ticket.started) * 1000,
         ttft,
     )
-
-
-async def admit(
-    state: Gateway, caller: Caller, endpoint: str, model: ModelInfo, requested: str
-) -> Ticket:
-    """Admit a request (refused while draining, by its key's quota, or by a locked database)."""
-    if state.draining:
-        raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
-    state.counters.requests += 1
-    try:
-        return await state.accounting.admit(caller, endpoint, model, requested)
-    except (QuotaExceeded, DatabaseBusy) as exc:
-        state.metrics.refused(
-            endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
-        )
-        raise
 
 
 def _outcome(end: AgentEvent | None) -> str:
@@ -293,8 +309,6 @@ async def stream_turn(
     ticket: Ticket,
     session: str | None,
     renderer: Renderer,
-    *,
-    ping: Callable[[], str] | None = None,
 ) -> StreamingResponse:
     """Answer a request with its segment as SSE."""
     seen: list[AgentEvent] = []
@@ -336,7 +350,9 @@ async def stream_turn(
         try:
             for line in renderer.start(first):
                 yield line
-            chain = contextlib.aclosing(_chain(first, None if ended else reader, ping, seen))
+            chain = contextlib.aclosing(
+                _chain(first, None if ended else reader, renderer.ping, seen)
+            )
             async with chain as events:
                 async for event in events:
                     if isinstance(event, str):
@@ -377,7 +393,7 @@ async def _bookkeeping(finish: Callable[[], Awaitable[None]]) -> None:
 async def _chain(
     first: list[AgentEvent],
     rest: _Reader | None,
-    ping: Callable[[], str] | None,
+    ping: Callable[[], str],
     seen: list[AgentEvent],
 ) -> AsyncGenerator[AgentEvent | str, None]:
     for event in first:
@@ -387,7 +403,7 @@ async def _chain(
     while True:
         got = await rest.next(PING_EVERY)
         if got is _Mark.TIMEOUT:
-            yield ping() if ping else ": ping\n\n"
+            yield ping()
             continue
         if got is _Mark.DONE:
             return

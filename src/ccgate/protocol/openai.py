@@ -414,6 +414,10 @@ class ChatStream:
             body["usage"] = None
         return _data(body)
 
+    def ping(self) -> str:
+        """Return a keep-alive: an SSE comment, which OpenAI's clients skip."""
+        return ": ping\n\n"
+
     def start(self, first: Sequence[AgentEvent] = ()) -> list[str]:
         """Return the opening chunk (the assistant role); ``first`` is not needed here."""
         self._started = True

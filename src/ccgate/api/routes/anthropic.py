@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from typing import Any
 
-from ccgate.api.answer import admit, collect_turn, session_key, stream_turn
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ccgate.api.answer import FrontDoor, answer
 from ccgate.api.auth import Client
 from ccgate.api.openapi import COUNT_TOKENS_200, MESSAGES_200, errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
+from ccgate.engine.events import AgentEvent
+from ccgate.engine.turn import TurnRequest
 from ccgate.protocol import anthropic
 
 __all__ = ["router"]
@@ -27,20 +31,23 @@ async def messages(
 ) -> Response:
     """Answer a Messages request, streamed (SSE events) or as one JSON message."""
     requested = body.model or state.settings.default_model
-    model = state.catalogue.resolve(requested)
-    client.check_model(model)
-    turn = anthropic.to_turn(body, model, requested)
-    session = session_key(request, body.session_id)
-    ticket = await admit(state, client, "/v1/messages", model, requested)
-    thinking_text = anthropic.shows_thinking(turn)
-    if body.stream:
-        renderer = anthropic.MessageStream(requested, thinking_text=thinking_text)
-        return await stream_turn(
-            state, request, turn, ticket, session, renderer, ping=renderer.ping
-        )
-    events, headers = await collect_turn(state, request, turn, ticket, session)
-    message = anthropic.message_from_events(events, requested, thinking_text=thinking_text)
-    return JSONResponse(message, headers=headers)
+
+    def stream(turn: TurnRequest) -> anthropic.MessageStream:
+        return anthropic.MessageStream(requested, thinking_text=anthropic.shows_thinking(turn))
+
+    def whole(turn: TurnRequest, events: list[AgentEvent]) -> dict[str, Any]:
+        shown = anthropic.shows_thinking(turn)
+        return anthropic.message_from_events(events, requested, thinking_text=shown)
+
+    door = FrontDoor(
+        endpoint="/v1/messages",
+        requested=requested,
+        session_id=body.session_id,
+        to_turn=lambda model: anthropic.to_turn(body, model, requested),
+        stream=stream if body.stream else None,
+        whole=whole,
+    )
+    return await answer(state, request, client, door)
 
 
 @router.post(

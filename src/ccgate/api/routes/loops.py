@@ -132,7 +132,7 @@ async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
 def _admit(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
     async def admit() -> Callable[[TurnLog], Awaitable[None]]:
         model = state.catalogue.resolve(record.model)
-        ticket = await state.accounting.admit(
+        ticket = await state.admit(
             client, "/v1/loops/messages", model, record.model, session_key=record.id
         )
 
@@ -181,7 +181,7 @@ async def send_message(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Response:
     """Send a message; the answer is the turn's events as SSE (the turn goes on if you leave)."""
-    if state.draining:
+    if state.draining:  # before anything else: an idempotency record is no answer either
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     record = await state.loops.owned(client.namespace, loop_id)
     size = len(body.content.encode())

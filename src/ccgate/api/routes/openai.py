@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from ccgate.api.answer import admit, collect_turn, session_key, stream_turn
+from ccgate.api.answer import FrontDoor, answer
 from ccgate.api.auth import Client
 from ccgate.api.openapi import CHAT_200, MODEL_200, MODELS_200, errors
 from ccgate.api.routing import GatewayRoute
@@ -29,17 +29,16 @@ async def chat_completions(
 ) -> Response:
     """Answer a chat completion, streamed (SSE chunks) or as one JSON object."""
     requested = body.model or state.settings.default_model
-    model = state.catalogue.resolve(requested)
-    client.check_model(model)
-    turn = openai.to_turn(body, model, requested)
-    session = session_key(request, body.session_id)
-    ticket = await admit(state, client, "/v1/chat/completions", model, requested)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        renderer = openai.ChatStream(requested, include_usage)
-        return await stream_turn(state, request, turn, ticket, session, renderer)
-    events, headers = await collect_turn(state, request, turn, ticket, session)
-    return JSONResponse(openai.completion_from_events(events, requested), headers=headers)
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    door = FrontDoor(
+        endpoint="/v1/chat/completions",
+        requested=requested,
+        session_id=body.session_id,
+        to_turn=lambda model: openai.to_turn(body, model, requested),
+        stream=(lambda turn: openai.ChatStream(requested, usage)) if body.stream else None,
+        whole=lambda turn, events: openai.completion_from_events(events, requested),
+    )
+    return await answer(state, request, client, door)
 
 
 def _speaks_anthropic(request: Request) -> bool:
