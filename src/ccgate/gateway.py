@@ -92,7 +92,6 @@ def runner_config(
         upstream_retries=settings.upstream_retries,
         request_timeout=settings.request_timeout,
         cli_path=settings.cli_path,
-        secrets=tuple(settings.secrets()),
         session_keepalive=settings.session_keepalive,
         pool_max_processes=settings.pool_max_processes,
         pool_memory_mb=settings.pool_memory_mb,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ccgate.claude.environment import Credential, agent_credential, agent_environment
+from ccgate.claude.environment import Credential, agent_credential, cli_environment
 from ccgate.claude.launcher import (
     CREDENTIAL_FD,
     clear_credential_files,
@@ -140,7 +140,7 @@ def test_an_agent_environment_keeps_what_programs_need_and_nothing_else() -> Non
     credential = agent_credential(None, environ)
     assert credential is not None and credential.value == "sk-op"
     assert "sk-op" not in repr(credential)
-    env = agent_environment(environ, credential)
+    env = cli_environment(environ, credential)
     assert env == {
         "GITHUB_TOKEN": "",
         "ANTHROPIC_API_KEY": "",
@@ -159,4 +159,4 @@ def test_which_credential_an_agent_uses() -> None:
         "oat", "CLAUDE_CODE_OAUTH_TOKEN_FILE_DESCRIPTOR"
     )
     assert agent_credential(None, {}) is None  # the CLI's own login
-    assert agent_environment({}, None) == {}
+    assert cli_environment({}, None) == {}

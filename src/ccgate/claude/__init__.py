@@ -5,8 +5,8 @@ This package is the only place that imports ``claude_agent_sdk``:
 messages into neutral events, ``process`` holds what every CLI process shares.
 """
 
-from ccgate.claude.process import RunnerConfig, scrubbed_env
+from ccgate.claude.process import RunnerConfig
 from ccgate.claude.runner import ClaudeRunner
 from ccgate.claude.translate import Translator
 
-__all__ = ["ClaudeRunner", "RunnerConfig", "Translator", "scrubbed_env"]
+__all__ = ["ClaudeRunner", "RunnerConfig", "Translator"]

@@ -41,13 +41,10 @@ from claude_agent_sdk import (
     ToolPermissionContext,
 )
 
-from ccgate.claude.binary import find_cli
-from ccgate.claude.environment import Credential, agent_credential, agent_environment
-from ccgate.claude.launcher import credential_file, tethered
+from ccgate.claude import sdk
+from ccgate.claude.launch import Launch
 from ccgate.claude.process import (
     RunnerConfig,
-    cli_pid,
-    cli_settings_env,
     keep_tail,
     send_signal,
     short,
@@ -99,7 +96,7 @@ class ClaudeAgents:
 
     def __init__(self, config: RunnerConfig, dirs: WorkerDirs) -> None:
         self._config = config
-        self._dirs = dirs
+        self._launch = Launch(config, dirs)
 
     async def start(self, spec: AgentSpec, chooser: Chooser) -> ClaudeAgent:
         """Start an agent; it resumes the loop's session when Claude Code kept it."""
@@ -113,7 +110,7 @@ class ClaudeAgents:
         # Besides what the loop hides: ccgate's data dir and the operator's login.
         deny = {*spec.deny_read, data_dir, user_credentials().parent}
         resume = transcript_path(data_dir, spec.workspace, spec.session_id).exists()
-        agent = ClaudeAgent(self._config, self._dirs, spec, chooser, resume=resume, deny=deny)
+        agent = ClaudeAgent(self._launch, spec, chooser, resume=resume, deny=deny)
         await agent.start()
         return agent
 
@@ -123,16 +120,15 @@ class ClaudeAgent:
 
     def __init__(
         self,
-        config: RunnerConfig,
-        dirs: WorkerDirs,
+        launch: Launch,
         spec: AgentSpec,
         chooser: Chooser,
         *,
         resume: bool,
         deny: set[Path],
     ) -> None:
-        self._config = config
-        self._dirs = dirs
+        self._launch = launch
+        self._config = launch.config
         self._spec = spec
         self._chooser = chooser
         self._resume = resume
@@ -194,9 +190,7 @@ class ClaudeAgent:
         if self._owner is not None:
             self._owner.cancel()
 
-    def _options(
-        self, workdir: Path, credential: Credential | None, credential_path: Path | None
-    ) -> ClaudeAgentOptions:
+    def _options(self, workdir: Path, credential_path: Path | None) -> ClaudeAgentOptions:
         spec = self._spec
         tmp = spec.private_dir / "tmp"
         tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -215,13 +209,9 @@ class ClaudeAgent:
                 },
             },
         }
-        env = agent_environment(self._config.environ, credential)
-        env.update(cli_settings_env(workdir, self._config))
+        # The credential on its descriptor: commands inherit the CLI's environment.
+        env = self._launch.environment(workdir, credential_path)
         env["CLAUDE_CODE_TMPDIR"] = str(tmp)
-        if credential_path is not None:
-            env["CCGATE_CREDENTIAL_FILE"] = str(credential_path)
-        if self._config.upstream_url:
-            env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
         env.update(self._config.extra_env)
         return ClaudeAgentOptions(
             tools=list(AGENT_TOOLS),
@@ -236,8 +226,7 @@ class ClaudeAgent:
             include_partial_messages=True,
             resume=spec.session_id if self._resume else None,
             session_id=None if self._resume else spec.session_id,
-            cli_path=tethered(find_cli(self._config.cli_path), self._config.data_dir)
-            or self._config.cli_path,
+            cli_path=self._launch.cli_path(),
             stderr=lambda line: keep_tail(self.stderr_tail, line),
             max_buffer_size=64 * 1024 * 1024,
         )
@@ -253,20 +242,14 @@ class ClaudeAgent:
     async def _own(self) -> None:
         assert self._ready is not None
         try:
-            credential = agent_credential(self._config.upstream_api_key, self._config.environ)
             with contextlib.ExitStack() as stack:
-                workdir = stack.enter_context(self._dirs.lease())
-                path = (
-                    stack.enter_context(credential_file(self._config.data_dir, credential.value))
-                    if credential is not None
-                    else None
-                )
-                client = ClaudeSDKClient(self._options(workdir, credential, path))
+                workdir, path = self._launch.lease(stack)
+                client = ClaudeSDKClient(self._options(workdir, path))
                 try:
                     await client.connect()
                     if path is not None:
                         path.unlink(missing_ok=True)
-                    self.pid = cli_pid(client)
+                    self.pid = sdk.cli_pid(client)
                     self._ready.set_result(None)
                     while True:
                         turn = await self._inbox.get()

@@ -30,7 +30,6 @@ __all__ = [
     "KEPT_VARIABLES",
     "Credential",
     "agent_credential",
-    "agent_environment",
     "cli_environment",
 ]
 
@@ -130,8 +129,3 @@ def cli_environment(
         else:
             env[credential.descriptor_variable] = str(CREDENTIAL_FD)
     return env
-
-
-def agent_environment(environ: Mapping[str, str], credential: Credential | None) -> dict[str, str]:
-    """Return the overrides of an agent's CLI (its credential always on the descriptor)."""
-    return cli_environment(environ, credential)

@@ -1,7 +1,7 @@
 """What every Claude Code process of ccgate shares: its environment and how it is watched.
 
-A process gets its own ``CLAUDE_CONFIG_DIR`` slot, an environment from which
-ccgate's secrets are blanked, and is stopped by signal when it must end now.
+A process gets its own ``CLAUDE_CONFIG_DIR`` slot and an allow-listed
+environment (``claude.launch``), and is stopped by signal when it must end now.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import anyio
-from claude_agent_sdk import ClaudeSDKClient
-
 __all__ = [
     "CLIExited",
     "Pause",
     "RunnerConfig",
-    "cli_pid",
     "cli_settings_env",
-    "exit_code",
     "keep_tail",
-    "scrubbed_env",
     "send_signal",
     "short",
 ]
@@ -42,8 +36,6 @@ class RunnerConfig:
     upstream_retries: int = 2
     request_timeout: float = 600.0
     cli_path: Path | None = None
-    #: Values that must never reach the CLI's environment.
-    secrets: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The environment ccgate runs in (``os.environ`` at the composition root); every
     #: CLI's environment is made from it (``claude.environment``).
@@ -65,19 +57,6 @@ def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_MAX_RETRIES": str(config.upstream_retries),
     }
-
-
-def scrubbed_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
-    """Return overrides that blank ccgate's variables and any variable holding a secret.
-
-    The SDK starts the CLI with the parent's environment plus these overrides,
-    so blanking (not omitting) is what keeps a value out.
-    """
-    blanked: dict[str, str] = {}
-    for name, value in environ.items():
-        if name.startswith("CCGATE_") or (value and value in secrets):
-            blanked[name] = ""
-    return blanked
 
 
 class Pause:
@@ -117,24 +96,6 @@ class CLIExited(Exception):
         super().__init__(f"exit code {exit_code}")
         self.exit_code = exit_code
         self.stderr_line = stderr_line
-
-
-async def exit_code(client: ClaudeSDKClient) -> int | None:
-    process = getattr(getattr(client, "_transport", None), "_process", None)
-    if process is None:
-        return None
-    with contextlib.suppress(Exception):
-        with anyio.move_on_after(2):
-            await process.wait()
-    code = getattr(process, "returncode", None)
-    return code if isinstance(code, int) else None
-
-
-def cli_pid(client: ClaudeSDKClient) -> int | None:
-    # The SDK does not expose the process; its transport keeps it as ``_process``.
-    process = getattr(getattr(client, "_transport", None), "_process", None)
-    pid = getattr(process, "pid", None)
-    return pid if isinstance(pid, int) else None
 
 
 def send_signal(pid: int, sig: signal.Signals) -> None:

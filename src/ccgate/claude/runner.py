@@ -41,11 +41,11 @@ from claude_agent_sdk import (
     ProcessError,
 )
 
+from ccgate.claude import sdk
 from ccgate.claude.binary import find_cli
 from ccgate.claude.client_tools import SERVER_NAME, client_tool_server
-from ccgate.claude.environment import Credential, agent_credential, cli_environment
 from ccgate.claude.fidelity import fidelity_env, thinking_option
-from ccgate.claude.launcher import credential_file, tethered
+from ccgate.claude.launch import Launch
 from ccgate.claude.memory import SystemMemory
 from ccgate.claude.models import cached_cli_models
 from ccgate.claude.pool import ProcessPool
@@ -53,9 +53,6 @@ from ccgate.claude.process import (
     CLIExited,
     Pause,
     RunnerConfig,
-    cli_pid,
-    cli_settings_env,
-    exit_code,
     keep_tail,
     send_signal,
     short,
@@ -122,8 +119,7 @@ class ClaudeRunner:
         #: gentler stop lets the CLI answer the call itself and ask the model once more.
         self._waiting: set[int] = set()
         self._stopping: str | None = None
-        self._cli: Path | None = None
-        self._credential = agent_credential(config.upstream_api_key, config.environ)
+        self._launcher = Launch(config, self._dirs)
 
     @property
     def pool(self) -> ProcessPool:
@@ -141,11 +137,11 @@ class ClaudeRunner:
     async def cli_models(self) -> tuple[list[CliModel], int]:
         """Return the models the CLI offers and when it first said so (cached per CLI binary)."""
         binary = find_cli(self._config.cli_path)
-        launcher = self._cli_path()
+        launcher = self._launcher.cli_path()
         if binary is None or launcher is None:
             return [], 0
         with contextlib.ExitStack() as stack:
-            workdir, path = self._lease(stack)
+            workdir, path = self._launcher.lease(stack)
             options = ClaudeAgentOptions(
                 tools=[],
                 setting_sources=[],
@@ -294,14 +290,6 @@ class ClaudeRunner:
         self._launch(proc, self._own(proc, None, resume=False))
         return proc
 
-    def _lease(self, stack: contextlib.ExitStack) -> tuple[Path, Path | None]:
-        """Take a config dir and write the credential file for one CLI (both end with ``stack``)."""
-        workdir = stack.enter_context(self._dirs.lease())
-        secret = self._credential
-        if secret is None:
-            return workdir, None
-        return workdir, stack.enter_context(credential_file(self._config.data_dir, secret.value))
-
     def _launch(self, proc: CliProcess, owner: Any) -> None:
         self._procs.add(proc)
         proc.task = asyncio.create_task(owner, name="ccgate-cli")
@@ -312,7 +300,7 @@ class ClaudeRunner:
         started = time.monotonic()
         try:
             with contextlib.ExitStack() as stack:
-                workdir, path = self._lease(stack)
+                workdir, path = self._launcher.lease(stack)
                 options = self._options(proc, workdir, path, resume=resume)
                 options.stderr = lambda line: keep_tail(tail, line)
                 client = ClaudeSDKClient(options)
@@ -350,8 +338,8 @@ class ClaudeRunner:
         return True
 
     def _note_process(self, proc: CliProcess, client: ClaudeSDKClient) -> None:
-        proc.pid = cli_pid(client)
-        proc.handle = getattr(getattr(client, "_transport", None), "_process", None)
+        proc.pid = sdk.cli_pid(client)
+        proc.handle = sdk.cli_process(client)
 
     async def _disconnect(self, proc: CliProcess, client: ClaudeSDKClient, *, clean: bool) -> None:
         pid = proc.pid
@@ -359,14 +347,11 @@ class ClaudeRunner:
             # Cancelled or failed mid-turn: the process would otherwise get the SDK's
             # graceful-exit grace period before it is terminated.
             send_signal(pid, self._stop_signal(pid))
-        query = getattr(client, "_query", None)
         try:
             await client.disconnect()
         finally:
             # A cancelled disconnect skips this; an open stream warns when collected.
-            close_stream = getattr(query, "close_receive_stream", None)
-            if close_stream is not None:
-                close_stream()
+            sdk.close_receive_stream(client)
             if pid is not None:
                 self._waiting.discard(pid)
             proc.pid = None
@@ -471,7 +456,7 @@ class ClaudeRunner:
         except Exception as exc:
             # However the SDK words it, a process that died is a crash with an exit code.
             code = exc.exit_code if isinstance(exc, ProcessError) else None
-            code = code if code is not None else await exit_code(client)
+            code = code if code is not None else await sdk.exit_code(client)
             line = tail[-1] if tail else ""
             if code is not None and code != 0:
                 raise CLIExited(code, line) from exc
@@ -481,11 +466,6 @@ class ClaudeRunner:
             raise
         # Only a turn that ended as the model meant leaves a process fit for the next one.
         return isinstance(last, TurnEnd) and last.stop_reason == "end_turn"
-
-    def _cli_path(self) -> Path | None:
-        if self._cli is None:
-            self._cli = tethered(find_cli(self._config.cli_path), self._config.data_dir)
-        return self._cli or self._config.cli_path
 
     def _stop_signal(self, pid: int) -> signal.Signals:
         return signal.SIGKILL if pid in self._waiting else signal.SIGTERM
@@ -520,19 +500,16 @@ class ClaudeRunner:
             thinking=thinking_option(config.thinking),  # type: ignore[arg-type]
             resume=session if resume else None,
             session_id=None if resume else session,
-            cli_path=self._cli_path(),
+            cli_path=self._launcher.cli_path(),
             max_buffer_size=64 * 1024 * 1024,
         )
 
     def _env(
         self, config: ProcessConfig, workdir: Path, credential_path: Path | None
     ) -> dict[str, str]:
-        secret: Credential | None = self._credential
+        secret = self._launcher.credential
         minimal = secret is not None and secret.is_api_key
-        env = cli_environment(self._config.environ, secret, key_variable=minimal)
-        if credential_path is not None:
-            env["CCGATE_CREDENTIAL_FILE"] = str(credential_path)
-        env.update(cli_settings_env(workdir, self._config))
+        env = self._launcher.environment(workdir, credential_path, key_variable=minimal)
         env.update(fidelity_env(config.thinking, config.effort, minimal=minimal))
         env.update(
             {
@@ -543,8 +520,6 @@ class ClaudeRunner:
                 "MAX_MCP_OUTPUT_TOKENS": "1000000",
             }
         )
-        if self._config.upstream_url:
-            env["ANTHROPIC_BASE_URL"] = self._config.upstream_url
         if config.max_tokens:
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(config.max_tokens)
         env.update(self._config.extra_env)

@@ -6,17 +6,15 @@ import os
 import socket
 import sqlite3
 import tempfile
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccgate.claude import ClaudeRunner, RunnerConfig, scrubbed_env
 from ccgate.claude.agent import sandbox_missing
 from ccgate.claude.binary import cli_version, find_cli
+from ccgate.claude.environment import cli_environment
 from ccgate.claude.workdirs import user_credentials
 from ccgate.config import Settings
-from ccgate.engine.events import TurnError
-from ccgate.engine.turn import Message, TextPart, TurnRequest
+from ccgate.gateway import Gateway
 
 __all__ = ["Check", "run_doctor"]
 
@@ -120,51 +118,22 @@ async def _cli(settings: Settings) -> Check:
             "not found: reinstall ccgate (claude-agent-sdk bundles it) or set CCGATE_CLI_PATH",
         )
     try:
-        version = await cli_version(path, {**os.environ, **scrubbed_env(os.environ, ())})
+        version = await cli_version(path, {**os.environ, **cli_environment(os.environ, None)})
     except (OSError, TimeoutError) as exc:
         return Check("claude cli", False, f"{path} does not run: {exc}")
     return Check("claude cli", True, f"{version} at {path}")
 
 
 async def _probe(settings: Settings) -> Check:
-    upstream, key = (
-        settings.upstream_url,
-        (settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None),
-    )
-    async with AsyncExitStack() as stack:
-        if settings.demo:
-            from ccgate.demo import DemoServer, ScriptedModel
-
-            demo = await stack.enter_async_context(DemoServer(ScriptedModel()))
-            upstream, key = demo.url, "ccgate-demo"
-        runner = ClaudeRunner(
-            RunnerConfig(
-                data_dir=settings.data_path,
-                upstream_url=upstream,
-                upstream_api_key=key,
-                upstream_retries=0,
-                request_timeout=120,
-                cli_path=settings.cli_path,
-                secrets=tuple(settings.secrets()),
-            )
-        )
-        turn = TurnRequest(
-            model=settings.default_model,
-            requested_model=settings.default_model,
-            messages=(Message("user", (TextPart("Reply with the word OK."),)),),
-            max_tokens=16,
-        )
-        failure: TurnError | None = None
-        try:
-            async for event in runner.run(turn):
-                if isinstance(event, TurnError):
-                    failure = event
-        finally:
-            await runner.aclose()
-    if failure is not None:
-        from ccgate.api.errors import error_for_turn
-
-        return Check("upstream probe", False, error_for_turn(failure).message)
+    """Run a real one-line turn through a gateway of these settings (no retries)."""
+    quick = settings.model_copy(update={"upstream_retries": 0, "request_timeout": 120.0})
+    async with Gateway(quick) as gateway:
+        model = gateway.catalogue.resolve(settings.default_model)
+        await gateway.probe.check(gateway.runner, model)
+        failed = gateway.probe.ok is False
+        error = gateway.probe.error or ""
+    if failed:
+        return Check("upstream probe", False, error)
     return Check("upstream probe", True, "a real one-line turn succeeded")
 
 
