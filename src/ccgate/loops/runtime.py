@@ -176,6 +176,9 @@ class LoopRuntime:
         self._agent: Agent | None = None
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        #: Releases of the process running in the background (kept: a task nobody holds
+        #: may be collected before it ends).
+        self._releasing: set[asyncio.Task[None]] = set()
         #: When the loop's process became idle (None while a turn runs or without one).
         self.idle_since: float | None = None
         self._closed = False
@@ -279,6 +282,8 @@ class LoopRuntime:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(self._worker), timeout=20)
         await self._release()
+        if self._releasing:  # a release begun before the close
+            await asyncio.wait(list(self._releasing), timeout=20)
         self.hub.publish(Failed("loop_closed", reason))  # watchers learn why their watch ends
         self.hub.close()
 
@@ -304,7 +309,7 @@ class LoopRuntime:
         if not self._closed:
             self.idle_since = time.monotonic()
             self._idle = asyncio.get_running_loop().call_later(
-                self._idle_timeout, lambda: asyncio.ensure_future(self._release())
+                self._idle_timeout, self._release_soon
             )
 
     async def _ended(self, turn: TurnLog) -> None:
@@ -480,7 +485,15 @@ class LoopRuntime:
         """End the loop's idle process now (memory is short); its next message resumes."""
         if self._idle is not None and self._current is None:
             self._cancel_idle()
-            asyncio.ensure_future(self._release())
+            self._release_soon()
+
+    def _release_soon(self) -> None:
+        """End the process in a task of its own, kept until it is done."""
+        task = asyncio.get_running_loop().create_task(
+            self._release(), name=f"ccgate-loop-release-{self.record.id}"
+        )
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _cancel_idle(self) -> None:
         self.idle_since = None
