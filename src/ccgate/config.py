@@ -71,7 +71,6 @@ class Settings(BaseModel):
         "it is refused with 503 database_busy; what a finished turn records waits at most 1 s, "
         "then goes to the journal.",
     )
-    redis_url: str | None = Field(None, description="Redis URL for scale-out (not used yet).")
     upstream_url: str | None = Field(
         None,
         description="Anthropic-compatible base URL the CLI talks to (ANTHROPIC_BASE_URL); "

@@ -166,4 +166,3 @@ class SessionRecord:
     turns: int
     input_tokens: int
     output_tokens: int
-    transcript: str | None

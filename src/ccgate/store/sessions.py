@@ -51,7 +51,6 @@ class SessionStore(Protocol):
         model: str,
         cli_session_id: str,
         *,
-        transcript: str | None = None,
         now: float | None = None,
     ) -> SessionRecord:
         """Store a new session."""
@@ -118,7 +117,6 @@ def _record(row: object) -> SessionRecord:
         turns=m["turns"],
         input_tokens=m["input_tokens"],
         output_tokens=m["output_tokens"],
-        transcript=m["transcript"],
     )
 
 
@@ -135,7 +133,6 @@ class SqlSessionStore:
         model: str,
         cli_session_id: str,
         *,
-        transcript: str | None = None,
         now: float | None = None,
     ) -> SessionRecord:
         """Store a new session."""
@@ -151,7 +148,6 @@ class SqlSessionStore:
             "turns": 0,
             "input_tokens": 0,
             "output_tokens": 0,
-            "transcript": transcript,
         }
         try:
             async with self._db.write() as conn:

@@ -58,7 +58,6 @@ sessions = Table(
     Column("turns", Integer, nullable=False, server_default="0"),
     Column("input_tokens", BigInteger, nullable=False, server_default="0"),
     Column("output_tokens", BigInteger, nullable=False, server_default="0"),
-    Column("transcript", Text, nullable=True),
     UniqueConstraint("namespace", "key", name="uq_sessions_namespace_key"),
 )
 Index("ix_sessions_last_used_at", sessions.c.last_used_at)
