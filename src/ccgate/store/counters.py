@@ -69,6 +69,10 @@ class Totals:
     tokens: int = 0
     cost_usd: float = 0.0
 
+    def value(self, measure: Measure) -> float:
+        """Return one measure."""
+        return float(getattr(self, measure))
+
 
 class CounterStore(Protocol):
     """Where quota counters are kept; see the module docstring for the contract."""
