@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ccgate.errors import ConfigError
 from ccgate.keystrength import MAKE_ONE, weakness
@@ -234,17 +242,18 @@ class Settings(BaseModel):
         values = [self.api_key, self.admin_key, self.metrics_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
         """Refuse settings ccgate must not run with; the message says how to fix it."""
         if self.auth_mode == "none" and not is_loopback(self.host):
-            raise ConfigError(
+            raise ValueError(
                 f"refusing to listen on {self.host} with auth_mode=none: anyone on the network "
                 "could use your Claude account. Set CCGATE_AUTH_MODE=shared and "
                 "CCGATE_API_KEY=<a long random key> (or --auth-mode shared --api-key ...), "
                 "or bind to 127.0.0.1."
             )
         if self.auth_mode == "shared" and self.api_key is None:
-            raise ConfigError(
+            raise ValueError(
                 "auth_mode=shared needs api_key: set CCGATE_API_KEY to the output of "
                 f"{MAKE_ONE} (or pass --api-key)."
             )
@@ -256,16 +265,17 @@ class Settings(BaseModel):
         for name, secret in keys:
             if secret is not None:
                 _check_key(name, secret.get_secret_value())
+        return self
 
 
 def _check_key(name: str, value: str) -> None:
     """Refuse a key that is an example from the documentation or easy to guess."""
     fix = f"set {ENV_PREFIX}{name.upper()} to the output of {MAKE_ONE}"
     if value.lower() in EXAMPLE_KEYS:
-        raise ConfigError(f"{name} is an example from the documentation: {fix}.")
+        raise ValueError(f"{name} is an example from the documentation: {fix}.")
     problem = weakness(value)
     if problem is not None:
-        raise ConfigError(f"{name} is refused, {problem}: {fix}.")
+        raise ValueError(f"{name} is refused, {problem}: {fix}.")
 
 
 def host_name(authority: str) -> str | None:
@@ -364,9 +374,15 @@ def load_settings(
         if settings.demo and not merged.get("data_dir"):
             settings = Settings.model_validate({**merged, "data_dir": DEMO_DATA_DIR})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
-    settings.check()
+        raise ConfigError(_explain(exc)) from None
     return settings
+
+
+def _explain(exc: ValidationError) -> str:
+    """Say what is wrong with the settings: per field, or the whole refusal as written."""
+    fields: list[str] = []
+    for err in exc.errors():
+        if not err["loc"]:  # the model's own check: its message stands alone
+            return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        fields.append(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+    return f"invalid settings: {'; '.join(fields)}"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ccgate.config import Settings, is_loopback, load_settings
 from ccgate.errors import ConfigError
@@ -209,6 +210,22 @@ def test_public_host_without_auth_refused_with_fix(tmp_path: Path, host: str) ->
 def test_loopback_hosts_allowed_without_auth(tmp_path: Path, host: str) -> None:
     assert is_loopback(host)
     assert _load(tmp_path, {"host": host}).host == host
+
+
+def test_the_model_itself_refuses_unsafe_settings() -> None:
+    """Validation lives in Settings, not in a step a caller could skip."""
+    with pytest.raises(ValidationError, match="refusing to listen on 0.0.0.0"):
+        Settings.model_validate({"host": "0.0.0.0"})
+    with pytest.raises(ValidationError, match="auth_mode=shared needs api_key"):
+        Settings.model_validate({"auth_mode": "shared"})
+    with pytest.raises(ValidationError, match="admin_key is refused"):
+        Settings.model_validate({"admin_key": "a" * 32})
+
+
+def test_a_refusal_reads_as_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, {"host": "0.0.0.0"})
+    assert str(info.value).startswith("refusing to listen on 0.0.0.0 with auth_mode=none")
 
 
 def test_public_host_with_shared_auth_allowed(tmp_path: Path) -> None:
