@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -468,3 +469,11 @@ def test_the_document_names_every_event_and_mode() -> None:
     jsonschema.validate(
         {}, wire.event_schemas()["anyOf"][-1]["properties"]["data"]["contentSchema"]
     )
+
+
+def test_every_loop_event_has_one_row_in_the_table() -> None:
+    """A new loop event cannot reach the wire unnamed: the table must say how to write it."""
+    sources = [row.source for row in wire.TABLE if row.source is not None]
+    assert len(sources) == len(set(sources))
+    assert set(sources) == set(typing.get_args(LoopEvent))
+    assert [row.name for row in wire.TABLE][-1] == "ping"

@@ -1,14 +1,18 @@
 """The Loop API on the wire: request bodies, loop objects, SSE events, errors (pure, no I/O).
 
-SSE events (SPEC §7): ``queued``, ``started``, ``assistant_delta``,
-``thinking_delta``, ``tool_call``, ``tool_result``, ``requires_choice``,
-``choice_resolved``, ``done``, ``interrupted``, ``error``, ``ping`` and, for
-watchers, ``snapshot``. Errors: ``{"error": {"type", "code", "message"}}``.
+SSE events are written once, in :data:`TABLE`: each row names an event, the
+loop event it renders, what it means, and each ``data`` field with its JSON
+Schema and where its value comes from. The OpenAPI description, the event
+schemas and the rendering all read that table. Errors:
+``{"error": {"type", "code", "message"}}``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +42,8 @@ __all__ = [
     "LoopList",
     "EVENTS",
     "EVENT_DATA",
+    "TABLE",
+    "Event",
     "METADATA_MAX",
     "PERMISSION_MODES",
     "ChoiceBody",
@@ -182,51 +188,145 @@ class InterruptAccepted(BaseModel):
 
 
 _STRING: dict[str, Any] = {"type": "string"}
-_INTEGER: dict[str, Any] = {"type": "integer"}
 _BOOLEAN: dict[str, Any] = {"type": "boolean"}
-#: Each event's ``data``, as what ``_named`` writes (every field present).
-EVENT_DATA: dict[str, dict[str, Any]] = {
-    "queued": {"position": {"type": "integer", "minimum": 1}, "turn_id": _STRING},
-    "started": {"turn_id": _STRING, "cold_start": _BOOLEAN},
-    "assistant_delta": {"text": _STRING},
-    "thinking_delta": {"text": _STRING},
-    "tool_call": {"tool_use_id": _STRING, "tool": _STRING, "input_summary": _STRING},
-    "tool_result": {"tool_use_id": _STRING, "ok": _BOOLEAN},
-    "requires_choice": {
-        "choice_id": _STRING,
-        "kind": {"enum": ["permission", "question"]},
-        "payload": {"type": "object"},
-    },
-    "choice_resolved": {"choice_id": _STRING, "source": {"enum": ["api", "timeout", "interrupt"]}},
-    "done": {
-        "turn_id": _STRING,
-        "usage": {
-            "type": "object",
-            "properties": {
-                name: _INTEGER
-                for name in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_tokens",
-                    "cache_creation_tokens",
-                )
-            },
-            "required": [
-                "input_tokens",
-                "output_tokens",
-                "cache_read_tokens",
-                "cache_creation_tokens",
-            ],
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+_USAGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {name: {"type": "integer"} for name in _USAGE_FIELDS},
+    "required": list(_USAGE_FIELDS),
+}
+
+Getter = Callable[[Any], Any]
+DataField = tuple[dict[str, Any], Getter | None]
+
+
+def _usage(event: Done) -> dict[str, int]:
+    usage: Usage = event.usage
+    return {name: getattr(usage, name) for name in _USAGE_FIELDS}
+
+
+def _field(schema: dict[str, Any], get: Getter | None = None) -> DataField:
+    """A ``data`` field: its JSON Schema, and how to read it off the loop event (None: the
+    attribute of the same name)."""
+    return schema, get
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the SSE vocabulary."""
+
+    name: str
+    #: The loop event rendered as this SSE event (None: ``ping``, which the stream writes itself).
+    source: type | None
+    #: What it means, for the OpenAPI description.
+    about: str
+    fields: dict[str, DataField] = dataclass_field(default_factory=dict)
+
+    def data(self, event: LoopEvent) -> dict[str, Any]:
+        """Return ``event``'s ``data``: every field present."""
+        return {
+            name: get(event) if get else getattr(event, name)
+            for name, (_, get) in self.fields.items()
+        }
+
+    @property
+    def description(self) -> str:
+        """``{field, field: a|b}: what it means``."""
+        names = [
+            f"{name}: {'|'.join(schema['enum'])}" if "enum" in schema else name
+            for name, (schema, _) in self.fields.items()
+        ]
+        return f"{{{', '.join(names)}}}: {self.about}"
+
+
+#: Every SSE event of the Loop API, in the order a turn usually sends them.
+TABLE: tuple[Event, ...] = (
+    Event(
+        "queued",
+        Queued,
+        "the loop was busy; this message waits its turn (position 1: it runs next)",
+        {"position": _field({"type": "integer", "minimum": 1}), "turn_id": _field(_STRING)},
+    ),
+    Event(
+        "started",
+        Started,
+        "the turn began (cold_start: a process had to start)",
+        {"turn_id": _field(_STRING), "cold_start": _field(_BOOLEAN)},
+    ),
+    Event("assistant_delta", TextDelta, "a piece of the agent's answer", {"text": _field(_STRING)}),
+    Event(
+        "thinking_delta",
+        ThinkingDelta,
+        "a piece of the agent's thinking",
+        {"text": _field(_STRING)},
+    ),
+    Event(
+        "tool_call",
+        ToolCalled,
+        "the agent called a tool",
+        {
+            "tool_use_id": _field(_STRING),
+            "tool": _field(_STRING),
+            "input_summary": _field(_STRING),
         },
-    },
-    "interrupted": {"turn_id": _STRING},
-    "error": {"code": _STRING, "message": _STRING},
-    "snapshot": {
-        "turn_id": _STRING,
-        "assistant_text_so_far": _STRING,
-        "pending_choice_id": {"type": ["string", "null"]},
-    },
-    "ping": {},
+    ),
+    Event(
+        "tool_result",
+        ToolResult,
+        "the tool's result went back to the agent",
+        {"tool_use_id": _field(_STRING), "ok": _field(_BOOLEAN)},
+    ),
+    Event(
+        "requires_choice",
+        ChoiceRequested,
+        "the turn waits",
+        {
+            "choice_id": _field(_STRING),
+            "kind": _field({"enum": ["permission", "question"]}),
+            "payload": _field({"type": "object"}),
+        },
+    ),
+    Event(
+        "choice_resolved",
+        ChoiceResolved,
+        "the choice was answered",
+        {
+            "choice_id": _field(_STRING),
+            "source": _field({"enum": ["api", "timeout", "interrupt"]}),
+        },
+    ),
+    Event(
+        "done",
+        Done,
+        "the turn finished",
+        {"turn_id": _field(_STRING), "usage": _field(_USAGE, _usage)},
+    ),
+    Event("interrupted", Interrupted, "the turn was stopped", {"turn_id": _field(_STRING)}),
+    Event(
+        "error",
+        Failed,
+        "the turn (or the watch) failed",
+        {"code": _field(_STRING), "message": _field(_STRING)},
+    ),
+    Event(
+        "snapshot",
+        Snapshot,
+        "first, to a watcher joining a running turn",
+        {
+            "turn_id": _field(_STRING),
+            "assistant_text_so_far": _field(_STRING),
+            "pending_choice_id": _field({"type": ["string", "null"]}),
+        },
+    ),
+    Event("ping", None, "every 15 s while nothing else is sent"),
+)
+
+_ROWS: dict[type, Event] = {row.source: row for row in TABLE if row.source is not None}
+#: Every event with what its ``data`` holds (for the OpenAPI description).
+EVENTS: dict[str, str] = {row.name: row.description for row in TABLE}
+#: Each event's ``data`` fields and their JSON Schemas.
+EVENT_DATA: dict[str, dict[str, Any]] = {
+    row.name: {name: schema for name, (schema, _) in row.fields.items()} for row in TABLE
 }
 
 
@@ -329,94 +429,10 @@ def loop_object(
     return body
 
 
-def _usage(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_creation_tokens": usage.cache_creation_tokens,
-    }
-
-
-EventName = Literal[
-    "queued",
-    "started",
-    "assistant_delta",
-    "thinking_delta",
-    "tool_call",
-    "tool_result",
-    "requires_choice",
-    "choice_resolved",
-    "done",
-    "interrupted",
-    "error",
-    "snapshot",
-    "ping",
-]
-
-#: Every event with what its ``data`` holds (for the OpenAPI description).
-EVENTS: dict[str, str] = {
-    "queued": "{position, turn_id}: the loop was busy; this message waits its turn "
-    "(position 1: it runs next)",
-    "started": "{turn_id, cold_start}: the turn began (cold_start: a process had to start)",
-    "assistant_delta": "{text}: a piece of the agent's answer",
-    "thinking_delta": "{text}: a piece of the agent's thinking",
-    "tool_call": "{tool_use_id, tool, input_summary}: the agent called a tool",
-    "tool_result": "{tool_use_id, ok}: the tool's result went back to the agent",
-    "requires_choice": "{choice_id, kind: permission|question, payload}: the turn waits",
-    "choice_resolved": "{choice_id, source: api|timeout|interrupt}: the choice was answered",
-    "done": "{turn_id, usage}: the turn finished",
-    "interrupted": "{turn_id}: the turn was stopped",
-    "error": "{code, message}: the turn (or the watch) failed",
-    "snapshot": "{turn_id, assistant_text_so_far, pending_choice_id}: first, to a watcher "
-    "joining a running turn",
-    "ping": "{}: every 15 s while nothing else is sent",
-}
-
-
-def _named(event: LoopEvent) -> tuple[EventName, dict[str, Any]]:
-    if isinstance(event, Queued):
-        return "queued", {"position": event.position, "turn_id": event.turn_id}
-    if isinstance(event, Started):
-        return "started", {"turn_id": event.turn_id, "cold_start": event.cold_start}
-    if isinstance(event, TextDelta):
-        return "assistant_delta", {"text": event.text}
-    if isinstance(event, ThinkingDelta):
-        return "thinking_delta", {"text": event.text}
-    if isinstance(event, ToolCalled):
-        return "tool_call", {
-            "tool_use_id": event.tool_use_id,
-            "tool": event.tool,
-            "input_summary": event.input_summary,
-        }
-    if isinstance(event, ToolResult):
-        return "tool_result", {"tool_use_id": event.tool_use_id, "ok": event.ok}
-    if isinstance(event, ChoiceRequested):
-        return "requires_choice", {
-            "choice_id": event.choice_id,
-            "kind": event.kind,
-            "payload": event.payload,
-        }
-    if isinstance(event, ChoiceResolved):
-        return "choice_resolved", {"choice_id": event.choice_id, "source": event.source}
-    if isinstance(event, Done):
-        return "done", {"turn_id": event.turn_id, "usage": _usage(event.usage)}
-    if isinstance(event, Interrupted):
-        return "interrupted", {"turn_id": event.turn_id}
-    if isinstance(event, Failed):
-        return "error", {"code": event.code, "message": event.message}
-    assert isinstance(event, Snapshot)
-    return "snapshot", {
-        "turn_id": event.turn_id,
-        "assistant_text_so_far": event.assistant_text_so_far,
-        "pending_choice_id": event.pending_choice_id,
-    }
-
-
 def sse(event: LoopEvent) -> str:
     """Return ``event`` as one SSE event."""
-    name, data = _named(event)
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    row = _ROWS[type(event)]
+    return f"event: {row.name}\ndata: {json.dumps(row.data(event), separators=(',', ':'))}\n\n"
 
 
 def ping() -> str:

@@ -1,4 +1,4 @@
-"""The Loop API (``/v1/loops``): long-lived agents, their turns, choices and events (SPEC §7)."""
+"""The Loop API (``/v1/loops``): long-lived agents, their turns, choices and events."""
 
 from __future__ import annotations
 
