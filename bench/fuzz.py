@@ -6,10 +6,11 @@ Usage::
     .venv/bin/python -m bench.fuzz --quick    # one case in five
     .venv/bin/python -m bench.fuzz --demo     # ``ccgate serve --demo``: the real CLI answers
 
-The server is a subprocess: by default ``bench/instant_app.py`` (ccgate's real app with a
-runner that answers at once; loops still run the real CLI, against a scripted model this
-script starts), with ``--demo`` a ``python -m ccgate serve --demo``. Either runs with
-``auth_mode=shared`` and an admin key, so the key checks are fuzzed too.
+The server is a subprocess: by default ``bench/instant_app.py`` (ccgate's real app on
+``ccgate.testing.ScriptedRunner``, which answers at once; loops still run the real CLI,
+against a scripted model this script starts), with ``--demo`` a ``python -m ccgate serve
+--demo``. Either runs with ``auth_mode=shared`` and an admin key, so the key checks are
+fuzzed too.
 
 The cases (``bench/fuzz_cases.py``) are generated, deterministically, from one valid request
 per operation of the server's own ``/openapi.json`` (plus unknown routes): each JSON field set
