@@ -40,8 +40,9 @@ process whose ``CLAUDE_CONFIG_DIR`` lies under the benchmark's temporary directo
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/continuation.py
-    python bench/continuation.py --turns 10
+    python -m bench.continuation
+    python -m bench.continuation --turns 10
+    python -m bench.continuation --quick        # 3 turns: a smoke test only
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -62,18 +62,13 @@ from typing import Any
 
 import httpx
 
+from bench.procs import check_leftovers
+from bench.report import clip, print_environment, print_table
+from bench.serve import Gateway, base_env
 from ccgate.demo import DemoServer, RecordedRequest, ScriptedModel
 
-# harness.py sits next to this script. ``python bench/continuation.py`` already puts this
-# directory on sys.path; adding it here keeps ``python -P`` and ``python -m bench.continuation``
-# working too.
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import Gateway, base_env, check_leftovers, clip, package_version  # noqa: E402
-
 DEFAULT_TURNS = 20
+QUICK_TURNS = 3
 DEFAULT_MODEL = "sonnet"
 FILLER_CHARS = 200
 SYSTEM_MESSAGE = "You are a concise assistant. Answer in one sentence."
@@ -371,7 +366,7 @@ def cell(turn: Turn | None, what: str, index: int) -> str:
     return f"{turn.latency * 1000:.0f}" if turn.latency is not None else "fail"
 
 
-def print_table(runs: dict[str, Run]) -> None:
+def print_turns(runs: dict[str, Run]) -> None:
     """Print the per-turn comparison and the totals."""
     head = [
         "turn",
@@ -413,15 +408,7 @@ def print_table(runs: dict[str, Run]) -> None:
                 cell(off, "ms", i),
             ]
         )
-    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
-
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
+    print_table(head, rows)
 
 
 @dataclass(frozen=True)
@@ -543,7 +530,7 @@ def print_report(runs: dict[str, Run], turns: int) -> None:
         "the chat completion."
     )
     print()
-    print_table(runs)
+    print_turns(runs)
     print()
     totals = {mode: totals_of(runs[mode]) for mode in MODES}
     for mode in MODES:
@@ -580,17 +567,17 @@ def print_report(runs: dict[str, Run], turns: int) -> None:
     print(reading(runs, on, off))
 
 
-def print_environment(args: argparse.Namespace) -> None:
-    """Print what the numbers were measured on."""
-    print("environment")
-    print(f"  ccgate:            {package_version('ccgate')}")
-    print(f"  claude-agent-sdk:  {package_version('claude-agent-sdk')}")
-    print(f"  python:            {platform.python_version()} ({sys.executable})")
-    print(f"  platform:          {platform.platform()}")
-    print(f"  load average:      {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"  conversation:      {args.turns} turns, model {args.model!r}, system message +")
-    print(f"                     'turn N: <{FILLER_CHARS}-char filler>' user messages")
-    print()
+def print_plan(args: argparse.Namespace) -> None:
+    """Print what the numbers were measured on, and the conversation played."""
+    print_environment(
+        [
+            (
+                "conversation",
+                f"{args.turns} turns, model {args.model!r}, a system message + "
+                f"'turn N: <{FILLER_CHARS}-char filler>' user messages",
+            )
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -599,14 +586,19 @@ def print_environment(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
-        prog="python bench/continuation.py",
+        prog="python -m bench.continuation",
         description="Upstream input per turn of a full-history chat: continuation on vs off.",
     )
     parser.add_argument(
         "--turns", type=int, default=DEFAULT_TURNS, help=f"turns (default {DEFAULT_TURNS})"
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name sent by the client")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a smoke test: {QUICK_TURNS} turns per mode"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.turns = QUICK_TURNS
     if args.turns < 2:
         parser.error("--turns must be at least 2")
     return args
@@ -618,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="ccgate-bench-cont-")).resolve()
     runs: dict[str, Run] = {}
     messages = user_messages(args.turns)
-    print_environment(args)
+    print_plan(args)
     try:
         demo = DemoServer(ScriptedModel()).start_in_thread()
         try:

@@ -17,8 +17,8 @@ estimate on both sides, so the difference is what the gateway adds. Each added
 piece is named; request parameters the client did not ask for (``thinking``,
 ``output_config``) are listed too.
 
-    .venv/bin/python bench/fidelity.py           # every scenario
-    .venv/bin/python bench/fidelity.py --quick   # one scenario: a smoke test
+    .venv/bin/python -m bench.fidelity           # every scenario
+    .venv/bin/python -m bench.fidelity --quick   # one scenario: a smoke test
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -36,16 +35,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import openai
+import uvicorn
 
-import openai  # noqa: E402
-import uvicorn  # noqa: E402
-from harness import check_leftovers, print_table  # noqa: E402
-
-from ccgate.app import create_app  # noqa: E402
-from ccgate.claude import ClaudeRunner, RunnerConfig  # noqa: E402
-from ccgate.config import load_settings  # noqa: E402
-from ccgate.demo import DemoServer, RecordedRequest, ScriptedModel  # noqa: E402
+from bench.procs import check_leftovers
+from bench.report import print_table
+from ccgate.app import create_app
+from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.config import load_settings
+from ccgate.demo import DemoServer, RecordedRequest, ScriptedModel
 
 #: Blanking these turns the fidelity levers off (the CLI reads an empty value as unset).
 LEVERS_OFF = {
@@ -151,7 +149,7 @@ def added_pieces(body: dict[str, Any], client_texts: set[str]) -> list[tuple[str
 
 
 def plain(client: openai.OpenAI) -> list[dict[str, Any]]:
-    request = {
+    request: dict[str, Any] = {
         "model": MODEL[0],
         "messages": [
             {"role": "system", "content": "You are terse."},
@@ -167,7 +165,7 @@ def conversation(client: openai.OpenAI) -> list[dict[str, Any]]:
     sent = []
     for text in ("first question", "second question", "third question"):
         messages.append({"role": "user", "content": text})
-        request = {"model": MODEL[0], "messages": list(messages)}
+        request: dict[str, Any] = {"model": MODEL[0], "messages": list(messages)}
         reply = client.chat.completions.create(**request)
         messages.append({"role": "assistant", "content": reply.choices[0].message.content})
         sent.append(request)
@@ -181,7 +179,7 @@ def tool_call(client: openai.OpenAI) -> list[dict[str, Any]]:
             "content": 'Define "gateway" [[demo: tool=lookup input={"word":"gateway"}]]',
         }
     ]
-    first = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
+    first: dict[str, Any] = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
     reply = client.chat.completions.create(**first)
     message = reply.choices[0].message
     call = (message.tool_calls or [])[0]
@@ -189,7 +187,7 @@ def tool_call(client: openai.OpenAI) -> list[dict[str, Any]]:
         message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "a point of entry"},
     ]
-    second = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
+    second: dict[str, Any] = {"model": MODEL[0], "messages": list(messages), "tools": TOOLS}
     client.chat.completions.create(**second)
     return [first, second]
 

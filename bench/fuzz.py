@@ -2,14 +2,15 @@
 
 Usage::
 
-    .venv/bin/python bench/fuzz.py            # instant runner, every case (~4,000 requests)
-    .venv/bin/python bench/fuzz.py --quick    # one case in five
-    .venv/bin/python bench/fuzz.py --demo     # ``ccgate serve --demo``: the real CLI answers
+    .venv/bin/python -m bench.fuzz            # instant runner, every case (~4,000 requests)
+    .venv/bin/python -m bench.fuzz --quick    # one case in five
+    .venv/bin/python -m bench.fuzz --demo     # ``ccgate serve --demo``: the real CLI answers
 
-The server is a subprocess: by default ``bench/instant_app.py`` (ccgate's real app with a
-runner that answers at once; loops still run the real CLI, against a scripted model this
-script starts), with ``--demo`` a ``python -m ccgate serve --demo``. Either runs with
-``auth_mode=shared`` and an admin key, so the key checks are fuzzed too.
+The server is a subprocess: by default ``bench/instant_app.py`` (ccgate's real app on
+``ccgate.testing.ScriptedRunner``, which answers at once; loops still run the real CLI,
+against a scripted model this script starts), with ``--demo`` a ``python -m ccgate serve
+--demo``. Either runs with ``auth_mode=shared`` and an admin key, so the key checks are
+fuzzed too.
 
 The cases (``bench/fuzz_cases.py``) are generated, deterministically, from one valid request
 per operation of the server's own ``/openapi.json`` (plus unknown routes): each JSON field set
@@ -43,13 +44,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ccgate.demo import DemoServer, ScriptedModel
-
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from fuzz_cases import (  # noqa: E402
+from bench.fuzz_cases import (
     ADMIN,
     ADMIN_KEY,
     API_KEY,
@@ -61,7 +56,11 @@ from fuzz_cases import (  # noqa: E402
     raw_cases,
     unknown_route_cases,
 )
-from harness import ServerProcess, base_env, check_leftovers, clip, free_port  # noqa: E402
+from bench.instant_app import APP
+from bench.procs import check_leftovers
+from bench.report import clip
+from bench.serve import REPO_ROOT, ServerProcess, base_env, free_port
+from ccgate.demo import DemoServer, ScriptedModel
 
 READ_TIMEOUT = 60.0
 #: Endpoints whose 200 answer never ends on its own: only the status is read.
@@ -254,9 +253,9 @@ def start_server(root: Path, demo: bool, upstream: str | None) -> ServerProcess:
             "-m",
             "uvicorn",
             "--factory",
-            "instant_app:create",
+            APP,
             "--app-dir",
-            _BENCH_DIR,
+            str(REPO_ROOT),
             "--port",
             str(port),
             "--no-access-log",

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import clip
+from bench.report import clip
 
 __all__ = [
     "ADMIN",
@@ -31,8 +31,8 @@ __all__ = [
     "unknown_route_cases",
 ]
 
-API_KEY = "ccg_fuzz_client_key_0123456789abcdef"
-ADMIN_KEY = "fuzz-admin-key-0123456789abcdef-0123456789"
+API_KEY = "ccg_fuzz_Uwnx963qs4Bd8XKxLZBPl28bcWdh9U-A0spmihxKUa4"
+ADMIN_KEY = "fuzz-admin-4Q6Ctr6tGjwyegQNktD6J6yKi_XB_-3pdOrZ97WMDlE"
 
 
 class Raw(str):

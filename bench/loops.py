@@ -47,21 +47,18 @@ for any CLI process left. The script reports; it never asserts on timings.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/loops.py                   # 10 runs, 8 loops for memory, K up to 32
-    python bench/loops.py --runs 20 --max-loops 64
-    python bench/loops.py --quick           # 3 runs, 2 loops, K up to 4: a smoke test
+    python -m bench.loops                   # 10 runs, 8 loops for memory, K up to 32
+    python -m bench.loops --runs 20 --max-loops 64
+    python -m bench.loops --quick           # 3 runs, 2 loops, K up to 4: a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,21 +71,19 @@ from typing import Any
 
 import httpx
 
-from ccgate.demo import DemoServer, ScriptedModel, last_user_text
-
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import (  # noqa: E402
-    Gateway,
-    base_env,
+from bench.procs import (
     check_leftovers,
-    clip,
-    package_version,
-    percentile,
-    print_table,
+    cli_version,
+    cpu_seconds,
+    mem_available_mb,
+    mem_total_mb,
+    proc_text,
+    pss_kb,
+    rss_kb,
 )
+from bench.report import clip, fmt_summary, print_environment, print_table, summary_ms
+from bench.serve import Gateway, base_env
+from ccgate.demo import DemoServer, ScriptedModel, last_user_text
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 RUNS = 10
@@ -233,51 +228,6 @@ def wait_health(
 # --------------------------------------------------------------------------- /proc
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def _field_kb(text: str, name: str) -> int:
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def rss_kb(pid: int, name: str = "VmRSS") -> int:
-    """Return a process's resident set (``VmRSS``; or ``RssAnon``...) in KiB, 0 when gone."""
-    return _field_kb(_read(f"/proc/{pid}/status"), name)
-
-
-def pss_kb(pid: int) -> int:
-    """Return a process's proportional set size (``Pss``) in KiB, 0 when unreadable."""
-    return _field_kb(_read(f"/proc/{pid}/smaps_rollup"), "Pss")
-
-
-def cpu_seconds(pid: int) -> float:
-    """Return the CPU time a process and its reaped children used (user + system), seconds."""
-    stat = _read(f"/proc/{pid}/stat")
-    if not stat:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    # After the command: state ppid ... utime(11) stime(12) cutime(13) cstime(14).
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def mem_available_mb() -> float:
-    """Return ``MemAvailable`` of ``/proc/meminfo`` in MiB."""
-    return _field_kb(_read("/proc/meminfo"), "MemAvailable") / 1024
-
-
-def mem_total_mb() -> float:
-    """Return ``MemTotal`` of ``/proc/meminfo`` in MiB."""
-    return _field_kb(_read("/proc/meminfo"), "MemTotal") / 1024
-
-
 def cli_trees(data_dir: Path) -> dict[int, list[int]]:
     """Return the CLI process trees of a gateway: root pid -> the root and its descendants.
 
@@ -291,7 +241,7 @@ def cli_trees(data_dir: Path) -> dict[int, list[int]]:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        stat = _read(f"/proc/{pid}/stat")
+        stat = proc_text(f"/proc/{pid}/stat")
         if not stat:
             continue
         parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
@@ -349,7 +299,7 @@ def tree_memory(data_dir: Path) -> list[TreeMemory]:
             sum(rss_kb(p) for p in pids),
             sum(pss_kb(p) for p in pids),
             sum(rss_kb(p, "RssAnon") for p in pids),
-            sum(cpu_seconds(p) for p in pids),
+            sum(cpu_seconds(p, children=True) or 0.0 for p in pids),
         )
         for root, pids in cli_trees(data_dir).items()
     ]
@@ -399,12 +349,9 @@ class Sampler:
 # --------------------------------------------------------------------------- statistics
 
 
-def stats_ms(values: list[float]) -> list[str]:
-    """Return median, p90 and min of seconds, in ms, formatted (``-`` without values)."""
-    if not values:
-        return ["-", "-", "-"]
-    ms = [v * 1000.0 for v in values]
-    return [f"{statistics.median(ms):.0f}", f"{percentile(ms, 90):.0f}", f"{min(ms):.0f}"]
+def ms_cells(seconds: list[float | None]) -> list[str]:
+    """Return median, p90 and min of the known ``seconds``, in ms, as table cells."""
+    return fmt_summary(summary_ms([v for v in seconds if v is not None]))
 
 
 def mb(kib: float) -> str:
@@ -732,60 +679,36 @@ def _report_failure(what: str, turn: Turn) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def cli_version() -> str:
-    """Return the version of the Claude Code CLI bundled with claude-agent-sdk."""
-    spec = importlib.util.find_spec("claude_agent_sdk")
-    if spec is None or spec.origin is None:
-        return "unknown (claude-agent-sdk not installed)"
-    cli = Path(spec.origin).parent / "_bundled" / "claude"
-    try:
-        out = subprocess.run(
-            [str(cli), "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
-    except OSError as exc:
-        return f"unknown ({exc})"
-    return out.stdout.strip() or f"unknown (exit {out.returncode})"
-
-
-def print_environment(args: argparse.Namespace, bench: Bench) -> None:
-    """Print what the numbers were measured on."""
+def print_plan(args: argparse.Namespace, bench: Bench) -> None:
+    """Print what the numbers were measured on, and the plan."""
     assert bench.main is not None and bench.resume is not None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     sandbox = ", ".join(
         f"{n} {'yes' if shutil.which(n) else 'MISSING'}" for n in ("bwrap", "socat")
     )
     slots = min(256, max(64, args.max_loops))
-    print("environment")
-    print(f"  claude CLI:        {cli_version()}")
-    print(f"  claude-agent-sdk:  {package_version('claude-agent-sdk')}")
-    print(f"  ccgate:            {package_version('ccgate')}")
-    print(f"  python:            {platform.python_version()} ({sys.executable})")
-    print(f"  platform:          {platform.platform()}")
-    print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
-    print(f"  load average:      {load}")
-    print(
-        f"  memory:            {mem_total_mb():.0f} MB total, {mem_available_mb():.0f} MB available"
+    print_environment(
+        [
+            ("claude CLI", cli_version()),
+            ("memory", f"{mem_total_mb():.0f} MB total, {mem_available_mb():.0f} MB available"),
+            ("sandbox", sandbox),
+            ("prompt", repr(args.prompt)),
+            (
+                "main gateway",
+                f"{bench.main.url} (pid {bench.main.proc.pid}), CCGATE_MAX_CONCURRENT={slots}",
+            ),
+            (
+                "resume gateway",
+                f"{bench.resume.url} (pid {bench.resume.proc.pid}), "
+                f"CCGATE_LOOP_IDLE_TIMEOUT={args.idle_timeout:g}",
+            ),
+            (
+                "plan",
+                f"{args.runs} latency runs, {args.memory_loops} loops for memory, "
+                f"K up to {args.max_loops}, margin {args.mem_margin_mb} MB, "
+                f"turn timeout {args.turn_timeout:g} s",
+            ),
+        ]
     )
-    print(f"  sandbox:           {sandbox}")
-    print(f"  prompt:            {args.prompt!r}")
-    print(
-        f"  main gateway:      {bench.main.url} (pid {bench.main.proc.pid}), "
-        f"CCGATE_MAX_CONCURRENT={slots}"
-    )
-    print(
-        f"  resume gateway:    {bench.resume.url} (pid {bench.resume.proc.pid}), "
-        f"CCGATE_LOOP_IDLE_TIMEOUT={args.idle_timeout:g}"
-    )
-    print(
-        f"  plan:              {args.runs} latency runs, {args.memory_loops} loops for memory, "
-        f"K up to {args.max_loops}, margin {args.mem_margin_mb} MB, "
-        f"turn timeout {args.turn_timeout:g} s"
-    )
-    print()
 
 
 def print_latency(result: Latency, runs: int) -> None:
@@ -803,9 +726,11 @@ def print_latency(result: Latency, runs: int) -> None:
                 kind,
                 str(len(good)),
                 str(len(turns) - len(good)),
-                *stats_ms([t.started for t in good if t.started is not None]),
-                *stats_ms([t.first_delta for t in good if t.first_delta is not None]),
-                *stats_ms([t.done for t in good if t.done is not None]),
+                *ms_cells([t.started for t in good]),
+                *fmt_summary(
+                    summary_ms([t.first_delta for t in good if t.first_delta is not None])
+                ),
+                *ms_cells([t.done for t in good]),
                 f"{expected}/{len(good)} ({str(EXPECT_COLD[kind]).lower()})",
             ]
         )
@@ -898,11 +823,11 @@ def print_ladder(steps: list[Step], reason: str, margin: int) -> None:
                 str(s.k),
                 f"{len(cold)}/{s.k}",
                 f"{s.cold_wall:.1f}",
-                stats_ms(cold)[0],
+                fmt_summary(summary_ms(cold))[0],
                 f"{max(cold) * 1000:.0f}" if cold else "-",
                 f"{len(warm)}/{s.k}" if s.warm else "-",
                 f"{s.warm_wall:.1f}" if s.warm else "-",
-                stats_ms(warm)[0],
+                fmt_summary(summary_ms(warm))[0],
                 f"{max(warm) * 1000:.0f}" if warm else "-",
                 str(s.sampler.cli_processes),
                 mb(s.sampler.cli_rss_kb),
@@ -939,7 +864,7 @@ def print_ladder(steps: list[Step], reason: str, margin: int) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
-        prog="python bench/loops.py",
+        prog="python -m bench.loops",
         description="Loops: turn latency (cold, warm, resumed), memory per live loop, and "
         "how many loops run at once.",
     )
@@ -1005,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             bench.start()
-            print_environment(args, bench)
+            print_plan(args, bench)
             print("latency ...", flush=True)
             latency = bench.latency()
             reports.append(lambda: print_latency(latency, args.runs))

@@ -1,11 +1,12 @@
 """ccgate's own cost per request: latency and throughput with a runner that answers instantly.
 
-The Claude Code CLI is replaced by ``InstantRunner`` (``bench/instant_app.py``), which
-yields a turn's events at once, so everything measured is what ccgate does around a
-turn: HTTP (uvicorn, h11), JSON parsing and validation, auth, quota admission, session
-bookkeeping, the gate, accounting, the usage ledger and rendering. Two configurations of
-the same app run side by side, each as its own ``python -m uvicorn --factory
-instant_app:create`` subprocess with a fresh temporary data dir (SQLite):
+The Claude Code CLI is replaced by :class:`ccgate.testing.ScriptedRunner` (served by
+``bench/instant_app.py``), which yields a turn's events at once, so everything measured
+is what ccgate does around a turn: HTTP (uvicorn, h11), JSON parsing and validation,
+auth, quota admission, session bookkeeping, the gate, accounting, the usage ledger and
+rendering. Two configurations of the same app run side by side, each as its own
+``python -m uvicorn --factory bench.instant_app:create`` subprocess with a fresh
+temporary data dir (SQLite):
 
 * ``on``  -- ``auth_mode=multi`` with one client key made for the run (quota limits set
   far out of reach) and the usage ledger on: every request looks its key up, is
@@ -20,8 +21,8 @@ still record each new conversation's session in the database, as any request doe
 For each concurrency level (``--concurrency``, default 1,10,100) and configuration,
 ``--warmup`` requests (at least one per connection) are followed by ``--requests``
 counted ones, sent by ``concurrency`` workers that pull from a shared counter through
-one ``AsyncClient`` with that many connections, in this process (``--client``: httpx,
-the default, or httpx2). The requests are non-streamed ``POST /v1/chat/completions``
+one ``AsyncClient`` with that many connections, in this process (``--client``: httpx2,
+the default, or httpx). The requests are non-streamed ``POST /v1/chat/completions``
 (with ``--messages``, also streamed ``POST /v1/messages``, read to its end); each asks
 a different question and must come back 200 with its own answer, or it is counted as
 a failure and not as a measurement. The configurations alternate so they see the same
@@ -45,9 +46,10 @@ run still alive. Timings are reported, never asserted.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/overhead.py                          # 1,10,100 concurrent, 400 requests each
-    python bench/overhead.py --concurrency 1,10 --requests 1000
-    python bench/overhead.py --messages --client httpx2
+    python -m bench.overhead                          # 1,10,100 concurrent, 400 requests each
+    python -m bench.overhead --concurrency 1,10 --requests 1000
+    python -m bench.overhead --messages --client httpx
+    python -m bench.overhead --quick                  # tiny counts: a smoke test only
 """
 
 from __future__ import annotations
@@ -58,10 +60,7 @@ import contextlib
 import importlib
 import itertools
 import json
-import os
-import platform
 import shutil
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -73,27 +72,14 @@ from typing import Any
 
 import httpx
 
+from bench.instant_app import APP, reply_for
+from bench.procs import check_servers, cpu_seconds
+from bench.report import clip, package_version, percentile, print_environment, print_table, ratio
+from bench.serve import REPO_ROOT, ServerProcess, base_env, free_port
 from ccgate.access.keys import KeyManager
 from ccgate.config import load_settings
 from ccgate.store.database import Database
 from ccgate.store.keys import Quota, SqlKeyStore
-
-# harness.py and instant_app.py sit next to this script. ``python bench/overhead.py`` already
-# puts this directory on sys.path; adding it here keeps ``python -P`` and ``-m`` working too.
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import (  # noqa: E402
-    ServerProcess,
-    base_env,
-    clip,
-    free_port,
-    package_version,
-    percentile,
-    print_table,
-)
-from instant_app import reply_for  # noqa: E402
 
 ON, OFF = "on", "off"
 CHAT = "chat"
@@ -105,8 +91,8 @@ ENDPOINTS = {
     HEALTH: "GET /health (the floor)",
 }
 MODEL = "sonnet"
-APP = "instant_app:create"
 STOP_GRACE = 10.0
+QUICK_LEVELS = [1, 10, 100]
 #: Seconds an idle connection stays open on both sides: longer than any block of the run, so
 #: a configuration's connections survive while the other one runs its block.
 KEEP_ALIVE = 300
@@ -263,7 +249,7 @@ def start_server(config: str, root: Path, log_level: str) -> tuple[ServerProcess
         "--factory",
         APP,
         "--app-dir",
-        _BENCH_DIR,
+        str(REPO_ROOT),
         "--host",
         "127.0.0.1",
         "--port",
@@ -280,16 +266,6 @@ def start_server(config: str, root: Path, log_level: str) -> tuple[ServerProcess
     return server, key
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """Return the user + system CPU time a process has used (None without /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def ledger_counts(data_dir: Path) -> tuple[int, int, int]:
     """Return (ledger rows, requests counted in the quota's day windows, sessions) of a data dir."""
     with contextlib.closing(sqlite3.connect(data_dir / "ccgate.db")) as db:
@@ -299,49 +275,6 @@ def ledger_counts(data_dir: Path) -> tuple[int, int, int]:
         ).fetchone()[0]
         sessions = db.execute("SELECT count(*) FROM sessions").fetchone()[0]
     return int(rows), int(counted), int(sessions)
-
-
-def bench_servers(root: Path) -> list[tuple[int, str]]:
-    """Return live ``uvicorn instant_app:create`` processes whose data dir is under ``root``."""
-    found: list[tuple[int, str]] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"uvicorn" not in argv or APP.encode() not in argv:
-            continue
-        for var in environ:
-            if var.startswith(b"CCGATE_DATA_DIR="):
-                value = var.split(b"=", 1)[1].decode(errors="replace")
-                if value.startswith(str(root) + os.sep):
-                    cmdline = b" ".join(argv).decode(errors="replace")
-                    found.append((int(entry.name), clip(cmdline, 120)))
-                break
-    return found
-
-
-def check_servers(root: Path) -> None:
-    """Print whether a server of this run is still alive; SIGTERM, then SIGKILL, any that is."""
-    found = bench_servers(root)
-    if not found:
-        print(f"leftover check: no uvicorn {APP} process with its data dir under {root} -- OK")
-        return
-    print(f"leftover check: {len(found)} server process(es) of this run still alive:")
-    for pid, cmdline in found:
-        print(f"  pid {pid}: {cmdline} -- sending SIGTERM")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and bench_servers(root):
-        time.sleep(0.2)
-    for pid, _ in bench_servers(root):
-        print(f"  pid {pid}: still alive after {STOP_GRACE:g} s -- sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -475,7 +408,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
                 pid = server.proc.pid
                 print(f"{config:<3} server: {server.url} (pid {pid}, {config_text(config)})")
         print()
-        print_environment(health, args)
+        print_plan(health, args)
         endpoints = [CHAT, MESSAGES] if args.messages else [CHAT]
         plan = make_plan(args.concurrency, endpoints)
         started = time.monotonic()
@@ -538,10 +471,6 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a is not None and b else "-"
 
 
 def print_figures(results: Results) -> None:
@@ -615,9 +544,9 @@ def print_comparison(results: Results) -> None:
             [
                 endpoint,
                 str(concurrency),
-                _ratio(on.p50, off.p50),
+                ratio(on.p50, off.p50),
                 "-" if diff is None else f"{diff:+.2f}",
-                _ratio(on.rps, off.rps),
+                ratio(on.rps, off.rps),
                 "-" if cpu is None else f"{cpu:+.2f}",
             ]
         )
@@ -648,32 +577,26 @@ def print_checks(results: Results) -> None:
             print(f"{config} data dir: {recorded}")
 
 
-def print_environment(health: dict[str, Any], args: argparse.Namespace) -> None:
-    """Print what the numbers were measured on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+def print_plan(health: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print what the numbers were measured on, and the plan."""
     packages = ", ".join(
         f"{name} {package_version(name)}"
         for name in ("fastapi", "starlette", "uvicorn", "sqlalchemy", "aiosqlite", "pydantic")
     )
-    print("environment")
-    print(f"  ccgate:            {health.get('version', package_version('ccgate'))}")
-    print(f"  packages:          {packages}")
-    print(f"  python:            {platform.python_version()} ({sys.executable})")
-    print(f"  platform:          {platform.platform()} ({platform.machine()})")
-    print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
-    print(f"  load average:      {load}")
-    print(
-        f"  plan:              concurrency {','.join(map(str, args.concurrency))}; "
-        f"{args.requests} counted requests per level and configuration in {args.rounds} "
-        f"alternating block(s), after max({args.warmup}, concurrency) warm-up requests"
+    plan = (
+        f"concurrency {','.join(map(str, args.concurrency))}; {args.requests} counted requests "
+        f"per level and configuration in {args.rounds} alternating block(s), after "
+        f"max({args.warmup}, concurrency) warm-up requests"
     )
-    print(f"  load generator:    {args.client} {package_version(args.client)}, in this process")
-    print(f"  server log level:  {args.log_level}")
-    print()
+    print_environment(
+        [
+            ("packages", packages),
+            ("plan", plan),
+            ("load generator", f"{args.client} {package_version(args.client)}, in this process"),
+            ("server log level", args.log_level),
+        ],
+        ccgate_version=health.get("version"),
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -692,7 +615,7 @@ def _levels(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
-        prog="python bench/overhead.py",
+        prog="python -m bench.overhead",
         description="ccgate's own latency and throughput per request, auth+quota+ledger on/off.",
     )
     parser.add_argument(
@@ -722,6 +645,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "block by block (on, off, off, on, ...; default 2)",
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: concurrency 1,10,100, 20 requests each, --messages on",
+    )
+    parser.add_argument(
         "--messages", action="store_true", help="also time streamed POST /v1/messages"
     )
     parser.add_argument(
@@ -742,6 +670,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=60.0, help="per-request timeout in seconds (default 60)"
     )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.concurrency, args.requests, args.warmup, args.messages = QUICK_LEVELS, 20, 1, True
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     if args.rounds < 1:
@@ -763,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
             results = benchmark(args, root)
         except RuntimeError as exc:
             print(f"overhead: benchmark could not run: {exc}", file=sys.stderr)
-        check_servers(root)
+        check_servers(root, APP, STOP_GRACE)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if results is None:

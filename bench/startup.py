@@ -43,9 +43,9 @@ It reports; it never asserts on timings and exits 0 once the benchmark ran.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/startup.py              # 15 counted runs per variant
-    python bench/startup.py --runs 25
-    python bench/startup.py --quick      # 3 runs: a smoke test, not a measurement
+    python -m bench.startup              # 15 counted runs per variant
+    python -m bench.startup --runs 25
+    python -m bench.startup --quick      # 3 runs: a smoke test, not a measurement
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -76,25 +75,14 @@ from claude_agent_sdk import (
     tool,
 )
 
-from ccgate.claude.process import RunnerConfig, cli_settings_env, scrubbed_env
+from bench.procs import check_leftovers, cli_version
+from bench.report import Summary, clip, print_environment, print_table, ratio, summary_ms
+from bench.serve import base_env
+from ccgate.claude.environment import cli_environment
+from ccgate.claude.process import RunnerConfig, cli_settings_env
 from ccgate.claude.workdirs import WorkerDirs
 from ccgate.demo import DemoServer, ScriptedModel
 from ccgate.demo.model import is_side_request
-
-# harness.py sits next to this script. ``python bench/startup.py`` already puts this directory
-# on sys.path; adding it here keeps ``python -P`` and ``python -m bench.startup`` working too.
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import (  # noqa: E402
-    base_env,
-    check_leftovers,
-    clip,
-    package_version,
-    percentile,
-    print_table,
-)
 
 DEFAULT_PROMPT = "startup ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
@@ -297,7 +285,7 @@ class Lab:
         # Overrides on top of this process's environment (the SDK merges them over
         # os.environ): ccgate's variables blanked, loopback past any proxy, the model.
         self.common = {
-            **scrubbed_env(os.environ, ()),
+            **cli_environment(os.environ, None),
             **{k: base_env()[k] for k in ("NO_PROXY", "no_proxy")},
             "ANTHROPIC_BASE_URL": upstream_url,
             "ANTHROPIC_API_KEY": "x",
@@ -444,26 +432,13 @@ async def run_once(lab: Lab, model: ScriptedModel, variant: str, prompt: str) ->
 # --------------------------------------------------------------------------- report
 
 
-def ms_stats(values: list[float]) -> tuple[float, float] | None:
-    """Return (median, p90) in milliseconds, or None without values."""
-    if not values:
-        return None
-    ms = [v * 1000.0 for v in values]
-    return statistics.median(ms), percentile(ms, 90)
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    """Format a / b, or '-' when either is missing."""
-    return f"{a / b:.2f}x" if a is not None and b else "-"
-
-
 def print_times(results: dict[str, list[Sample]]) -> None:
     """Print median / p90 of every phase, and the ratio of the medians to the baseline."""
-    stats: dict[str, dict[str, tuple[float, float] | None]] = {}
+    stats: dict[str, dict[str, Summary | None]] = {}
     for variant in VARIANTS:
         good = [s for s in results[variant] if s.ok]
         stats[variant] = {
-            phase: ms_stats([getattr(s, phase) for s in good if getattr(s, phase) is not None])
+            phase: summary_ms([getattr(s, phase) for s in good if getattr(s, phase) is not None])
             for phase in ("connect", "ttft", "total", "close")
         }
     head = ["variant", "n", "fail"]
@@ -472,8 +447,8 @@ def print_times(results: dict[str, list[Sample]]) -> None:
     head += ["close med"]
     rows: list[list[str]] = []
     for variant in VARIANTS:
-        good = sum(s.ok for s in results[variant])
-        row = [variant, str(good), str(len(results[variant]) - good)]
+        n_good = sum(s.ok for s in results[variant])
+        row = [variant, str(n_good), str(len(results[variant]) - n_good)]
         for phase in ("connect", "ttft", "total"):
             mine, base = stats[variant][phase], stats[BASELINE][phase]
             if mine is None:
@@ -556,37 +531,18 @@ def print_config_dirs(lab: Lab) -> None:
         print(f"a fresh config dir after its run:   {', '.join(entries)}")
 
 
-def cli_version() -> str:
-    """Return the version of the CLI bundled with claude-agent-sdk."""
-    import claude_agent_sdk
-
-    path = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude.version"
-    with contextlib.suppress(OSError):
-        return path.read_text().strip()
-    return "unknown"
-
-
-def print_environment(args: argparse.Namespace) -> None:
-    """Print what the numbers were measured on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print("environment")
-    print(f"  claude CLI:        {cli_version()} (bundled)")
-    print(f"  claude-agent-sdk:  {package_version('claude-agent-sdk')}")
-    print(f"  ccgate:            {package_version('ccgate')}")
-    print(f"  python:            {platform.python_version()} ({sys.executable})")
-    print(f"  platform:          {platform.platform()}")
-    print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
-    print(f"  load average:      {load}")
-    print(f"  prompt:            {args.prompt!r}, model {args.model!r}")
-    print(
-        f"  runs:              {args.runs} per variant, round-robin, "
-        f"after {args.warmup} warm-up round(s)"
+def print_plan(args: argparse.Namespace) -> None:
+    """Print what the numbers were measured on, and the plan."""
+    print_environment(
+        [
+            ("claude CLI", f"{cli_version()} (bundled)"),
+            ("prompt", f"{args.prompt!r}, model {args.model!r}"),
+            (
+                "runs",
+                f"{args.runs} per variant, round-robin, after {args.warmup} warm-up round(s)",
+            ),
+        ]
     )
-    print()
 
 
 # --------------------------------------------------------------------------- main
@@ -595,7 +551,7 @@ def print_environment(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
-        prog="python bench/startup.py",
+        prog="python -m bench.startup",
         description="The cost of one Claude Code start, and the levers that cut it.",
     )
     parser.add_argument(
@@ -623,7 +579,7 @@ async def benchmark(args: argparse.Namespace, root: Path) -> tuple[Lab, dict[str
     async with DemoServer(model) as server:
         print(f"scripted model:   {server.url}")
         print()
-        print_environment(args)
+        print_plan(args)
         lab = Lab(root, server.url, args.model)
         for _ in range(args.warmup):
             for variant in VARIANTS:

@@ -25,17 +25,17 @@ reported, never asserted.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/tools.py              # 10 rounds per mode
-    python bench/tools.py --rounds 20
+    python -m bench.tools              # 10 rounds per mode
+    python -m bench.tools --rounds 20
+    python -m bench.tools --quick      # 2 rounds per mode: a smoke test only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,13 +43,10 @@ from typing import Any
 
 import httpx
 
+from bench.procs import check_leftovers
+from bench.report import fmt_summary, print_environment, print_table, ratio, summary_ms
+from bench.serve import Gateway, base_env
 from ccgate.demo import DemoServer, ScriptedModel
-
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import Gateway, base_env, check_leftovers, package_version  # noqa: E402
 
 TOOLS = [
     {
@@ -121,62 +118,70 @@ def tool_round(
     return calls_s, results_s, len(sessions)
 
 
-def _stats(values: list[float]) -> str:
-    ms = sorted(v * 1000 for v in values)
-    p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
-    return f"{statistics.median(ms):8.0f} {p90:8.0f} {ms[0]:8.0f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per mode (default 10)")
-    args = parser.parse_args(argv)
-    print("ccgate tool round trips")
-    print(f"  python {platform.python_version()}, {platform.machine()}")
-    print(
-        f"  ccgate {package_version('ccgate')}, "
-        f"claude-agent-sdk {package_version('claude-agent-sdk')}"
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.tools", description=(__doc__ or "").splitlines()[0]
     )
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per mode (default 10)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: 2 rounds per mode, 1 warm-up round"
+    )
+    args = parser.parse_args(argv)
+    warmups = 1 if args.quick else 2
+    if args.quick:
+        args.rounds = 2
+    print("ccgate tool round trips")
+    print_environment([("plan", f"{args.rounds} rounds per mode, after {warmups} warm-up(s)")])
     model = ScriptedModel()
-    tmp = Path(tempfile.mkdtemp(prefix="ccgate-bench-tools-"))
+    tmp = Path(tempfile.mkdtemp(prefix="ccgate-bench-tools-")).resolve()
     results: dict[str, list[tuple[float, float, int]]] = {"live": [], "rebuilt": []}
     cold: list[float] = []
-    with DemoServer(model) as demo, httpx.Client() as client:
-        env = base_env()
-        live = Gateway(demo.url, tmp / "live", env)
-        rebuilt = Gateway(
-            demo.url, tmp / "rebuilt", env, extra_env={"CCGATE_TOOL_RESULT_TIMEOUT": "0.05"}
-        )
-        try:
-            live.wait_healthy(client)
-            rebuilt.wait_healthy(client)
-            for warm in range(2):
-                tool_round(client, live, model, -1 - warm, drop=False)
-                tool_round(client, rebuilt, model, -1 - warm, drop=True)
-            for n in range(args.rounds):
-                results["live"].append(tool_round(client, live, model, n, drop=False))
-                results["rebuilt"].append(tool_round(client, rebuilt, model, n, drop=True))
-                plain = {"model": "sonnet", "messages": [{"role": "user", "content": f"hi {n}"}]}
-                cold.append(_post(client, live.url, plain)[0])
-        finally:
-            print(f"  live gateway: {live.stop()}")
-            print(f"  rebuilt gateway: {rebuilt.stop()}")
+    try:
+        with DemoServer(model) as demo, httpx.Client(trust_env=False) as client:
+            env = base_env()
+            live = Gateway(demo.url, tmp / "live", env)
+            rebuilt = Gateway(
+                demo.url, tmp / "rebuilt", env, extra_env={"CCGATE_TOOL_RESULT_TIMEOUT": "0.05"}
+            )
+            try:
+                live.wait_healthy(client)
+                rebuilt.wait_healthy(client)
+                for warm in range(warmups):
+                    tool_round(client, live, model, -1 - warm, drop=False)
+                    tool_round(client, rebuilt, model, -1 - warm, drop=True)
+                for n in range(args.rounds):
+                    results["live"].append(tool_round(client, live, model, n, drop=False))
+                    results["rebuilt"].append(tool_round(client, rebuilt, model, n, drop=True))
+                    plain = {
+                        "model": "sonnet",
+                        "messages": [{"role": "user", "content": f"hi {n}"}],
+                    }
+                    cold.append(_post(client, live.url, plain)[0])
+            finally:
+                print(f"live gateway stop: {live.stop()}")
+                print(f"rebuilt gateway stop: {rebuilt.stop()}")
+        check_leftovers([tmp])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{args.rounds} rounds per mode; latency in ms: median / p90 / min")
-    print(f"{'request':<34} {'median':>8} {'p90':>8} {'min':>8}")
-    print(f"{'cold turn (no tools)':<34} {_stats(cold)}")
-    for mode, rows in results.items():
-        print(f"{mode + ': question -> tool calls':<34} {_stats([r[0] for r in rows])}")
-        print(f"{mode + ': results -> final answer':<34} {_stats([r[1] for r in rows])}")
+    print(f"{args.rounds} rounds per mode; latency in ms")
+    rows = [["cold turn (no tools)", *fmt_summary(summary_ms(cold))]]
+    for mode, got in results.items():
+        rows.append(
+            [f"{mode}: question -> tool calls", *fmt_summary(summary_ms([r[0] for r in got]))]
+        )
+        rows.append(
+            [f"{mode}: results -> final answer", *fmt_summary(summary_ms([r[1] for r in got]))]
+        )
+    print_table(["request", "median", "p90", "min"], rows)
     live_med = statistics.median(r[1] for r in results["live"])
     rebuilt_med = statistics.median(r[1] for r in results["rebuilt"])
     print()
-    print(f"results request, rebuilt / live (medians): {rebuilt_med / live_med:.1f}x")
-    for mode, rows in results.items():
-        counts = sorted({r[2] for r in rows})
+    print(f"results request, rebuilt / live (medians): {ratio(rebuilt_med, live_med)}")
+    for mode, got in results.items():
+        counts = sorted({r[2] for r in got})
         print(f"CLI sessions per round, {mode}: {counts}")
-    check_leftovers([tmp])
     return 0
 
 

@@ -27,21 +27,17 @@ and exits 0 once the benchmark ran.
 
 Usage (from the project root, with the project's venv)::
 
-    python bench/ttft.py                # 15 counted runs per variant
-    python bench/ttft.py --runs 30
-    python bench/ttft.py --quick        # 3 runs, 1 warm-up: a smoke test, not a measurement
+    python -m bench.ttft                # 15 counted runs per variant
+    python -m bench.ttft --runs 30
+    python -m bench.ttft --quick        # 3 runs, 1 warm-up: a smoke test, not a measurement
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,23 +49,11 @@ from typing import Any
 
 import httpx
 
+from bench.procs import bundled_cli, check_leftovers, cli_version
+from bench.report import clip, fmt_summary, print_environment, ratio, summary_ms
+from bench.report import print_table as report_table
+from bench.serve import Gateway, base_env
 from ccgate.demo import DemoServer, ScriptedModel
-
-# harness.py sits next to this script. ``python bench/ttft.py`` already puts this directory on
-# sys.path; adding it here keeps ``python -P`` and ``python -m bench.ttft`` working too.
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if _BENCH_DIR not in sys.path:
-    sys.path.insert(0, _BENCH_DIR)
-
-from harness import (  # noqa: E402
-    Gateway,
-    base_env,
-    check_leftovers,
-    clip,
-    package_version,
-    percentile,
-)
-from harness import print_table as harness_table  # noqa: E402
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
@@ -117,14 +101,11 @@ class Results:
 # --------------------------------------------------------------------------- helpers
 
 
-def bundled_cli() -> Path:
-    """Return the ``claude`` binary shipped inside the claude-agent-sdk wheel."""
-    spec = importlib.util.find_spec("claude_agent_sdk")
-    if spec is None or spec.origin is None:
-        raise SystemExit("ttft: claude-agent-sdk is not installed in this Python")
-    cli = Path(spec.origin).parent / "_bundled" / "claude"
-    if not cli.is_file():
-        raise SystemExit(f"ttft: no bundled Claude Code CLI at {cli}")
+def the_cli() -> Path:
+    """Return the ``claude`` binary shipped inside the claude-agent-sdk wheel (or exit)."""
+    cli = bundled_cli()
+    if cli is None:
+        raise SystemExit("ttft: no Claude Code CLI bundled with claude-agent-sdk in this Python")
     return cli
 
 
@@ -298,34 +279,8 @@ class DirectCLI:
             return Sample(None, total, error="no text_delta in the output")
         return Sample(ttft, total, "".join(text))
 
-    def version(self) -> str:
-        """Return ``claude --version``."""
-        out = subprocess.run(
-            [str(self.cli), "--version"],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.cwd,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        return out.stdout.strip() or f"unknown (exit {out.returncode})"
-
 
 # --------------------------------------------------------------------------- report
-
-
-def summary(values: list[float]) -> tuple[float, float, float] | None:
-    """Return (median, p90, min) in milliseconds, or None without values."""
-    if not values:
-        return None
-    ms = [v * 1000.0 for v in values]
-    return statistics.median(ms), percentile(ms, 90), min(ms)
-
-
-def fmt(stats: tuple[float, float, float] | None) -> list[str]:
-    """Format (median, p90, min) for the table."""
-    return [f"{v:.0f}" for v in stats] if stats else ["-", "-", "-"]
 
 
 def print_table(results: Results) -> None:
@@ -336,14 +291,20 @@ def print_table(results: Results) -> None:
     for variant in VARIANTS:
         samples = results.samples[variant]
         good = [s for s in samples if s.ok]
-        ttft = summary([s.ttft for s in good if s.ttft is not None])
-        total = summary([s.total for s in good if s.total is not None])
+        ttft = summary_ms([s.ttft for s in good if s.ttft is not None])
+        total = summary_ms([s.total for s in good if s.total is not None])
         medians[variant] = (ttft[0] if ttft else None, total[0] if total else None)
         rows.append(
-            [variant, str(len(good)), str(len(samples) - len(good)), *fmt(ttft), *fmt(total)]
+            [
+                variant,
+                str(len(good)),
+                str(len(samples) - len(good)),
+                *fmt_summary(ttft),
+                *fmt_summary(total),
+            ]
         )
     print("times in ms (n = counted successful runs)")
-    harness_table(head, rows)
+    report_table(head, rows)
     print()
     direct_ttft, direct_total = medians[DIRECT]
     for variant, name in ((POOL, "b/a"), (SECOND, "c/a"), (NO_POOL, "d/a")):
@@ -354,11 +315,6 @@ def print_table(results: Results) -> None:
         )
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    """Format a / b, or '-' when either is missing."""
-    return f"{a / b:.2f}x" if a is not None and b else "-"
-
-
 def print_failures(results: Results) -> None:
     """Print the first failure of each variant, if any."""
     for variant in VARIANTS:
@@ -367,24 +323,16 @@ def print_failures(results: Results) -> None:
             print(f"{variant}: {len(failed)} failed run(s); first: {clip(failed[0].error or '')}")
 
 
-def print_environment(cli_version: str, health: dict[str, Any], args: argparse.Namespace) -> None:
-    """Print what the numbers were measured on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print("environment")
-    print(f"  claude CLI:        {cli_version}")
-    print(f"  claude-agent-sdk:  {package_version('claude-agent-sdk')}")
-    print(f"  ccgate:            {health.get('version', package_version('ccgate'))}")
-    print(f"  python:            {platform.python_version()} ({sys.executable})")
-    print(f"  platform:          {platform.platform()}")
-    print(f"  cpus:              {os.cpu_count()} (usable by this process: {usable})")
-    print(f"  load average:      {load}")
-    print(f"  prompt:            {args.prompt!r}, model {args.model!r}")
-    print(f"  runs:              {args.runs} per variant, after {args.warmup} warm-up(s) of each")
-    print()
+def print_plan(health: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print what the numbers were measured on, and the plan."""
+    print_environment(
+        [
+            ("claude CLI", cli_version()),
+            ("prompt", f"{args.prompt!r}, model {args.model!r}"),
+            ("runs", f"{args.runs} per variant, after {args.warmup} warm-up(s) of each"),
+        ],
+        ccgate_version=health.get("version"),
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -393,7 +341,7 @@ def print_environment(cli_version: str, health: dict[str, Any], args: argparse.N
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(
-        prog="python bench/ttft.py",
+        prog="python -m bench.ttft",
         description="TTFT and total time of a short streamed reply: ccgate's warm paths vs a "
         "cold claude -p.",
     )
@@ -451,7 +399,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
     gateways: list[Gateway] = []
     try:
         print(f"scripted model:   {demo.url}")
-        direct = DirectCLI(bundled_cli(), demo.url, root, env)
+        direct = DirectCLI(the_cli(), demo.url, root, env)
         pooled = Gateway(demo.url, root / "pool-on", env, log_path=root / "pool-on.log")
         gateways.append(pooled)
         unpooled = Gateway(
@@ -467,7 +415,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
             unpooled.wait_healthy(client)
             print(f"ccgate servers:   {pooled.url} (pool on), {unpooled.url} (pool off)")
             print()
-            print_environment(direct.version(), health, args)
+            print_plan(health, args)
             counter = iter(range(1_000_000))
 
             def new_conversation(url: str) -> Sample:

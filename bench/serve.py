@@ -1,21 +1,14 @@
-"""Plumbing shared by the benchmark scripts in ``bench/`` (``ttft.py``, ``overhead.py``, ...).
+"""Server subprocesses of the benchmarks: a free port, a clean environment, start/health/stop.
 
-* ``free_port``, ``base_env``, ``clip`` and ``package_version`` -- small helpers;
-* ``ServerProcess`` -- a server subprocess with a data dir and a log file, with
-  ``wait_healthy``, ``log_tail`` and ``stop``; ``Gateway`` -- one that is a real
-  ``python -m ccgate serve`` pointed at an upstream (the scripted model of ``ccgate.demo``);
-* ``leftover_processes`` and ``check_leftovers`` -- the final ``/proc`` scan for any
-  process whose ``CLAUDE_CONFIG_DIR`` lies under the benchmark's temporary directory.
-
-The scripts import it as ``from harness import ...``: running ``python bench/<script>.py``
-puts ``bench/`` on ``sys.path`` (each script also adds its own directory when it is missing,
-so ``python -P`` and ``python -m bench.<script>`` work from any directory too).
+* :func:`free_port`, :func:`base_env`;
+* :class:`ServerProcess` -- a server subprocess with a data dir and a log file, with
+  ``wait_healthy``, ``log_tail`` and ``stop``; :class:`Gateway` -- one that is a real
+  ``python -m ccgate serve`` pointed at an upstream (the scripted model of ``ccgate.demo``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import signal
 import socket
@@ -28,24 +21,23 @@ from typing import Any
 
 import httpx
 
+from bench.report import clip
+
 __all__ = [
+    "REPO_ROOT",
     "SERVER_START_TIMEOUT",
     "SERVER_STOP_TIMEOUT",
     "Gateway",
     "ServerProcess",
     "base_env",
-    "check_leftovers",
-    "clip",
     "free_port",
-    "leftover_processes",
-    "package_version",
 ]
+
+#: The repository's root: where ``python -m bench.<name>`` runs, and ``bench`` imports from.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 20.0
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def free_port() -> int:
@@ -63,47 +55,6 @@ def base_env() -> dict[str, str]:
         parts = [p for p in env.get(name, "").split(",") if p]
         env[name] = ",".join([*parts, "127.0.0.1", "localhost"])
     return env
-
-
-def clip(text: str, limit: int = 200) -> str:
-    """Return ``text`` on one line, shortened to ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Return the ``pct`` percentile by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def print_table(head: list[str], rows: list[list[str]]) -> None:
-    """Print a table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for row in rows:
-        print(line(row))
-
-
-def package_version(name: str) -> str:
-    """Return an installed distribution's version, or 'not installed'."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # --------------------------------------------------------------------------- gateway
@@ -239,46 +190,3 @@ class Gateway(ServerProcess):
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,
         )
-
-
-# --------------------------------------------------------------------------- leftovers
-
-
-def leftover_processes(roots: list[Path]) -> list[tuple[int, str]]:
-    """Return processes whose CLAUDE_CONFIG_DIR lies under one of ``roots`` (pid, cmdline)."""
-    prefixes = [str(r) for r in roots]
-    found: list[tuple[int, str]] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for var in environ:
-            if not var.startswith(b"CLAUDE_CONFIG_DIR="):
-                continue
-            value = var.split(b"=", 1)[1].decode(errors="replace")
-            if any(value == p or value.startswith(p + os.sep) for p in prefixes):
-                found.append((int(entry.name), clip(cmdline, 120)))
-                break
-    return found
-
-
-def check_leftovers(roots: list[Path]) -> None:
-    """Print whether any claude process of this benchmark survived; kill those that did."""
-    deadline = time.monotonic() + 5.0
-    found = leftover_processes(roots)
-    while found and time.monotonic() < deadline:
-        time.sleep(0.2)
-        found = leftover_processes(roots)
-    dirs = ", ".join(str(r) for r in roots)
-    if not found:
-        print(f"leftover check: no process with CLAUDE_CONFIG_DIR under {dirs} -- OK")
-        return
-    print(f"leftover check: {len(found)} process(es) with CLAUDE_CONFIG_DIR under {dirs}:")
-    for pid, cmdline in found:
-        print(f"  pid {pid}: {cmdline} -- sending SIGKILL")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
