@@ -53,5 +53,5 @@ def create() -> FastAPI:
     """Build the gateway from ``CCGATE_*`` variables on a ScriptedRunner (uvicorn factory)."""
     settings = load_settings({}, os.environ)
     configure_logging(settings.log_level)
-    app: FastAPI = create_app(settings, runner=ScriptedRunner(priced_echo))
+    app: FastAPI = create_app(settings, runner=ScriptedRunner(priced_echo, record=False))
     return app

@@ -50,11 +50,13 @@ class ScriptedRunner:
     ``closed`` and ``stopped`` tell whether :meth:`aclose` and :meth:`stop_all`
     were called. Like Claude Code, it holds a session's state once a turn ran
     in it or it was seeded (``seeded`` maps those to the history they got),
-    until it is released.
+    until it is released. With ``record=False`` it keeps no turns and boxes
+    (for long benchmark runs, whose memory would otherwise grow with them).
     """
 
-    def __init__(self, script: Script = echo) -> None:
+    def __init__(self, script: Script = echo, *, record: bool = True) -> None:
         self.script: Script = script
+        self.record = record
         self.turns: list[TurnRequest] = []
         self.boxes: list[ToolResultBox | None] = []
         self.sessions: set[str] = set()
@@ -68,8 +70,9 @@ class ScriptedRunner:
         self, turn: TurnRequest, box: ToolResultBox | None = None
     ) -> AsyncGenerator[AgentEvent, None]:
         """Yield the script's events for ``turn``."""
-        self.turns.append(turn)
-        self.boxes.append(box)
+        if self.record:
+            self.turns.append(turn)
+            self.boxes.append(box)
         if turn.session is not None:
             self.sessions.add(turn.session.cli_session_id)
         events = self.script(turn) if callable(self.script) else self.script
