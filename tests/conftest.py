@@ -17,7 +17,7 @@ import pytest
 from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.config import load_settings
 from ccgate.demo import DemoServer, ScriptedModel
-from gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
+from tests.gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.claude.fidelity import fidelity_env
 from ccgate.demo import DemoServer, ScriptedModel
-from gateway_testing import Gateway, cli_processes
+from tests.gateway_testing import Gateway, cli_processes
 
 pytestmark = pytest.mark.cli
 

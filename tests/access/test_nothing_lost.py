@@ -30,7 +30,7 @@ import openai
 import pytest
 
 from ccgate.demo import DemoServer, ScriptedModel
-from gateway_testing import Gateway, wait_for_no_processes, wait_until
+from tests.gateway_testing import Gateway, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 

@@ -20,7 +20,7 @@ from ccgate.protocol.admin import key_object
 from ccgate.store.database import Database
 from ccgate.store.keys import SqlKeyStore
 from ccgate.store.usage import SqlUsageStore, UsageRecord
-from gateway_testing import Gateway
+from tests.gateway_testing import Gateway
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from ccgate.demo import ScriptedModel
-from gateway_testing import Gateway
+from tests.gateway_testing import Gateway
 
 pytestmark = pytest.mark.cli
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from test_unit_app import FakeRunner, assert_anthropic_error, assert_openai_error
 
 from ccgate.app import create_app
 from ccgate.config import load_settings
 from ccgate.protocol import strict_json
-from gateway_testing import start_gateway
+from tests.gateway_testing import start_gateway
+from tests.test_app import FakeRunner, assert_anthropic_error, assert_openai_error
 
 ADMIN_KEY = "admin-key-for-input-tests-0123456789abcdef"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}

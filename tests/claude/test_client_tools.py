@@ -43,7 +43,7 @@ from ccgate.engine.events import AgentEvent
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import TurnRequest
-from gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
+from tests.gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 

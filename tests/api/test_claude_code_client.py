@@ -27,7 +27,7 @@ import pytest
 
 from ccgate.claude.binary import find_cli
 from ccgate.demo import ScriptedModel
-from gateway_testing import Exchange, Gateway, Recorder, wait_for_no_processes
+from tests.gateway_testing import Exchange, Gateway, Recorder, wait_for_no_processes
 
 pytestmark = pytest.mark.cli
 

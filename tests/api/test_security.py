@@ -20,7 +20,7 @@ import pytest
 from ccgate.access.keys import hash_key
 from ccgate.demo import ScriptedModel
 from ccgate.logs import JSONFormatter
-from gateway_testing import Gateway
+from tests.gateway_testing import Gateway
 
 ADMIN_KEY = "admin-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6HoHu5P0yZ6s"
 SHARED_KEY = "shared-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRTLxJdqjc"

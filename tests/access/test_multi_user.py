@@ -33,7 +33,7 @@ from ccgate.demo import ScriptedModel
 from ccgate.demo.answer import estimate_input_tokens
 from ccgate.errors import ConfigError
 from ccgate.store.usage import UsageRecord, utc_day
-from gateway_testing import Gateway, wait_for_no_processes, wait_until
+from tests.gateway_testing import Gateway, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 

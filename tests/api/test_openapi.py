@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from test_unit_app import FakeRunner
 
 from ccgate.app import create_app
 from ccgate.config import load_settings
+from tests.test_app import FakeRunner
 
 ADMIN_KEY = "admin-key-for-openapi-tests-0123456789abcdef"
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from ccgate.demo import ScriptedModel
-from gateway_testing import Gateway, wait_until
+from tests.gateway_testing import Gateway, wait_until
 
 pytestmark = pytest.mark.cli
 

@@ -32,7 +32,7 @@ import pytest
 from ccgate.demo import Reply, ScriptedModel, last_user_text
 from ccgate.protocol.loops import CONTENT_MAX
 from ccgate.store.loops import SqlLoopStore
-from gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
+from tests.gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
 
 pytestmark = pytest.mark.cli
 

@@ -12,7 +12,7 @@ from cogapp import Cog
 
 from ccgate.config import ENV_PREFIX, Settings
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 GENERATED = sorted((DOCS / "reference").glob("*.md"))

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_testing import wait_until
+from tests.gateway_testing import wait_until
 
 pytestmark = [pytest.mark.cli, pytest.mark.timeout(400)]
 
