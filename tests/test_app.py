@@ -30,6 +30,8 @@ from ccgate.engine.events import (
 from ccgate.engine.turn import TurnRequest
 from ccgate.testing import ScriptedRunner
 
+pytestmark = pytest.mark.unit
+
 API_KEY = "client-key-SHOULD-NOT-LEAK-0123456789"
 UPSTREAM_KEY = "upstream-key-SHOULD-NOT-LEAK-0123456789"
 ADMIN_KEY = "admin-key-SHOULD-NOT-LEAK-0123456789"

@@ -10,6 +10,8 @@ import pytest
 from ccgate.config import Settings, is_loopback, load_settings
 from ccgate.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 KEY = "ODJsQZouryY4bDJfGhsouykIrjUZJZ8OGJdmbpcJXpc"  # secrets.token_urlsafe(32)
 CLIENT_SECRET = "client-secret-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6"
 ADMIN_SECRET = "admin-secret-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRT"

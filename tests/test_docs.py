@@ -12,6 +12,8 @@ from cogapp import Cog
 
 from ccgate.config import ENV_PREFIX, Settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"

@@ -24,6 +24,8 @@ from ccgate.errors import (
     UpstreamRateLimited,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("kind", "cls", "status", "openai_status", "openai_type", "anthropic_type"),

@@ -19,6 +19,8 @@ from ccgate.loops.manager import LoopManager
 from ccgate.store.database import Database
 from ccgate.store.loops import SqlLoopStore
 
+pytestmark = pytest.mark.unit
+
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)

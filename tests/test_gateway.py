@@ -21,8 +21,6 @@ import pytest
 from ccgate.demo import DemoServer, ScriptedModel
 from tests.gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
 
-pytestmark = pytest.mark.cli
-
 STALL = {
     "model": "sonnet",
     "max_tokens": 50,
@@ -44,6 +42,7 @@ def _stream_in_background(url: str, body: dict[str, object]) -> threading.Thread
     return thread
 
 
+@pytest.mark.cli
 def test_disconnect_cancels_the_turn_and_its_process(
     gateway: Gateway, model: ScriptedModel, data_dir: Path
 ) -> None:
@@ -59,6 +58,7 @@ def test_disconnect_cancels_the_turn_and_its_process(
     assert wait_until(lambda: gateway.state.gate.active == 0)
 
 
+@pytest.mark.cli
 def test_non_streamed_disconnect_also_cancels(
     gateway: Gateway, model: ScriptedModel, data_dir: Path
 ) -> None:
@@ -69,6 +69,7 @@ def test_non_streamed_disconnect_also_cancels(
     assert wait_until(lambda: gateway.state.gate.active == 0)
 
 
+@pytest.mark.cli
 def test_queue_overflow_is_a_429_with_retry_after(
     make_gateway: Callable[..., Gateway], model: ScriptedModel, data_dir: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_queue_overflow_is_a_429_with_retry_after(
     assert wait_for_no_processes(data_dir) == []
 
 
+@pytest.mark.cli
 def test_no_ccgate_secret_reaches_the_cli_environment(
     make_gateway: Callable[..., Gateway],
     model: ScriptedModel,
@@ -144,6 +146,7 @@ def _post_quietly(url: str, body: dict[str, object], key: str) -> None:
         httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": key}, timeout=120)
 
 
+@pytest.mark.cli
 def test_shared_auth_over_a_real_server(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
@@ -173,6 +176,7 @@ def test_shared_auth_over_a_real_server(
     assert key not in health.text and "demo-upstream-key" not in health.text
 
 
+@pytest.mark.cli
 def test_health_never_starts_a_cli_and_auth_probe_is_real(
     gateway: Gateway, model: ScriptedModel, data_dir: Path
 ) -> None:
@@ -188,6 +192,7 @@ def test_health_never_starts_a_cli_and_auth_probe_is_real(
     assert len(model.conversation_requests()) == 1  # cached
 
 
+@pytest.mark.cli
 def test_auth_probe_is_unhealthy_only_after_two_failures(
     make_gateway: Callable[..., Gateway], model: ScriptedModel
 ) -> None:
@@ -211,6 +216,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_answers_running_turns_and_leaves_no_process(
     demo: DemoServer, model: ScriptedModel, data_dir: Path, sig: signal.Signals
@@ -281,6 +287,7 @@ def _up(url: str) -> bool:
         return False
 
 
+@pytest.mark.server
 def test_network_bind_without_auth_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ccgate", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],

@@ -8,6 +8,8 @@ import pytest
 
 from ccgate.keystrength import MIN_BITS, entropy_bits, weakness
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "key",

@@ -10,6 +10,8 @@ import pytest
 
 from ccgate.logs import JSONFormatter
 
+pytestmark = pytest.mark.unit
+
 
 def _format(msg: str, *args: object, level: int = logging.INFO) -> dict[str, object]:
     record = logging.LogRecord("ccgate.test", level, __file__, 1, msg, args, None)

@@ -23,6 +23,8 @@ from ccgate.redact import hide_addresses
 from ccgate.store.database import Database
 from ccgate.store.loops import LoopRecord
 
+pytestmark = pytest.mark.unit
+
 SECRET_VALUE = "sha256-of-a-client-key-0f1e2d3c"
 
 

@@ -62,6 +62,7 @@ def _accounting(database: Database, tmp_path: Path, owner: str) -> Accounting:
     return Accounting(Quotas(store), metrics, journal, store, owner=owner)
 
 
+@pytest.mark.server
 def test_owners_name_a_process_and_tell_whether_it_runs() -> None:
     me = process_owner()
     host, pid, started = me.rsplit("/", 2)
@@ -75,6 +76,7 @@ def test_owners_name_a_process_and_tell_whether_it_runs() -> None:
     assert owner_alive("garbage") is None
 
 
+@pytest.mark.unit
 async def test_a_checkpoint_keeps_what_a_running_request_spent(
     database: Database, tmp_path: Path
 ) -> None:
@@ -93,6 +95,7 @@ async def test_a_checkpoint_keeps_what_a_running_request_spent(
     assert await SqlAdmissionStore(database).pending() == []
 
 
+@pytest.mark.server
 async def test_a_killed_process_s_requests_get_one_interrupted_row_each(
     database: Database, tmp_path: Path
 ) -> None:
@@ -123,6 +126,7 @@ async def test_a_killed_process_s_requests_get_one_interrupted_row_each(
     assert len(await SqlUsageStore(database).recent("local")) == 1
 
 
+@pytest.mark.server
 async def test_reconcile_spares_the_living_and_what_the_journal_holds(
     database: Database, tmp_path: Path
 ) -> None:
@@ -147,6 +151,7 @@ async def test_reconcile_spares_the_living_and_what_the_journal_holds(
     assert left == {"adm_running", "adm_elsewhere", "adm_journal"}
 
 
+@pytest.mark.unit
 async def test_a_shutdown_waits_for_requests_to_be_recorded(
     database: Database, tmp_path: Path
 ) -> None:

@@ -24,6 +24,8 @@ from ccgate.store.journal import Journal
 from ccgate.store.keys import KeyRecord, Quota
 from ccgate.store.usage import SqlUsageStore
 
+pytestmark = pytest.mark.unit
+
 NOW = calendar.timegm((2026, 11, 24, 12, 34, 56, 0, 0, 0))
 
 

@@ -11,6 +11,8 @@ from ccgate.api.hosts import HostPolicy
 from ccgate.config import Settings, host_name, load_settings
 from ccgate.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 KEY = "Mq11TXMOe-pce6Kbj79WsfE7rRvDJck6Sk1WW6GWQi4"
 
 

@@ -77,6 +77,7 @@ def assert_loop_error(response: httpx.Response, status: int) -> dict[str, Any]:
 # --- strict JSON ------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_strict_json_keeps_valid_text() -> None:
     text = '{"a": "\\ud83d\\ude00 caf\\u00e9 日本", "b": [1, 2.5, -0, null, true], "c": {}}'
     assert strict_json.loads(text.encode()) == {
@@ -87,6 +88,7 @@ def test_strict_json_keeps_valid_text() -> None:
     assert strict_json.loads(b'\xef\xbb\xbf{"bom": 1}') == {"bom": 1}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
@@ -110,6 +112,7 @@ def test_strict_json_refuses(body: bytes, needle: str) -> None:
     assert needle in refused.value.msg
 
 
+@pytest.mark.unit
 def test_strict_json_depth_limit_is_inclusive() -> None:
     assert strict_json.loads(b"[" * 64 + b"]" * 64) is not None
 
@@ -145,6 +148,7 @@ SURROGATE_CASES: list[tuple[str, str, Any]] = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("shape", "path", "body"), SURROGATE_CASES)
 async def test_lone_surrogate_is_refused_with_the_protocols_400(
     client: httpx.AsyncClient, runner: FakeRunner, shape: str, path: str, body: Any
@@ -165,6 +169,7 @@ async def test_lone_surrogate_is_refused_with_the_protocols_400(
     assert runner.turns == []
 
 
+@pytest.mark.unit
 async def test_lone_surrogate_in_an_admin_update(client: httpx.AsyncClient) -> None:
     made = await client.post("/admin/keys", json={"name": "k"}, headers=ADMIN)
     response = await client.patch(
@@ -175,6 +180,7 @@ async def test_lone_surrogate_in_an_admin_update(client: httpx.AsyncClient) -> N
     assert "lone UTF-16 surrogate" in assert_openai_error(response, 400)["message"]
 
 
+@pytest.mark.unit
 async def test_non_finite_metadata_is_refused_and_loops_still_list(
     client: httpx.AsyncClient,
 ) -> None:
@@ -186,6 +192,7 @@ async def test_non_finite_metadata_is_refused_and_loops_still_list(
     assert (await client.get("/v1/loops")).status_code == 200
 
 
+@pytest.mark.unit
 async def test_deep_nesting_is_a_400(client: httpx.AsyncClient, runner: FakeRunner) -> None:
     deep: Any = "x"
     for _ in range(200):
@@ -197,6 +204,7 @@ async def test_deep_nesting_is_a_400(client: httpx.AsyncClient, runner: FakeRunn
     assert runner.turns == []
 
 
+@pytest.mark.unit
 async def test_every_route_with_a_body_reads_it_as_strict_json(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     checked = 0
@@ -233,6 +241,7 @@ BAD_KEYS: list[bytes] = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("header", ["X-Session-Id", "x-opencode-session"])
 @pytest.mark.parametrize("key", BAD_KEYS, ids=range(len(BAD_KEYS)))
 async def test_a_session_key_that_cannot_be_echoed_is_refused_before_the_turn(
@@ -250,6 +259,7 @@ async def test_a_session_key_that_cannot_be_echoed_is_refused_before_the_turn(
     assert usage["totals"]["requests"] == 0  # nothing was billed
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", ["日本", "😀", "a\x00b", "line\nbreak", "a" * 257, "x y"])
 async def test_a_body_session_id_that_cannot_be_echoed_is_refused(
     client: httpx.AsyncClient, runner: FakeRunner, key: str
@@ -261,6 +271,7 @@ async def test_a_body_session_id_that_cannot_be_echoed_is_refused(
     assert runner.turns == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "key",
     [
@@ -288,6 +299,7 @@ async def test_real_client_session_ids_pass_and_are_echoed(
 # --- types the schema does not allow are not coerced --------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -310,6 +322,7 @@ async def test_openai_coercions_are_refused(
     assert runner.turns == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body",
     [
@@ -328,6 +341,7 @@ async def test_anthropic_coercions_are_refused(
     assert runner.turns == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body", [{"title": 5}, {"metadata": []}, {"permission_mode": 1}])
 async def test_loop_coercions_are_refused(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
     assert_loop_error(await client.post("/v1/loops", json=body), 400)
@@ -336,6 +350,7 @@ async def test_loop_coercions_are_refused(client: httpx.AsyncClient, body: dict[
 # --- admin keys ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "expires_at", [False, True, 0, 1, "0", "1970-01-02", "2001-01-01T00:00:00Z", "1" * 13]
 )
@@ -351,6 +366,7 @@ async def test_a_key_created_already_expired_is_refused(
     assert keys == []
 
 
+@pytest.mark.unit
 async def test_expiry_in_the_past_says_what_to_do(client: httpx.AsyncClient) -> None:
     past = time.time() - 5
     response = await client.post(
@@ -361,6 +377,7 @@ async def test_expiry_in_the_past_says_what_to_do(client: httpx.AsyncClient) -> 
     assert "in the past" in error["message"] and "null" in error["message"]
 
 
+@pytest.mark.unit
 async def test_a_future_expiry_is_kept_and_an_update_cannot_set_a_past_one(
     client: httpx.AsyncClient,
 ) -> None:
@@ -375,6 +392,7 @@ async def test_a_future_expiry_is_kept_and_an_update_cannot_set_a_past_one(
     assert response.json()["expires_at"] is None
 
 
+@pytest.mark.unit
 async def test_quota_limits_beyond_what_is_stored_are_a_400(client: httpx.AsyncClient) -> None:
     for quota in ({"requests_per_day": 2**64}, {"budget_usd_per_month": 1e300}):
         response = await client.post(
@@ -383,6 +401,7 @@ async def test_quota_limits_beyond_what_is_stored_are_a_400(client: httpx.AsyncC
         assert_openai_error(response, 400)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("since", ["1" * 400, "9" * 20, "2026-13-45", "nan", "-1", "\x00"])
 async def test_usage_times_out_of_range_are_a_400(client: httpx.AsyncClient, since: str) -> None:
     assert_openai_error(await client.get("/v1/usage", params={"since": since}), 400)
@@ -390,6 +409,7 @@ async def test_usage_times_out_of_range_are_a_400(client: httpx.AsyncClient, sin
     assert_openai_error(response, 400)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("since", ["0001-01-01", "2020-02-29T23:59:59.5+05:30", "1700000000.25"])
 async def test_usage_takes_any_date(client: httpx.AsyncClient, since: str) -> None:
     assert (await client.get("/v1/usage", params={"since": since})).status_code == 200
@@ -398,6 +418,7 @@ async def test_usage_takes_any_date(client: httpx.AsyncClient, since: str) -> No
 # --- 404 and 405 --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/sessions")
     assert_openai_error(response, 405)
@@ -412,6 +433,7 @@ async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> 
     assert response.status_code == 405 and response.headers["allow"] == "GET"
 
 
+@pytest.mark.unit
 async def test_a_missing_route_does_not_answer_like_a_missing_model(
     client: httpx.AsyncClient,
 ) -> None:
@@ -440,6 +462,7 @@ class CrashingRunner(FakeRunner):
         return {}
 
 
+@pytest.mark.unit
 async def test_an_unexpected_error_is_a_500_in_the_protocols_shape(tmp_path: Path) -> None:
     runner = CrashingRunner()
     async with serve(tmp_path, runner) as client:
@@ -469,6 +492,7 @@ def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[st
     return int(lines[0].split()[1]), headers, rest[:length]
 
 
+@pytest.mark.server
 def test_an_unexpected_error_does_not_reset_the_next_request_on_the_connection(
     tmp_path: Path,
 ) -> None:

@@ -15,6 +15,8 @@ from ccgate.app import create_app
 from ccgate.config import load_settings
 from tests.test_app import FakeRunner
 
+pytestmark = pytest.mark.unit
+
 ADMIN_KEY = "admin-key-for-openapi-tests-0123456789abcdef"
 
 

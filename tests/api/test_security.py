@@ -22,6 +22,8 @@ from ccgate.demo import ScriptedModel
 from ccgate.logs import JSONFormatter
 from tests.gateway_testing import Gateway
 
+pytestmark = pytest.mark.cli
+
 ADMIN_KEY = "admin-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6HoHu5P0yZ6s"
 SHARED_KEY = "shared-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRTLxJdqjc"
 METRICS_TOKEN = "metrics-35Mt3_LYvQPCu-OpuXyNK0RIuUhzSYv1H_barekYGto"
@@ -267,7 +269,6 @@ def test_a_crash_is_logged_once_and_without_values(
 # --- errors name no address -------------------------------------------------------------------
 
 
-@pytest.mark.cli
 def test_an_upstream_error_reaches_the_client_without_its_address(
     oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:

@@ -28,10 +28,12 @@ needs_setpriv = pytest.mark.skipif(
 )
 
 
+@pytest.mark.unit
 def test_without_a_cli_there_is_nothing_to_launch(tmp_path: Path) -> None:
     assert tethered(None, tmp_path) is None
 
 
+@pytest.mark.server
 @needs_setpriv
 def test_the_launcher_execs_the_cli_with_its_arguments(tmp_path: Path) -> None:
     cli = tmp_path / "fake cli"
@@ -51,6 +53,7 @@ def test_the_launcher_execs_the_cli_with_its_arguments(tmp_path: Path) -> None:
     assert out.stdout.strip() == "a b c env"
 
 
+@pytest.mark.server
 @needs_setpriv
 def test_a_launched_process_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
     launcher = tethered(Path(shutil.which("sleep") or "/bin/sleep"), tmp_path / "data")
@@ -93,6 +96,7 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status
 
 
+@pytest.mark.server
 def test_the_credential_is_handed_over_on_a_descriptor_and_its_file_removed(
     tmp_path: Path,
 ) -> None:
@@ -116,6 +120,7 @@ def test_the_credential_is_handed_over_on_a_descriptor_and_its_file_removed(
         assert not path.exists()  # the launcher removed it once open
 
 
+@pytest.mark.unit
 def test_a_credential_file_is_removed_when_the_cli_never_started(tmp_path: Path) -> None:
     with credential_file(tmp_path, "sk-secret") as path:
         assert path.read_text() == "sk-secret"
@@ -126,6 +131,7 @@ def test_a_credential_file_is_removed_when_the_cli_never_started(tmp_path: Path)
         assert not left.exists()
 
 
+@pytest.mark.unit
 def test_an_agent_environment_keeps_what_programs_need_and_nothing_else() -> None:
     environ = {
         "PATH": "/usr/bin",
@@ -151,6 +157,7 @@ def test_an_agent_environment_keeps_what_programs_need_and_nothing_else() -> Non
     }
 
 
+@pytest.mark.unit
 def test_which_credential_an_agent_uses() -> None:
     oauth = {"CLAUDE_CODE_OAUTH_TOKEN": "oat"}
     setting = agent_credential("sk-setting", {"ANTHROPIC_API_KEY": "sk-env", **oauth})

@@ -12,7 +12,7 @@ from ccgate.claude.pool import HOT_AFTER, ProcessPool
 from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
 from ccgate.engine.turn import Message, TextPart, Thinking, ToolSpec, TurnRequest
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.unit, pytest.mark.asyncio]
 
 
 class _Handle:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from ccgate.protocol.admin import key_object
 from ccgate.store.database import Database
@@ -74,6 +75,7 @@ def database_bytes(data_dir: Path) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(data_dir.glob("ccgate.db*")))
 
 
+@pytest.mark.server
 def test_create_prints_the_key_once_and_stores_only_its_hash(tmp_path: Path) -> None:
     created = ccgate(
         tmp_path,
@@ -134,6 +136,7 @@ def test_create_prints_the_key_once_and_stores_only_its_hash(tmp_path: Path) -> 
     assert hashlib.sha256(raw.encode()).hexdigest().encode() in stored
 
 
+@pytest.mark.server
 def test_create_json_is_the_admin_api_key_object(tmp_path: Path) -> None:
     made = as_json(ccgate(tmp_path, "keys", "create", "bob", "--auth-mode", "multi", "--json"))
     assert RAW_KEY.fullmatch(made["key"])
@@ -144,6 +147,7 @@ def test_create_json_is_the_admin_api_key_object(tmp_path: Path) -> None:
     assert made["quota"] == {} and made["models"] is None and made["expires_at"] is None
 
 
+@pytest.mark.server
 def test_list_all_and_revoke(tmp_path: Path) -> None:
     assert "no keys" in ok(ccgate(tmp_path, "keys", "list"))
     keep = as_json(ccgate(tmp_path, "keys", "create", "keep", "--json"))["id"]
@@ -184,6 +188,7 @@ def test_list_all_and_revoke(tmp_path: Path) -> None:
     assert "no API key 'key_0000000000000000'" in unknown.stderr
 
 
+@pytest.mark.server
 def test_bad_input_is_refused_with_status_2(tmp_path: Path) -> None:
     unknown_model = ccgate(tmp_path, "keys", "create", "x", "--models", "sonnet,gpt-4o")
     assert unknown_model.returncode == 2
@@ -215,6 +220,7 @@ def test_bad_input_is_refused_with_status_2(tmp_path: Path) -> None:
     assert as_json(ccgate(tmp_path, "keys", "list", "--all", "--json"))["data"] == []
 
 
+@pytest.mark.server
 def test_settings_come_from_env_config_file_and_flags(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {"CCGATE_DATA_DIR": str(data)}
@@ -230,6 +236,7 @@ def test_settings_come_from_env_config_file_and_flags(tmp_path: Path) -> None:
     assert usage["object"] == "usage"
 
 
+@pytest.mark.server
 def test_usage_of_an_empty_ledger(tmp_path: Path) -> None:
     out = ok(ccgate(tmp_path, "usage"))
     assert "no usage recorded" in out
@@ -276,6 +283,7 @@ def _rows(out: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in lines}
 
 
+@pytest.mark.server
 def test_usage_summaries_from_the_ledger(tmp_path: Path) -> None:
     alice = as_json(ccgate(tmp_path, "keys", "create", "alice", "--json"))["id"]
 
@@ -325,6 +333,7 @@ def test_usage_summaries_from_the_ledger(tmp_path: Path) -> None:
     assert [(r["group"], r["cached_requests"]) for r in local["data"]] == [("2026-03-02", 1)]
 
 
+@pytest.mark.server
 def test_sessions_need_a_namespace_in_multi_mode(tmp_path: Path) -> None:
     refused = ccgate(tmp_path, "sessions", "list", "--auth-mode", "multi")
     assert refused.returncode == 2
@@ -335,6 +344,7 @@ def test_sessions_need_a_namespace_in_multi_mode(tmp_path: Path) -> None:
     assert "no sessions in namespace 'key_x'" in named
 
 
+@pytest.mark.cli
 def test_a_created_key_opens_the_gateway_until_it_is_revoked(
     make_gateway: Callable[..., Gateway], data_dir: Path
 ) -> None:

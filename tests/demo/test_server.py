@@ -13,6 +13,8 @@ import pytest
 
 from ccgate.demo import DemoServer, Reply, ScriptedModel, ToolUse
 
+pytestmark = pytest.mark.server
+
 USER = [{"role": "user", "content": "hello there"}]
 
 

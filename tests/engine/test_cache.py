@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from ccgate.engine.cache import Flights, ResponseCache, cache_key
 from ccgate.engine.events import TextDelta, TurnEnd, TurnError
 from ccgate.engine.turn import (
@@ -12,6 +14,8 @@ from ccgate.engine.turn import (
     ToolSpec,
     TurnRequest,
 )
+
+pytestmark = pytest.mark.unit
 
 
 class Clock:

@@ -38,6 +38,8 @@ from ccgate.engine.turn import (
     TurnRequest,
 )
 
+pytestmark = pytest.mark.unit
+
 SPEC = ToolSpec("get_weather", "Weather", {"type": "object"})
 
 

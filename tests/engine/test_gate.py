@@ -9,6 +9,8 @@ import pytest
 from ccgate.engine.gate import Gate
 from ccgate.errors import QueueFull
 
+pytestmark = pytest.mark.unit
+
 
 async def _hold(gate: Gate, release: asyncio.Event, log: list[str], name: str) -> None:
     async with gate.slot():

@@ -34,6 +34,8 @@ from ccgate.store.database import Database
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.testing import ScriptedRunner
 
+pytestmark = pytest.mark.unit
+
 SPEC = ToolSpec("get_weather", "", {"type": "object"})
 
 

@@ -8,6 +8,8 @@ from ccgate.claude.models import parse_cli_models
 from ccgate.engine.models import Catalogue, CliModel, Price
 from ccgate.errors import NotFound
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def catalogue() -> Catalogue:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+import pytest
+
 from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnStarted, Usage
 from ccgate.engine.stops import apply_stop_sequences
+
+pytestmark = pytest.mark.unit
 
 
 class Source:

@@ -43,6 +43,8 @@ from ccgate.loops.runtime import LoopRuntime, TurnLog, summarize
 from ccgate.protocol import loops as wire
 from ccgate.store.loops import LoopRecord
 
+pytestmark = pytest.mark.unit
+
 RECORD = LoopRecord("loop_x", "ns", "t", {}, "default", "sonnet", "sid", 1.0)
 
 

@@ -32,6 +32,8 @@ from ccgate.protocol.anthropic import (
     to_turn,
 )
 
+pytestmark = pytest.mark.unit
+
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 

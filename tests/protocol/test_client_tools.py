@@ -27,6 +27,8 @@ from ccgate.errors import InvalidRequest
 from ccgate.protocol import anthropic as ant
 from ccgate.protocol import openai as oai
 
+pytestmark = pytest.mark.unit
+
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 WEATHER = {
     "type": "object",

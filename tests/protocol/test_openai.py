@@ -30,6 +30,8 @@ from ccgate.protocol.openai import (
     to_turn,
 )
 
+pytestmark = pytest.mark.unit
+
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 

@@ -22,6 +22,8 @@ from ccgate.store.counters import Limit, SqlCounterStore, Totals, Window
 from ccgate.store.database import Database
 from ccgate.store.usage import SqlUsageStore, UsageRecord
 
+# Each test's cost marker comes with its backend (the `database` fixture, conftest.py).
+
 DAY = Window("day", 86_400 * 20_000)
 MONTH = Window("month", 86_400 * 19_990)
 MINUTE = Window("minute", 86_400 * 20_000 + 600)
@@ -168,6 +170,7 @@ async def test_settle_and_interrupt_racing_write_one_row(
     assert await admissions.pending() == []
 
 
+@pytest.mark.unit
 def test_a_settlement_survives_the_journal() -> None:
     settlement = _settlement()
     assert Settlement.from_json(settlement.to_json()) == settlement

@@ -12,6 +12,8 @@ import pytest
 from ccgate.errors import DatabaseBusy
 from ccgate.store.journal import Journal, Replayed
 
+pytestmark = pytest.mark.unit
+
 
 class Table:
     """A stand-in database: it applies writes, or refuses them as busy or broken."""

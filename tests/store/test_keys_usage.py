@@ -11,6 +11,8 @@ from ccgate.store.database import Database
 from ccgate.store.keys import KeyExists, Quota, SqlKeyStore
 from ccgate.store.usage import SqlUsageStore, UsageRecord, utc_day
 
+# Each test's cost marker comes with its backend (the `database` fixture, conftest.py).
+
 DAY = 86_400.0
 
 

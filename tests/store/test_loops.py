@@ -7,6 +7,8 @@ import pytest
 from ccgate.store.database import Database
 from ccgate.store.loops import RequestRecord, SqlLoopStore
 
+# Each test's cost marker comes with its backend (the `database` fixture, conftest.py).
+
 
 @pytest.fixture
 def loops(database: Database) -> SqlLoopStore:

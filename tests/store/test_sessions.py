@@ -12,6 +12,8 @@ from ccgate.errors import ConfigError
 from ccgate.store.database import Database, async_url
 from ccgate.store.sessions import SessionExists, SqlSessionStore
 
+# Each test's cost marker comes with its backend (the `database` fixture, conftest.py).
+
 
 async def test_create_get_and_namespaces(store: SqlSessionStore) -> None:
     made = await store.create("alice", "conv-1", "sonnet", "uuid-1", now=100.0)
@@ -84,6 +86,7 @@ async def test_migrations_are_idempotent_and_create_the_schema(database: Databas
     assert {"sessions", "session_fingerprints", "alembic_version"} <= names
 
 
+@pytest.mark.unit
 async def test_sqlite_file_is_created_under_a_new_dir(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'deep' / 'dir' / 'ccgate.db'}")
     await db.migrate()
@@ -91,6 +94,7 @@ async def test_sqlite_file_is_created_under_a_new_dir(tmp_path: Path) -> None:
     assert (tmp_path / "deep" / "dir" / "ccgate.db").exists()
 
 
+@pytest.mark.unit
 def test_async_url_picks_the_async_drivers() -> None:
     assert async_url("sqlite:////tmp/x.db") == "sqlite+aiosqlite:////tmp/x.db"
     assert async_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
