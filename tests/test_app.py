@@ -27,6 +27,7 @@ from ccgate.engine.events import (
     TurnStarted,
     Usage,
 )
+from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import TurnRequest
 from ccgate.testing import ScriptedRunner
 
@@ -218,7 +219,7 @@ async def test_openai_sdk_through_app(tmp_path: Path, runner: FakeRunner) -> Non
             base_url="http://localhost/v1",
             api_key="unused",
             max_retries=0,
-            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+            http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)),
         ) as sdk,
     ):
         reply = await sdk.chat.completions.create(
@@ -591,7 +592,9 @@ async def test_shared_right_key(shared: httpx.AsyncClient, headers: dict[str, st
 
 
 class CountingRunner(FakeRunner):
-    def run(self, turn: TurnRequest) -> AsyncGenerator[AgentEvent, None]:
+    def run(
+        self, turn: TurnRequest, box: ToolResultBox | None = None
+    ) -> AsyncGenerator[AgentEvent, None]:
         raise AssertionError("/health must never start a turn")
 
 

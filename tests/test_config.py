@@ -17,7 +17,7 @@ CLIENT_SECRET = "client-secret-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6"
 ADMIN_SECRET = "admin-secret-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRT"
 
 
-def _load(tmp_path: Path, flags: dict[str, Any] | None = None, **env: str) -> Settings:
+def _load(tmp_path: Path, flags: dict[str, Any] | None = None, /, **env: str) -> Settings:
     return load_settings({"data_dir": tmp_path, **(flags or {})}, env)
 
 
@@ -300,7 +300,7 @@ def test_secret_values_never_in_repr(tmp_path: Path) -> None:
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = _load(tmp_path)
     with pytest.raises(ValueError):
-        settings.port = 1  # type: ignore[misc]
+        settings.port = 1
 
 
 def test_every_setting_has_help_text() -> None:

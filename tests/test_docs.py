@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cogapp import Cog
+from cogapp import Cog  # type: ignore[import-untyped]
 
 from ccgate.config import ENV_PREFIX, Settings
 

@@ -114,6 +114,7 @@ def test_headers_retry_after_rounding() -> None:
 
 def test_tree_and_codes() -> None:
     assert issubclass(QueueFull, RateLimited)
+    cls: type[GatewayError]
     for cls in (
         UpstreamAuthError,
         UpstreamBillingError,

@@ -15,7 +15,7 @@ import logging
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -71,7 +72,8 @@ def _make_key(gateway: Gateway, name: str = "alice", **fields: Any) -> dict[str,
     """Make a client key through the admin API; return the 201 body (with the raw key)."""
     response = _admin(gateway, "POST", "/admin/keys", json={"name": name, **fields})
     assert response.status_code == 201, response.text
-    return response.json()
+    made: dict[str, Any] = response.json()
+    return made
 
 
 def _get(gateway: Gateway, path: str, key: str, **params: Any) -> httpx.Response:
@@ -88,7 +90,7 @@ def _ant(gateway: Gateway, key: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=60)
 
 
-def _user(text: str) -> list[dict[str, Any]]:
+def _user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -97,7 +99,7 @@ class Answer:
     """One answered chat completion: its text, headers and reported usage."""
 
     text: str
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     output_tokens: int
 
 
@@ -170,7 +172,8 @@ def _ledger(gateway: Gateway, namespace: str) -> list[UsageRecord]:
     """Return a namespace's usage records, newest first (``state.ledger.recent`` on its loop)."""
     loop = gateway.server.servers[0].get_loop()
     future = asyncio.run_coroutine_threadsafe(gateway.state.ledger.recent(namespace), loop)
-    return future.result(timeout=30)
+    records: list[UsageRecord] = future.result(timeout=30)
+    return records
 
 
 def _samples(gateway: Gateway, key: str = ADMIN_KEY) -> list[Sample]:
@@ -416,7 +419,7 @@ def test_a_missing_or_unknown_key_is_401_in_each_protocols_shape(
     if presented:
         assert presented not in chat.text and presented not in messages.text
         with _oai(gateway, presented) as client, pytest.raises(openai.AuthenticationError):
-            client.chat.completions.create(model="sonnet", messages=_user("hi"))  # type: ignore[arg-type]
+            client.chat.completions.create(model="sonnet", messages=_user("hi"))
         with _ant(gateway, presented) as ant, pytest.raises(anthropic.AuthenticationError):
             ant.messages.create(model="sonnet", max_tokens=50, messages=_user("hi"))  # type: ignore[arg-type]
     assert model.conversation_requests() == []
@@ -678,7 +681,8 @@ def test_the_ledger_sums_every_turn_with_the_models_tokens(
     def admin_usage(**params: Any) -> dict[str, Any]:
         response = _admin(gateway, "GET", "/admin/usage", params=params)
         assert response.status_code == 200, response.text
-        return response.json()
+        usage: dict[str, Any] = response.json()
+        return usage
 
     by_model = admin_usage(group_by="model")["data"]
     assert {row["group"]: row["requests"] for row in by_model} == {
@@ -1029,13 +1033,13 @@ def test_keys_are_stored_as_hashes_and_never_logged_or_echoed(
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     stored = b""
     for name in ("ccgate.db", "ccgate.db-wal"):
-        path = data_dir / name
-        if path.exists():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
-            stored += path.read_bytes()
+        file = data_dir / name
+        if file.exists():
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, name
+            stored += file.read_bytes()
     assert hashlib.sha256(raw.encode()).hexdigest().encode() in stored
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            assert raw.encode() not in content, path
-            assert ADMIN_KEY.encode() not in content, path
+    for file in data_dir.rglob("*"):
+        if file.is_file():
+            content = file.read_bytes()
+            assert raw.encode() not in content, file
+            assert ADMIN_KEY.encode() not in content, file

@@ -13,7 +13,7 @@ import pytest
 from ccgate.access.accounting import Accounting, Ticket, estimate_cost
 from ccgate.access.caller import Caller
 from ccgate.access.quotas import Quotas, windows_at
-from ccgate.engine.events import TextDelta, ToolCallDelta, TurnEnd, Usage
+from ccgate.engine.events import AgentEvent, TextDelta, ToolCallDelta, TurnEnd, Usage
 from ccgate.engine.models import Catalogue
 from ccgate.errors import QuotaExceeded
 from ccgate.metrics import Gauges, Metrics
@@ -164,7 +164,7 @@ async def test_accounting_records_once_and_estimates_what_was_cut(
     sonnet = Catalogue.load().resolve("sonnet")
     key = _key()
     ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
-    events = [
+    events: list[AgentEvent] = [
         Usage(input_tokens=100, partial=True),
         TextDelta("x" * 40),
         ToolCallDelta("t", "y" * 8),

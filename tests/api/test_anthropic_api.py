@@ -58,7 +58,7 @@ def test_raw_stream_has_the_exact_event_sequence(ant: anthropic.Anthropic) -> No
         stream=True,
         messages=[{"role": "user", "content": "seq [[demo: chunks=2]]"}],
     )
-    names = [event.type for event in raw]
+    names: list[str] = [event.type for event in raw]  # with the pings the types leave out
     assert names[0] == "message_start"
     assert names[-2:] == ["message_delta", "message_stop"]
     body = [n for n in names[1:-2] if n != "ping"]

@@ -352,8 +352,10 @@ def test_claude_code_session_header_is_not_a_conversation_key(
         sub = ant.messages.with_raw_response.create(
             model="sonnet", max_tokens=100, messages=[{"role": "user", "content": "sub task"}]
         )
+        reply = first.parse().content[0]
+        assert isinstance(reply, anthropic.types.TextBlock)
         main += [
-            {"role": "assistant", "content": first.parse().content[0].text},
+            {"role": "assistant", "content": reply.text},
             {"role": "user", "content": "main again"},
         ]
         again = ant.messages.with_raw_response.create(model="sonnet", max_tokens=100, messages=main)

@@ -120,7 +120,10 @@ def test_strict_json_depth_limit_is_inclusive() -> None:
 # --- lone surrogates are a 400, in the protocol's shape, before any turn ------------------------
 
 
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "f", "parameters": {"type": "object"}},
+}
 ANT_TOOL = {"name": "f", "input_schema": {"type": "object"}}
 SURROGATE_CASES: list[tuple[str, str, Any]] = [
     ("openai", CHAT, chat(messages=[{"role": "user", "content": "hi \ud800"}])),
@@ -247,12 +250,12 @@ BAD_KEYS: list[bytes] = [
 async def test_a_session_key_that_cannot_be_echoed_is_refused_before_the_turn(
     client: httpx.AsyncClient, runner: FakeRunner, header: str, key: bytes
 ) -> None:
-    response = await client.post(CHAT, json=chat(), headers={header: key})
+    response = await client.post(CHAT, json=chat(), headers={header.encode(): key})
     error = assert_openai_error(response, 400)
     assert error["code"] == "invalid_session_key"
     assert error["param"] == header
     assert "256" in error["message"] and "A-Z a-z 0-9" in error["message"]
-    response = await client.post(MESSAGES, json=messages(), headers={header: key})
+    response = await client.post(MESSAGES, json=messages(), headers={header.encode(): key})
     assert_anthropic_error(response, 400)
     assert runner.turns == []
     usage = (await client.get("/v1/usage")).json()

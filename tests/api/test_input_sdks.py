@@ -6,6 +6,7 @@ None of it costs a turn: the scripted model never hears of the refused requests.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import httpx
@@ -27,9 +28,9 @@ def _nothing_ran(gateway: Gateway, model: ScriptedModel) -> None:
 def test_a_session_id_that_cannot_be_echoed_is_a_400_before_any_turn(
     gateway: Gateway, oai: openai.OpenAI, ant: anthropic.Anthropic, model: ScriptedModel
 ) -> None:
-    hi = [{"role": "user", "content": "hi"}]
+    hi: list[Any] = [{"role": "user", "content": "hi"}]  # for either SDK, and raw JSON
     with pytest.raises(openai.BadRequestError) as refused:
-        oai.chat.completions.create(model="sonnet", messages=hi, extra_body={"session_id": "日本"})  # type: ignore[arg-type]
+        oai.chat.completions.create(model="sonnet", messages=hi, extra_body={"session_id": "日本"})
     assert refused.value.code == "invalid_session_key"
     assert "A-Z a-z 0-9" in refused.value.message and "256" in refused.value.message
     with pytest.raises(anthropic.BadRequestError) as also:
@@ -37,14 +38,14 @@ def test_a_session_id_that_cannot_be_echoed_is_a_400_before_any_turn(
             model="sonnet",
             max_tokens=20,
             messages=hi,
-            extra_headers={"X-Session-Id": "my chat"},  # type: ignore[arg-type]
+            extra_headers={"X-Session-Id": "my chat"},
         )
     assert "session key" in str(also.value)
     # Bytes no header may echo, as a client that does not check them sends them.
     raw = httpx.post(
         gateway.url + "/v1/chat/completions",
         json={"messages": hi},
-        headers={"x-opencode-session": "😀".encode()},
+        headers={b"x-opencode-session": "😀".encode()},
         timeout=30,
     )
     assert raw.status_code == 400 and raw.json()["error"]["param"] == "x-opencode-session"

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.cli
 ADMIN_KEY = "admin-HpBcZIbcabB0RBaSqtXebJ0BFc5lWNH6HoHu5P0yZ6s"
 SHARED_KEY = "shared-g4JMEYN_SS1ICd_6gd7_z90RPPuBwvrCdjRTLxJdqjc"
 METRICS_TOKEN = "metrics-35Mt3_LYvQPCu-OpuXyNK0RIuUhzSYv1H_barekYGto"
-COUNT = {"model": "sonnet", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+COUNT: dict[str, Any] = {
+    "model": "sonnet",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def _port(gateway: Gateway) -> int:
@@ -184,6 +188,7 @@ def test_metrics_readers_with_auth_mode_shared(
     gateway = make_gateway(
         auth_mode="shared", api_key=SHARED_KEY, admin_key=ADMIN_KEY, metrics_token=METRICS_TOKEN
     )
+    key: str | None
     for key in (SHARED_KEY, ADMIN_KEY, METRICS_TOKEN):
         assert _metrics(gateway, key).status_code == 200
     for key in (None, "wrong", SHARED_KEY + "x"):
@@ -205,6 +210,7 @@ def test_metrics_readers_with_auth_mode_multi(
         gateway.url + "/admin/keys", headers=_bearer(ADMIN_KEY), json={"name": "bot"}, timeout=30
     )
     client = made.json()["key"]
+    key: str | None
     for key in (ADMIN_KEY, METRICS_TOKEN):
         assert _metrics(gateway, key).status_code == 200
     refused = _metrics(gateway, client)

@@ -71,7 +71,8 @@ def test_openai_errors_are_classified(
         )
     assert caught.value.status_code == status
     assert caught.value.response.headers["x-should-retry"] == retry
-    assert set(caught.value.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    assert isinstance(caught.value.body, dict)
+    assert set(caught.value.body) == {"message", "type", "param", "code"}
 
 
 def test_turn_timeout_is_a_504_and_leaves_no_process(

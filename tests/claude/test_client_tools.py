@@ -217,13 +217,12 @@ def _chat(client: openai.OpenAI, messages: list[Any], *, stream: bool, **extra: 
         )
         choice = completion.choices[0]
         calls = [
-            (c.id, c.function.name, c.function.arguments)  # type: ignore[union-attr]
-            for c in choice.message.tool_calls or []
+            (c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []
         ]
         return Said(choice.message.content, calls, choice.finish_reason)
     text = ""
     finish = None
-    calls: dict[int, list[str]] = {}
+    streamed: dict[int, list[str]] = {}
     pieces: dict[int, int] = {}
     chunks = client.chat.completions.create(
         model="sonnet", messages=messages, tools=OPENAI_TOOLS, stream=True, **extra
@@ -235,19 +234,25 @@ def _chat(client: openai.OpenAI, messages: list[Any], *, stream: bool, **extra: 
         text += delta.content or ""
         for piece in delta.tool_calls or []:
             assert piece.function is not None
-            if piece.index not in calls:
+            if piece.index not in streamed:
                 # The first chunk of a call carries its id and name.
                 assert piece.id and piece.function.name, piece
-                calls[piece.index] = [piece.id, piece.function.name, piece.function.arguments or ""]
+                streamed[piece.index] = [
+                    piece.id,
+                    piece.function.name,
+                    piece.function.arguments or "",
+                ]
                 pieces[piece.index] = 0
             else:
                 assert piece.id is None and piece.function.name is None, piece
-                calls[piece.index][2] += piece.function.arguments or ""
+                streamed[piece.index][2] += piece.function.arguments or ""
                 pieces[piece.index] += 1
         finish = chunk.choices[0].finish_reason or finish
     # The arguments came as pieces after the first chunk, not all at once.
     assert all(n >= 2 for n in pieces.values()), pieces
-    return Said(text or None, [(i, n, a) for i, n, a in (calls[k] for k in sorted(calls))], finish)
+    return Said(
+        text or None, [(i, n, a) for i, n, a in (streamed[k] for k in sorted(streamed))], finish
+    )
 
 
 def _tool_messages(results: list[tuple[str, str, bool]]) -> list[dict[str, Any]]:
@@ -779,7 +784,8 @@ _TIME_CALL = {
 }
 _BAD_SCHEMA = {"type": "object", "properties": {"city": {"type": "text"}}}
 
-OPENAI_BAD = {
+# Deliberately off-type input (the SDKs' types would refuse it): Any.
+OPENAI_BAD: dict[str, tuple[list[Any], Any, str, str]] = {
     "unknown call id": (
         [
             {"role": "assistant", "content": None, "tool_calls": [_CALL]},
@@ -838,7 +844,7 @@ def test_openai_bad_tool_input_is_a_400(
 
 _USE = {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}
 
-ANTHROPIC_BAD = {
+ANTHROPIC_BAD: dict[str, tuple[list[Any], Any, str]] = {
     "unknown call id": (
         [
             {"role": "assistant", "content": [_USE]},

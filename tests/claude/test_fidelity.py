@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.claude.fidelity import fidelity_env
@@ -126,7 +127,7 @@ def test_thinking_runs_only_when_asked_and_maps_to_the_cli_s_settings(
         omitted = ant.messages.create(
             model="sonnet",
             max_tokens=8000,
-            thinking={"type": "adaptive", "display": "omitted"},  # type: ignore[typeddict-unknown-key]
+            thinking={"type": "adaptive", "display": "omitted"},
             messages=[{"role": "user", "content": 'hidden [[demo: thinking="my plan"]]'}],
         )
     requests = [r.body for r in model.conversation_requests()]
@@ -173,7 +174,7 @@ def test_tool_results_reach_the_model_without_a_token_reminder(
 ) -> None:
     runner = None if levers else _without_levers(demo, data_dir)
     gateway = make_gateway(runner)
-    tools = [
+    tools: list[ChatCompletionFunctionToolParam] = [
         {
             "type": "function",
             "function": {

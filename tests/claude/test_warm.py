@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ccgate.demo import ScriptedModel
 from tests.gateway_testing import Gateway, cli_processes, wait_for_no_processes, wait_until
@@ -35,7 +36,9 @@ def _pool(gateway: Gateway) -> dict[str, Any]:
     return pool
 
 
-def _ask(client: openai.OpenAI, history: list[dict[str, Any]], **extra: Any) -> tuple[str, str]:
+def _ask(
+    client: openai.OpenAI, history: list[ChatCompletionMessageParam], **extra: Any
+) -> tuple[str, str]:
     """Send ``history`` (with the system prompt); return the reply and the session key."""
     raw = client.chat.completions.with_raw_response.create(
         model=extra.pop("model", "sonnet"),
@@ -56,7 +59,7 @@ def test_a_conversations_second_turn_runs_on_its_first_turns_process(
 ) -> None:
     gateway = make_gateway()
     with _oai(gateway) as client:
-        history: list[dict[str, Any]] = [{"role": "user", "content": "first"}]
+        history: list[ChatCompletionMessageParam] = [{"role": "user", "content": "first"}]
         reply, key = _ask(client, history)
         assert reply == "You said: first"
         assert wait_until(lambda: _pool(gateway)["warm_idle"] == 1)
@@ -156,7 +159,7 @@ def test_concurrent_conversations_never_share_a_process(
     def converse(mark: str) -> list[str]:
         replies = []
         with _oai(gateway) as client:
-            history: list[dict[str, Any]] = []
+            history: list[ChatCompletionMessageParam] = []
             for turn in range(3):
                 history.append({"role": "user", "content": f"{mark} turn {turn}"})
                 reply, _ = _ask(client, history)
@@ -203,7 +206,7 @@ def test_memory_pressure_releases_idle_processes(
     # A budget below one process's memory: nothing idle may stay.
     gateway = make_gateway(pool_memory_mb=1)
     with _oai(gateway) as client:
-        history: list[dict[str, Any]] = [{"role": "user", "content": "one"}]
+        history: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one"}]
         reply, _ = _ask(client, history)
         assert wait_for_no_processes(data_dir, within=15) == []
         assert _pool(gateway)["evictions"].get("memory") == 1
@@ -235,7 +238,7 @@ def test_another_model_in_the_same_conversation_gets_a_process_of_its_own(
 ) -> None:
     gateway = make_gateway()
     with _oai(gateway) as client:
-        history: list[dict[str, Any]] = [{"role": "user", "content": "one"}]
+        history: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one"}]
         reply, key = _ask(client, history)
         first = cli_processes(data_dir)
         history += [{"role": "assistant", "content": reply}, {"role": "user", "content": "two"}]

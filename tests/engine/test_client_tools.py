@@ -16,6 +16,7 @@ from ccgate.claude import Translator
 from ccgate.claude.prompt import content_blocks, system_prompt
 from ccgate.claude.transcript import write_transcript
 from ccgate.engine.events import (
+    AgentEvent,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -250,7 +251,7 @@ def test_system_prompt_asks_for_what_cannot_be_enforced() -> None:
 
 
 def test_reply_message_keeps_text_then_calls() -> None:
-    events = [
+    events: list[AgentEvent] = [
         TextDelta("Hi"),
         ToolCallStart("a", "get_weather"),
         ToolCallDelta("a", '{"city":'),

@@ -48,7 +48,7 @@ class ToolRunner(ScriptedRunner):
 
     def __init__(self) -> None:
         super().__init__()
-        self.closed = 0
+        self.ended = 0  # runs whose iterator ended (early or not)
 
     def run(
         self, turn: TurnRequest, box: ToolResultBox | None = None
@@ -82,7 +82,7 @@ class ToolRunner(ScriptedRunner):
             yield TextDelta("; ".join(f"{r.tool_use_id}={r.content[0].text}" for r in got))  # type: ignore[union-attr]
             yield TurnEnd()
         finally:
-            self.closed += 1
+            self.ended += 1
 
 
 class Rig:
@@ -147,7 +147,7 @@ async def test_a_turn_waits_and_its_results_continue_it(rig: Rig) -> None:
     second, events = await rig.segment(_turn(QUESTION, CALLS, RESULTS))
     assert second is first
     assert events == [TextDelta("a=sun; b=rain"), TurnEnd()]
-    assert len(rig.runner.turns) == 1 and rig.runner.closed == 1
+    assert len(rig.runner.turns) == 1 and rig.runner.ended == 1
     assert rig.manager.parked == 0 and rig.gate.active == 0
     # The finished conversation is recorded: its next message continues the session.
     answer = Message("assistant", (TextPart("a=sun; b=rain"),))
@@ -160,7 +160,7 @@ async def test_results_after_the_turn_is_gone_rebuild_it(sessions: SqlSessionSto
     rig = Rig(sessions, slots=2, timeout=0.05)
     first, _ = await rig.segment(_turn(QUESTION))
     await asyncio.sleep(0.3)
-    assert rig.manager.parked == 0 and rig.gate.active == 0 and rig.runner.closed == 1
+    assert rig.manager.parked == 0 and rig.gate.active == 0 and rig.runner.ended == 1
     second, events = await rig.segment(_turn(QUESTION, CALLS, RESULTS))
     assert second is not first and second.session_key == first.session_key
     rebuilt = rig.runner.turns[-1]
@@ -199,7 +199,7 @@ async def test_a_new_request_of_the_session_supersedes_its_waiting_turn(rig: Rig
     # Same session, but the client gave up on the calls and asks something else.
     live, events = await asyncio.wait_for(rig.segment(_turn(_user("hello")), key="k"), 5)
     assert events[0] == TextDelta("You said: hello")
-    assert rig.manager.parked == 0 and rig.runner.closed == 2
+    assert rig.manager.parked == 0 and rig.runner.ended == 2
 
 
 async def test_a_waiting_turn_yields_its_slot(sessions: SqlSessionStore) -> None:
@@ -208,7 +208,7 @@ async def test_a_waiting_turn_yields_its_slot(sessions: SqlSessionStore) -> None
     assert rig.gate.active == 1
     live, events = await asyncio.wait_for(rig.segment(_turn(_user("other"))), 5)
     assert events[0] == TextDelta("You said: other")
-    assert rig.manager.parked == 0 and rig.runner.closed == 2
+    assert rig.manager.parked == 0 and rig.runner.ended == 2
     await rig.parked.aclose()
 
 
@@ -217,4 +217,4 @@ async def test_shutdown_ends_waiting_turns(rig: Rig) -> None:
     await rig.segment(_turn(_user("call c")))
     assert rig.manager.parked == 2
     await rig.parked.aclose()
-    assert rig.manager.parked == 0 and rig.runner.closed == 2 and rig.gate.active == 0
+    assert rig.manager.parked == 0 and rig.runner.ended == 2 and rig.gate.active == 0

@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from ccgate.demo import DemoServer, ScriptedModel
 from tests.gateway_testing import Gateway, wait_for_no_processes, wait_until
@@ -88,7 +89,7 @@ def test_three_anthropic_turns_continue_one_session(
     client = anthropic.Anthropic(
         base_url=gateway.url, api_key="x", max_retries=0, default_headers=extra
     )
-    history: list[dict[str, object]] = []
+    history: list[anthropic.types.MessageParam] = []
     keys = set()
     with client:
         for n in range(1, 4):
@@ -96,11 +97,11 @@ def test_three_anthropic_turns_continue_one_session(
             raw = client.messages.with_raw_response.create(
                 model="sonnet",
                 max_tokens=100,
-                messages=history,  # type: ignore[arg-type]
+                messages=history,
             )
             keys.add(raw.headers["x-session-id"])
             message = raw.parse()
-            history.append({"role": "assistant", "content": message.content})  # type: ignore[dict-item]
+            history.append({"role": "assistant", "content": message.content})
     assert len(keys) == 1
     assert _turns(model)[-1] == ("user", "ask 3")
     assert [role for role, _ in _turns(model)] == ["user", "assistant"] * 2 + ["user"]
@@ -108,14 +109,14 @@ def test_three_anthropic_turns_continue_one_session(
 
 def test_streamed_turns_continue_too(gateway: Gateway, model: ScriptedModel) -> None:
     with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as oai:
-        history: list[dict[str, str]] = [{"role": "user", "content": "s1"}]
+        history: list[ChatCompletionMessageParam] = [{"role": "user", "content": "s1"}]
         text = "".join(
             c.choices[0].delta.content or ""
-            for c in oai.chat.completions.create(model="sonnet", messages=history, stream=True)  # type: ignore[arg-type]
+            for c in oai.chat.completions.create(model="sonnet", messages=history, stream=True)
             if c.choices
         )
         history += [{"role": "assistant", "content": text}, {"role": "user", "content": "s2"}]
-        list(oai.chat.completions.create(model="sonnet", messages=history, stream=True))  # type: ignore[arg-type]
+        list(oai.chat.completions.create(model="sonnet", messages=history, stream=True))
     assert _turns(model) == [("user", "s1"), ("assistant", "You said: s1"), ("user", "s2")]
     sessions = {r.headers.get("x-claude-code-session-id") for r in model.conversation_requests()}
     assert len(sessions) == 1

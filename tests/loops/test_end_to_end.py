@@ -123,7 +123,8 @@ def _create(client: httpx.Client, **body: Any) -> dict[str, Any]:
     """Make a loop; return it."""
     response = client.post("/v1/loops", json=body)
     assert response.status_code == 201, response.text
-    return response.json()
+    loop: dict[str, Any] = response.json()
+    return loop
 
 
 @contextlib.contextmanager
@@ -184,7 +185,8 @@ def _workspace(gateway: Gateway, loop_id: str) -> Path:
 
 
 def _health(gateway: Gateway) -> dict[str, Any]:
-    return httpx.get(gateway.url + "/health", timeout=10).json()
+    health: dict[str, Any] = httpx.get(gateway.url + "/health", timeout=10).json()
+    return health
 
 
 def _tool(name: str, tool_input: dict[str, Any], lead: str = "please") -> str:
@@ -919,7 +921,8 @@ def test_the_list_pages_newest_first(gateway: Gateway, model: ScriptedModel) -> 
         def page(**params: Any) -> dict[str, Any]:
             response = client.get("/v1/loops", params=params)
             assert response.status_code == 200, response.text
-            return response.json()
+            listed: dict[str, Any] = response.json()
+            return listed
 
         def ids(body: dict[str, Any]) -> list[str]:
             return [loop["id"] for loop in body["data"]]

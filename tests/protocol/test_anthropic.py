@@ -236,6 +236,7 @@ def test_thinking_budget(sonnet: ModelInfo) -> None:
     turn = _turn(sonnet, thinking={"type": "enabled", "budget_tokens": 2048})
     assert turn.thinking == Thinking(2048)
     assert _turn(sonnet, thinking={"type": "adaptive"}).thinking == Thinking()
+    thinking: dict[str, Any]
     for hidden in ("omitted", "updates"):
         thinking = {"type": "adaptive", "display": hidden}
         assert _turn(sonnet, thinking=thinking).thinking == Thinking(display="omitted")

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import anthropic
-import httpx
 import httpx2
 import openai
 import pytest
@@ -49,7 +48,9 @@ def _fn(name: str = "get_weather", **extra: Any) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name, "parameters": WEATHER, **extra}}
 
 
-def _call(call_id: str, name: str = "get_weather", args: str = '{"city": "Paris"}') -> dict:
+def _call(
+    call_id: str, name: str = "get_weather", args: str = '{"city": "Paris"}'
+) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
 
 
@@ -317,14 +318,14 @@ def test_openai_stream_chunks_for_tool_calls() -> None:
 def test_openai_sdk_assembles_streamed_tool_calls() -> None:
     text = _chat_stream(SEGMENT)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=text)
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=text)
 
     client = openai.OpenAI(
         base_url="http://localhost/v1",
         api_key="unused",
         max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
     with (
         client,
@@ -414,7 +415,9 @@ def test_anthropic_round_of_calls_and_results(sonnet: ModelInfo) -> None:
         ({"type": "tool", "name": "get_weather"}, ToolChoice("tool", name="get_weather")),
     ],
 )
-def test_anthropic_tool_choice(sonnet: ModelInfo, choice: dict, expected: ToolChoice) -> None:
+def test_anthropic_tool_choice(
+    sonnet: ModelInfo, choice: dict[str, Any], expected: ToolChoice
+) -> None:
     assert _msg(sonnet, tools=[ANT_TOOL], tool_choice=choice).tool_choice == expected
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -375,9 +375,9 @@ def test_stream_error_chunk() -> None:
 
 
 def _sdk(text: str) -> openai.OpenAI:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/chat/completions"
-        return httpx.Response(
+        return httpx2.Response(
             200, headers={"content-type": "text/event-stream"}, content=text.encode()
         )
 
@@ -385,7 +385,7 @@ def _sdk(text: str) -> openai.OpenAI:
         base_url="http://localhost/v1",
         api_key="unused",
         max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
 
 

@@ -195,12 +195,12 @@ async def _locked(database: Database) -> AsyncIterator[None]:
             other.rollback()
             other.close()
         return
-    async with database.engine.connect() as other:
-        await other.execute(text("LOCK TABLE admissions, quota_counters IN EXCLUSIVE MODE"))
+    async with database.engine.connect() as locker:
+        await locker.execute(text("LOCK TABLE admissions, quota_counters IN EXCLUSIVE MODE"))
         try:
             yield
         finally:
-            await other.rollback()
+            await locker.rollback()
 
 
 async def test_a_write_behind_a_lock_raises_database_busy_and_leaves_nothing(
