@@ -12,8 +12,6 @@ from cogapp import Cog  # type: ignore[import-untyped]
 
 from ccgate.config import ENV_PREFIX, Settings
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
@@ -29,6 +27,7 @@ def _pages() -> dict[str, str]:
     }
 
 
+@pytest.mark.server  # the generators run `python -m ccgate.demo --help` in a subprocess
 def test_generated_references_are_current() -> None:
     """The cog blocks of docs/reference/ hold what the code generates today."""
     assert GENERATED, "docs/reference/ has no pages"
@@ -41,6 +40,7 @@ def test_generated_references_are_current() -> None:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(Settings.model_fields))
 def test_settings_reference_lists_every_setting(name: str) -> None:
     text = (DOCS / "reference" / "settings.md").read_text(encoding="utf-8")
@@ -51,6 +51,7 @@ def test_settings_reference_lists_every_setting(name: str) -> None:
     assert re.search(rf"`{re.escape(env)}`", text), f"the settings reference lacks {env}"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(Settings.model_fields))
 def test_every_setting_is_explained_beyond_the_reference(name: str) -> None:
     """A setting is told about where its subject is, not only in the generated table."""
@@ -62,6 +63,7 @@ def test_every_setting_is_explained_beyond_the_reference(name: str) -> None:
     assert pages, f"no page but the reference mentions `{name}`: say what it does where it belongs"
 
 
+@pytest.mark.unit
 def test_api_overview_names_every_path() -> None:
     """The hand-written endpoints table of the API reference covers the OpenAPI document."""
     text = (DOCS / "reference" / "api.md").read_text(encoding="utf-8")
@@ -77,6 +79,7 @@ def test_api_overview_names_every_path() -> None:
     assert not missing, f"the endpoints table of docs/reference/api.md lacks {missing}"
 
 
+@pytest.mark.unit
 def test_every_page_is_in_the_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     missing = [page for page in _pages() if page not in nav]
@@ -108,6 +111,7 @@ def _blocks(section: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
+@pytest.mark.unit
 def test_quickstart_has_two_commands_in_separate_blocks() -> None:
     """The gateway first, said to run in the foreground; the tests second, in a second terminal."""
     blocks = _blocks(_section(_readme(), "Quickstart"))
@@ -125,12 +129,14 @@ def _missing_links(path: Path) -> list[str]:
     return [link for link in links if "://" not in link and not (path.parent / link).exists()]
 
 
+@pytest.mark.unit
 def test_readme_is_short_and_links_into_the_docs() -> None:
     text = _readme()
     assert len(text.splitlines()) <= 150, "keep the README short: the docs site holds the rest"
     assert "](docs/" in text, "link the README into docs/"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["README.md", "CHANGELOG.md"])
 def test_links_resolve(name: str) -> None:
     missing = _missing_links(ROOT / name)
