@@ -17,7 +17,28 @@ import pytest
 from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.config import load_settings
 from ccgate.demo import DemoServer, ScriptedModel
-from gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
+from tests.gateway_testing import Gateway, Recorder, start_gateway, wait_for_no_processes
+
+# The cost markers, cheapest first; every test carries exactly one of them, so that
+# ``-m unit`` or ``-m "not cli"`` leaves the slow ones out (docs/development.md#tests).
+COSTS = ("unit", "server", "cli")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a suite in which a test has no cost marker, or more than one."""
+    wrong = []
+    for item in items:
+        costs = sorted({mark.name for mark in item.iter_markers() if mark.name in COSTS})
+        if len(costs) != 1:
+            wrong.append(f"  {item.nodeid}: {', '.join(costs) or 'no cost marker'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test needs exactly one of the markers "
+            + ", ".join(COSTS)
+            + " (a module's pytestmark, the test's own, or a fixture param's):\n"
+            + "\n".join(wrong)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,14 @@ class Recorder:
 
 
 class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals alone (it runs in a thread of the test process)."""
+
     def install_signal_handlers(self) -> None:  # pragma: no cover - uvicorn API differs
         pass
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
@@ -152,17 +159,8 @@ def start_gateway(
     served = recorder.wrap(app) if recorder is not None else app
     config = uvicorn.Config(served, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
     server = _Server(config)
-    server.capture_signals = lambda: _no_signals()  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     if not wait_until(lambda: server.started, within=30):
         raise RuntimeError("ccgate did not start")
     return Gateway(f"http://127.0.0.1:{port}", settings, app, server, thread)
-
-
-class _no_signals:  # noqa: N801 - stands in for uvicorn's context manager
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -4,7 +4,7 @@ The pages in this folder call these functions from cog blocks; regenerate them w
 
     cog -r docs/reference/*.md
 
-(``tests/unit/test_docs.py`` fails, saying so, when a page is stale.) Each function
+(``tests/test_docs.py`` fails, saying so, when a page is stale.) Each function
 returns Markdown: the settings from ``ccgate.config.Settings`` and the flags of the
 command-line parser, every command's ``--help``, and the OpenAPI document that a
 running gateway serves at ``/openapi.json``.

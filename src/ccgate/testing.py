@@ -5,18 +5,33 @@ process: each turn yields the events of a script (by default an echo of the
 turn's last user message, at once) and the runner records the turns it was
 asked to run. The front doors, accounting, sessions and the cache can be
 tested, and ccgate's own cost measured, without the Claude Code CLI.
+
+:class:`ScriptedAgent` is a :class:`ccgate.loops.agent.Agent` with no process,
+and :class:`ScriptedAgents` starts them: a loop's queue, choices, interrupts,
+idle release and watchers can be tested without Claude Code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
-from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnStarted, Usage
+from ccgate.engine.events import (
+    AgentEvent,
+    TextDelta,
+    ToolResult,
+    TurnEnd,
+    TurnError,
+    TurnStarted,
+    Usage,
+)
 from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import Message, TurnRequest
+from ccgate.loops.agent import AgentSpec, Chooser
 
-__all__ = ["ECHO_PREFIX", "ScriptedRunner", "echo"]
+__all__ = ["ECHO_PREFIX", "ScriptedAgent", "ScriptedAgents", "ScriptedRunner", "echo"]
 
 #: What :func:`echo` puts before the user's text.
 ECHO_PREFIX = "ok: "
@@ -126,3 +141,81 @@ class ScriptedRunner:
     async def aclose(self) -> None:
         """Note the close; there is no process to end."""
         self.closed = True
+
+
+class ScriptedAgent:
+    """An :class:`ccgate.loops.agent.Agent` that answers by the first word of a message.
+
+    ``tool X`` asks the chooser to run the command X (tool ``Bash``) and says
+    what was decided; ``ask Q`` asks the question Q (tool ``AskUserQuestion``)
+    and says the answer; ``wait`` waits until interrupted; anything else is
+    answered ``echo <message>``. ``turns`` lists the messages it was given.
+    """
+
+    def __init__(self, chooser: Chooser, model: str = "sonnet") -> None:
+        self._chooser = chooser
+        self._model = model
+        self._alive = True
+        self._stop = asyncio.Event()
+        self.turns: list[str] = []
+        self.modes: list[str] = []
+
+    @property
+    def alive(self) -> bool:
+        """Tell whether it was not closed or killed."""
+        return self._alive
+
+    @property
+    def pid(self) -> int | None:
+        """Return None: there is no process."""
+        return None
+
+    async def run(self, content: str, permission_mode: str) -> AsyncIterator[AgentEvent]:
+        """Play one turn (see the class docstring)."""
+        self.turns.append(content)
+        self.modes.append(permission_mode)
+        self._stop.clear()
+        yield TurnStarted(self._model, cold_start=False)
+        word, _, rest = content.partition(" ")
+        if word in ("tool", "ask"):
+            tool = "AskUserQuestion" if word == "ask" else "Bash"
+            tool_input = {"questions": [{"question": rest}]} if word == "ask" else {"command": rest}
+            decision = await self._chooser(tool, tool_input, "toolu_1")
+            yield ToolResult("toolu_1", ok=decision.allow)
+            answer = json.dumps(decision.updated_input) if decision.allow else decision.message
+            yield TextDelta(f"{tool}: {answer}")
+        elif word == "wait":
+            await self._stop.wait()
+            yield TurnError("upstream", "interrupted")
+            return
+        else:
+            yield TextDelta(f"echo {content}")
+        yield Usage(input_tokens=3, output_tokens=2)
+        yield TurnEnd()
+
+    def interrupt(self) -> None:
+        """End a ``wait`` turn."""
+        self._stop.set()
+
+    async def aclose(self) -> None:
+        """Note the close."""
+        self._alive = False
+
+    def kill(self) -> None:
+        """Note the kill."""
+        self._alive = False
+
+
+class ScriptedAgents:
+    """Starts :class:`ScriptedAgent` s and keeps them (``started``) for a test to look at."""
+
+    def __init__(self) -> None:
+        self.started: list[ScriptedAgent] = []
+        self.specs: list[AgentSpec] = []
+
+    async def start(self, spec: AgentSpec, chooser: Chooser) -> ScriptedAgent:
+        """Return a new agent for ``spec``."""
+        agent = ScriptedAgent(chooser, spec.model)
+        self.started.append(agent)
+        self.specs.append(spec)
+        return agent

@@ -7,6 +7,8 @@ import pytest
 from ccgate.demo.directives import parse_directives
 from ccgate.demo.reply import ToolUse, reply_from_directives
 
+pytestmark = pytest.mark.unit
+
 
 def test_plain_text_has_no_directives() -> None:
     assert parse_directives("  hello world ") == ("hello world", [])

@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import ccgate
+
+pytestmark = pytest.mark.server
 
 #: How long the process may take to start, answer and stop (each), however loaded the machine.
 PATIENCE = 60.0

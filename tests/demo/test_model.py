@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ccgate.demo import Reply, ScriptedModel, ToolUse, is_side_request, last_user_text
+
+pytestmark = pytest.mark.unit
 
 
 def body(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,16 @@ import pytest
 
 from ccgate.demo import DemoServer, Reply, ScriptedModel, ToolUse
 
-USER = [{"role": "user", "content": "hello there"}]
+pytestmark = pytest.mark.server
+
+USER: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello there"}]
+
+
+def _text(message: anthropic.types.Message) -> str:
+    """Return the text of ``message``'s first block, which must be text."""
+    block = message.content[0]
+    assert isinstance(block, anthropic.types.TextBlock)
+    return block.text
 
 
 async def collect(client: anthropic.AsyncAnthropic, **kwargs: Any) -> list[Any]:
@@ -31,7 +40,7 @@ async def collect(client: anthropic.AsyncAnthropic, **kwargs: Any) -> list[Any]:
 async def test_echo_non_streamed(client: anthropic.AsyncAnthropic, model: ScriptedModel) -> None:
     message = await client.messages.create(model="demo-1", max_tokens=100, messages=USER)
     assert message.content[0].type == "text"
-    assert message.content[0].text == "You said: hello there"
+    assert _text(message) == "You said: hello there"
     assert (message.model, message.stop_reason) == ("demo-1", "end_turn")
     assert message.usage.input_tokens == 2 and message.usage.output_tokens == 5
     [recorded] = model.model_requests()
@@ -124,7 +133,8 @@ async def test_scripted_tool_use_keeps_given_id(
     model.script(Reply(text="calling", tool_uses=[ToolUse("t", {"q": 1}, id="toolu_x")]))
     message = await client.messages.create(model="m", max_tokens=100, messages=USER)
     assert [b.type for b in message.content] == ["text", "tool_use"]
-    assert message.content[1].id == "toolu_x"
+    call = message.content[1]
+    assert isinstance(call, anthropic.types.ToolUseBlock) and call.id == "toolu_x"
 
 
 @pytest.mark.asyncio
@@ -163,7 +173,7 @@ async def test_directive_error_then_success_with_sdk_retries(server: DemoServer)
         message = await sdk.messages.create(
             model="m", max_tokens=100, messages=[{"role": "user", "content": text}]
         )
-    assert message.content[0].text == "You said: retry me"
+    assert _text(message) == "You said: retry me"
     assert len(server.model.model_requests()) == 2
 
 
@@ -200,7 +210,7 @@ async def test_stop_sequences(client: anthropic.AsyncAnthropic, model: ScriptedM
     message = await client.messages.create(
         model="m", max_tokens=100, messages=USER, stop_sequences=["END", "STOP"]
     )
-    assert message.content[0].text == "alpha "
+    assert _text(message) == "alpha "
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "STOP")
     events = await collect(client, stop_sequences=["END"])
     final = [e for e in events if e.type == "message_delta"][0]
@@ -211,7 +221,7 @@ async def test_stop_sequences(client: anthropic.AsyncAnthropic, model: ScriptedM
 async def test_max_tokens_truncates(client: anthropic.AsyncAnthropic, model: ScriptedModel) -> None:
     model.script(Reply(text="x" * 40))
     message = await client.messages.create(model="m", max_tokens=2, messages=USER)
-    assert message.content[0].text == "x" * 8
+    assert _text(message) == "x" * 8
     assert message.stop_reason == "max_tokens"
 
 
@@ -235,7 +245,7 @@ def test_thread_server_serves_sync_clients(thread_server: DemoServer, model: Scr
     model.script(Reply(text="from a thread", usage={"output_tokens": 42}))
     with anthropic.Anthropic(base_url=thread_server.url, api_key="k", max_retries=0) as sdk:
         message = sdk.messages.create(model="m", max_tokens=100, messages=USER)
-    assert message.content[0].text == "from a thread"
+    assert _text(message) == "from a thread"
     assert message.usage.output_tokens == 42
 
 

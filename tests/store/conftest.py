@@ -29,7 +29,13 @@ def _postgres_reachable() -> bool:
         return False
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# The backend sets the test's cost: SQLite is in-process (unit), Postgres a real server.
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.unit),
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.server]),
+    ]
+)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """Return a migrated database of each backend, private to the test."""
     if request.param == "sqlite":

@@ -14,7 +14,8 @@ Contract of an :class:`Agent` (one process that runs a loop's turns, one at a ti
 :class:`Agents` starts agents: ``start(spec, chooser)`` returns one that is
 running (resuming the loop's session when the agent's runtime has it), or
 raises what stopped it. The Claude Code implementation is
-``ccgate.claude.agent.ClaudeAgents``; tests use a fake.
+``ccgate.claude.agent.ClaudeAgents``; ``ccgate.testing.ScriptedAgents`` is
+the test double (no process).
 """
 
 from __future__ import annotations
