@@ -1,4 +1,4 @@
-"""Loops (SPEC §7) end to end: real ccgate, the real Claude Code CLI, the scripted model.
+"""Loops end to end: real ccgate, the real Claude Code CLI, the scripted model.
 
 A loop is a long-lived agent with a workspace of its own. Each test drives the
 Loop API with httpx, reads the SSE events of its turns, and checks what really
