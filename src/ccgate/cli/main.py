@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 from ccgate import __version__
 from ccgate.config import Settings, load_settings
 from ccgate.errors import ConfigError
@@ -243,8 +245,6 @@ def _bind(settings: Settings) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     """Start the gateway and serve until SIGINT/SIGTERM."""
-    import uvicorn
-
     from ccgate.api.routes.health import public_upstream
     from ccgate.app import create_app
     from ccgate.logs import configure_logging
@@ -291,21 +291,15 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-class _GracefulServer:
-    """Run uvicorn; on SIGINT/SIGTERM mark the gateway draining and exit with status 0."""
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server; on SIGINT/SIGTERM it marks the gateway draining, and exits 0."""
 
-    def __init__(self, config: Any, apps: list[Any]) -> None:
-        import uvicorn
-
+    def __init__(self, config: uvicorn.Config, apps: list[Any]) -> None:
+        super().__init__(config)
         self._apps = apps
-        self._server = uvicorn.Server(config)
-        self._server.capture_signals = self._capture_signals  # type: ignore[method-assign]
-
-    def run(self, sockets: list[socket.socket]) -> None:
-        self._server.run(sockets=sockets)
 
     @contextlib.contextmanager
-    def _capture_signals(self) -> Iterator[None]:
+    def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises the signal after shutdown, which turns a clean stop into a
         # death by signal; a gateway that drained and stopped its processes exits 0.
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -317,7 +311,7 @@ class _GracefulServer:
                     # Turns still running just before uvicorn's grace period ends are
                     # stopped with a clean error rather than cut off mid-response.
                     gateway.drain(max(0.5, gateway.settings.shutdown_timeout - 1))
-            self._server.handle_exit(sig, frame)
+            self.handle_exit(sig, frame)
 
         for sig in previous:
             signal.signal(sig, handle)
