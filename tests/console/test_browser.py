@@ -183,3 +183,25 @@ def test_a_request_from_the_openai_sdk_appears_live_and_updates_when_it_ends(
     assert re.search(r"\d+ / \d+", row.locator("td:nth-child(7)").inner_text())
     assert row.locator("td:nth-child(6)").inner_text().endswith("ms")
     assert page.problems() == []
+
+
+@pytest.mark.server
+def test_every_page_is_clean_and_fits_a_phone(scripted: Gateway, browse: Browse) -> None:
+    alice = _make_key(scripted, "alice")
+    httpx.post(
+        scripted.url + "/v1/chat/completions",
+        json={"model": "sonnet", "messages": [{"role": "user", "content": "hello"}]},
+        headers={"authorization": f"Bearer {alice}", "x-session-id": "alice-first-chat"},
+    ).raise_for_status()
+    for viewport, size in ((DESK, "desk"), (PHONE, "phone")):
+        page = browse(viewport)
+        _sign_in(page, scripted.url, ADMIN)
+        page.page.wait_for_url(scripted.url + "/")
+        for path, name in (("/console/sessions", "sessions"), ("/console/settings", "settings")):
+            page.page.goto(scripted.url + path)
+            _clean(page, name)
+            width = page.page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= viewport["width"], f"{name} is wider than the screen"
+            page.shot(f"{name}-{size}")
+            if name == "sessions":
+                assert page.page.get_by_role("rowheader", name="alice-first-chat").is_visible()

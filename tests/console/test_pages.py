@@ -190,3 +190,75 @@ async def test_the_console_can_be_turned_off(client: Client) -> None:
     async with client(console=False) as http:
         assert (await http.get("/")).status_code == 404
         assert (await http.get("/console/static/console.js")).status_code == 404
+
+
+async def _chat(http: httpx.AsyncClient, key: str, session: str) -> None:
+    done = await http.post(
+        "/v1/chat/completions",
+        json={"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {key}", "x-session-id": session},
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_sessions_are_each_callers_own(client: Client) -> None:
+    async with client(auth_mode="multi", admin_key=ADMIN) as http:
+        alice, bob = await _make_key(http, "alice"), await _make_key(http, "bob")
+        await _chat(http, alice, "alice-one")
+        await _chat(http, alice, "alice-two")
+        await _chat(http, bob, "bob-one")
+        await _sign_in(http, alice)
+        page = await http.get("/console/sessions")
+        assert "alice-one" in page.text and "alice-two" in page.text
+        assert "bob-one" not in page.text
+        token = _csrf(page.text)
+        listed = await http.get("/admin/keys", headers={"authorization": f"Bearer {ADMIN}"})
+        bob_id = next(k["id"] for k in listed.json()["data"] if k["name"] == "bob")
+        theirs = await http.post(
+            "/console/sessions/delete", data={"csrf": token, "namespace": bob_id, "key": "bob-one"}
+        )
+        assert theirs.status_code == 403
+        mine = await http.post(
+            "/console/sessions/delete",
+            data={
+                "csrf": token,
+                "namespace": page.text and _namespace_of(page.text),
+                "key": "alice-one",
+            },
+        )
+        assert mine.status_code == 303
+        after = await http.get("/console/sessions")
+        assert "alice-one" not in after.text and "alice-two" in after.text
+        await http.post("/console/signout", data={"csrf": token})
+        await _sign_in(http, ADMIN)
+        everyone = await http.get("/console/sessions")
+        assert "bob-one" in everyone.text and "alice-two" in everyone.text
+
+
+def _namespace_of(html: str) -> str:
+    found = re.search(r'name="namespace" value="([^"]+)"', html)
+    assert found
+    return found.group(1)
+
+
+async def test_settings_show_no_secret_and_are_the_operators(client: Client) -> None:
+    upstream = "sk-ant-upstream-Zq8Lm3Nv5Bx7Kc2Jd9Wf4Hg6"
+    async with client(
+        auth_mode="multi",
+        admin_key=ADMIN,
+        metrics_token=SHARED,
+        upstream_api_key=upstream,
+        upstream_url="https://user:pw@upstream.example:8443/base?token=abc",
+    ) as http:
+        alice = await _make_key(http, "alice")
+        await _sign_in(http, ADMIN)
+        page = await http.get("/console/settings")
+        assert page.status_code == 200
+        for secret in (ADMIN, SHARED, upstream, "pw@", "token=abc", alice):
+            assert secret not in page.text
+        assert "set (hidden)" in page.text and "https://upstream.example:8443/base" in page.text
+        assert "data dir" in page.text and "claude cli" in page.text
+        token = _csrf(page.text)
+        await http.post("/console/signout", data={"csrf": token})
+        await _sign_in(http, alice)
+        assert (await http.get("/console/settings")).status_code == 403

@@ -1,4 +1,4 @@
-"""The console's pages: sign-in and out, the live overview, keys.
+"""The console's pages: sign-in and out, the live overview, keys, sessions, settings.
 
 Every page needs a sign-in (:mod:`ccgate.access.signins`), except with
 ``auth_mode=none``, where the first visit gets one. Forms are plain HTML
@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from starlette.responses import RedirectResponse, Response
 
+from ccgate import checks
 from ccgate.access.feed import Entry
 from ccgate.access.signins import Viewer
 from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.routes.admin import change_key as change_key_as_admin
 from ccgate.api.routes.admin import make_key
+from ccgate.api.routes.health import public_upstream
 from ccgate.console.view import PREFIX, fragment, render
 from ccgate.errors import AuthenticationFailed, GatewayError
 from ccgate.gateway import Gateway
@@ -476,3 +479,122 @@ async def revoke_key(request: Request, key_id: str) -> Response:
         return RedirectResponse(f"{PREFIX}/keys", status_code=303)
 
     return await _post(request, action)
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+async def _namespaces(gateway: Gateway, viewer: Viewer) -> dict[str, str]:
+    """Return the namespaces ``viewer`` may see, with a name for people."""
+    if not viewer.sees_all:
+        return {viewer.namespace: viewer.name}
+    names = {"local": "local", "shared": "shared key"}
+    for key in await gateway.keys.list_keys(include_revoked=True):
+        names[key.id] = key.name
+    return names
+
+
+@router.get(f"{PREFIX}/sessions")
+async def sessions(request: Request) -> Response:
+    """The conversations (Claude Code sessions) the viewer may see, most recent first."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = _gateway(request)
+        now = time.time()
+        ttl = gateway.settings.session_ttl
+        rows = []
+        for namespace, name in (await _namespaces(gateway, viewer)).items():
+            for record in await gateway.sessions.list_sessions(namespace):
+                idle = max(0.0, now - record.last_used_at)
+                rows.append((name, namespace, record, idle, max(0.0, ttl - idle)))
+        rows.sort(key=lambda row: row[2].last_used_at, reverse=True)
+        return render(
+            request, "sessions.html", {"title": "Sessions", "viewer": viewer, "rows": rows}
+        )
+
+    return await _page(request, page)
+
+
+@router.post(f"{PREFIX}/sessions/delete")
+async def delete_sessions(request: Request) -> Response:
+    """Forget one session (``key`` given) or all of a namespace's, with their transcripts."""
+
+    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
+        gateway = _gateway(request)
+        namespace = form.get("namespace", viewer.namespace)
+        if namespace not in await _namespaces(gateway, viewer):
+            return render(
+                request,
+                "error.html",
+                {"viewer": viewer, "title": "Not yours", "message": "These are not your sessions."},
+                status_code=403,
+            )
+        key = form.get("key") or None
+        await gateway.sessions.delete(namespace, key)
+        return RedirectResponse(f"{PREFIX}/sessions", status_code=303)
+
+    return await _post(request, action)
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def _shown(name: str, value: object) -> str:
+    """Return a setting as the page shows it: secrets only as set or not."""
+    if isinstance(value, SecretStr):
+        return "set (hidden)"
+    if name == "upstream_url":
+        return public_upstream(value if isinstance(value, str) else None)
+    if name == "database_url" and isinstance(value, str):
+        return value.split("://", 1)[0] + "://… (hidden)"
+    if value is None:
+        return "—"
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value) or "—"
+    return str(value)
+
+
+@router.get(f"{PREFIX}/settings")
+async def settings_page(request: Request) -> Response:
+    """The effective settings (secrets hidden) and the doctor's checks, read-only."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        if not viewer.sees_all:
+            return render(
+                request,
+                "error.html",
+                {
+                    "viewer": viewer,
+                    "title": "Not yours",
+                    "message": "The gateway's settings are its operator's: sign in with the "
+                    "admin key to see them.",
+                },
+                status_code=403,
+            )
+        gateway = _gateway(request)
+        settings = gateway.settings
+        rows = [
+            (name, _shown(name, getattr(settings, name)), field.description or "")
+            for name, field in type(settings).model_fields.items()
+        ]
+        found = [
+            checks.data_dir(settings),
+            checks.database(settings),
+            checks.credentials(settings),
+            checks.sandbox(),
+            await checks.claude_cli(settings),
+        ]
+        probe = gateway.probe.as_dict()
+        return render(
+            request,
+            "settings.html",
+            {
+                "title": "Settings",
+                "viewer": viewer,
+                "rows": rows,
+                "checks": found,
+                "probe": probe,
+            },
+        )
+
+    return await _page(request, page)

@@ -85,6 +85,19 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} ms"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86_400:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86_400} d {whole % 86_400 // 3600} h"
+
+
 def _environment() -> Environment:
     folder = files("ccgate.console") / "templates"
     env = Environment(
@@ -93,7 +106,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, clock=_clock, money=_money, number=_number, ms=_ms)
+    env.filters.update(
+        when=_when, clock=_clock, money=_money, number=_number, ms=_ms, duration=_duration
+    )
     env.globals.update(version=__version__, prefix=PREFIX)
     return env
 
