@@ -205,3 +205,60 @@ def test_every_page_is_clean_and_fits_a_phone(scripted: Gateway, browse: Browse)
             page.shot(f"{name}-{size}")
             if name == "sessions":
                 assert page.page.get_by_role("rowheader", name="alice-first-chat").is_visible()
+
+
+@pytest.mark.server
+def test_usage_charts_totals_equal_the_ledger_and_export_as_csv(
+    scripted: Gateway, browse: Browse
+) -> None:
+    keys = {"alice": _make_key(scripted, "alice"), "bob": _make_key(scripted, "bob")}
+    for name, count in (("alice", 3), ("bob", 2)):
+        for i in range(count):
+            httpx.post(
+                scripted.url + "/v1/chat/completions",
+                json={"model": "sonnet", "messages": [{"role": "user", "content": f"n{i}"}]},
+                headers={"authorization": f"Bearer {keys[name]}"},
+            ).raise_for_status()
+    page = browse()
+    _sign_in(page, scripted.url, ADMIN)
+    p = page.page
+    p.wait_for_url(scripted.url + "/")
+    p.get_by_role("link", name="Usage").click()
+    p.get_by_label("Split by").select_option("key")
+    p.get_by_role("button", name="Show").click()
+    p.locator("figure.chart canvas").first.wait_for()
+    assert p.locator("figure.chart canvas").count() == 7
+    _clean(page, "usage page")
+    page.shot("usage-desk")
+    totals = p.locator("#totals")
+    since, until = totals.get_attribute("data-since"), totals.get_attribute("data-until")
+    ledger = httpx.get(
+        scripted.url + "/admin/usage",
+        params={"group_by": "key", "since": since, "until": until},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    ).json()["data"]
+    expected = {
+        row["name"]: [
+            row["requests"],
+            row["input_tokens"],
+            row["output_tokens"],
+            f"{row['cost_usd']}",
+        ]
+        for row in ledger
+    }
+    shown = {}
+    for row in totals.locator("tbody tr").all():
+        cells = row.locator("td").all_inner_texts()
+        cost = row.locator("td[data-usd]").get_attribute("data-usd")
+        shown[row.locator("th").inner_text()] = [int(cells[0]), int(cells[3]), int(cells[4]), cost]
+    assert shown == expected and set(shown) == {"alice", "bob"}
+    with p.expect_download() as download:
+        p.get_by_role("link", name="Download CSV").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("start,group,requests")
+    per_key: dict[str, int] = {}
+    for line in lines[1:]:
+        cells = line.split(",")
+        per_key[cells[1]] = per_key.get(cells[1], 0) + int(cells[2])
+    assert per_key == {"alice": 3, "bob": 2}

@@ -1,4 +1,4 @@
-"""The console's pages: sign-in and out, the live overview, keys, sessions, settings.
+"""The console's pages: sign-in and out, the live overview, keys, usage, sessions, settings.
 
 Every page needs a sign-in (:mod:`ccgate.access.signins`), except with
 ``auth_mode=none``, where the first visit gets one. Forms are plain HTML
@@ -11,10 +11,13 @@ requests; keys are the admin's.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,11 +32,13 @@ from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.routes.admin import change_key as change_key_as_admin
 from ccgate.api.routes.admin import make_key
 from ccgate.api.routes.health import public_upstream
+from ccgate.console import usage
 from ccgate.console.view import PREFIX, fragment, render
 from ccgate.errors import AuthenticationFailed, GatewayError
 from ccgate.gateway import Gateway
 from ccgate.protocol.admin import KeyCreate, KeyUpdate
-from ccgate.store.records import KeyRecord, UsageSummary
+from ccgate.store.records import KeyRecord, UsageRecord, UsageSummary
+from ccgate.store.usage import GroupBy
 
 __all__ = ["router"]
 
@@ -594,6 +599,125 @@ async def settings_page(request: Request) -> Response:
                 "rows": rows,
                 "checks": found,
                 "probe": probe,
+            },
+        )
+
+    return await _page(request, page)
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+#: The ranges the usage page offers, in days.
+RANGES = (1, 7, 30, 90)
+#: Records the charts read at most (the totals come from the ledger's summary, always whole).
+RECORDS_MAX = 200_000
+
+
+def _usage_query(request: Request, viewer: Viewer) -> tuple[usage.Range, usage.Split, int]:
+    params = request.query_params
+    days = _choice(params.get("days"), RANGES, 7)
+    bucket: usage.Bucket = "hour" if params.get("bucket") == "hour" and days <= 7 else "day"
+    split: usage.Split = "model"
+    if params.get("split") == "none":
+        split = "none"
+    elif params.get("split") == "key" and viewer.sees_all:
+        split = "key"
+    until = time.time()
+    if bucket == "day":  # whole UTC days, today included
+        until = _day_start() + 86_400
+    return usage.Range(until - days * 86_400, until, bucket), split, days
+
+
+def _choice(raw: str | None, allowed: tuple[int, ...], default: int) -> int:
+    try:
+        value = int(raw or default)
+    except ValueError:
+        return default
+    return value if value in allowed else default
+
+
+async def _usage_data(
+    gateway: Gateway, viewer: Viewer, span: usage.Range, split: usage.Split
+) -> tuple[list[UsageRecord], dict[str, str], bool]:
+    names = await _namespaces(gateway, viewer)
+    records = await gateway.ledger.between(
+        _namespace(viewer), since=span.since, until=span.until, limit=RECORDS_MAX
+    )
+    return records, names, len(records) >= RECORDS_MAX
+
+
+@router.get(f"{PREFIX}/usage")
+async def usage_page(request: Request) -> Response:
+    """Requests, tokens, cost and time to first token over time, by key or model."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = _gateway(request)
+        span, split, days = _usage_query(request, viewer)
+        records, names, cut = await _usage_data(gateway, viewer, span, split)
+        group_by: GroupBy = "key" if split == "key" else "model"
+        totals = await gateway.ledger.summarize(
+            _namespace(viewer), since=span.since, until=span.until, group_by=group_by
+        )
+        if group_by == "key":
+            totals = [replace(t, group=names.get(t.group, t.group)) for t in totals]
+        data = usage.chart(records, span, split, names)
+        return render(
+            request,
+            "usage.html",
+            {
+                "title": "Usage",
+                "viewer": viewer,
+                "span": span,
+                "days": days,
+                "ranges": RANGES,
+                "split": split,
+                "totals": totals,
+                "rows": usage.table(records, span, split, names),
+                "data": data,
+                "measures": usage.MEASURES,
+                "cut": cut,
+                "query": request.url.query,
+            },
+        )
+
+    return await _page(request, page)
+
+
+@router.get(f"{PREFIX}/usage.csv")
+async def usage_csv(request: Request) -> Response:
+    """The table behind the usage charts, as CSV."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = _gateway(request)
+        span, split, _ = _usage_query(request, viewer)
+        records, names, _ = await _usage_data(gateway, viewer, span, split)
+        rows = usage.table(records, span, split, names)
+        out = io.StringIO()
+        columns = [
+            "start",
+            "group",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_tokens",
+            "cost_usd",
+            "ttft_p50_ms",
+            "ttft_p95_ms",
+        ]
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            # A cell starting with = + - @ would be a formula to a spreadsheet: quote it.
+            group = str(row["group"])
+            row = {**row, "group": "'" + group if group[:1] in "=+-@\t\r" else group}
+            writer.writerow(row)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "content-disposition": f'attachment; filename="ccgate-usage-{stamp}.csv"',
+                "cache-control": "no-store",
             },
         )
 

@@ -93,9 +93,42 @@
     });
   }
 
+  // The usage charts: one uPlot chart per measure, one line per key or model, drawn from the
+  // JSON block the page carries (not executed: type application/json).
+  const COLOURS = ["#1f5fbf", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490", "#a16207",
+                   "#be185d", "#4d7c0f", "#1e3a8a"];
+
+  function drawCharts(block) {
+    if (typeof uPlot === "undefined") return;
+    const data = JSON.parse(block.textContent);
+    document.querySelectorAll("figure.chart").forEach(function (figure) {
+      const plot = figure.querySelector(".plot");
+      const measure = figure.dataset.measure;
+      const unit = figure.dataset.unit;
+      const series = [{}].concat(data.series.map(function (name, i) {
+        return {label: name, stroke: COLOURS[i % COLOURS.length], width: 2,
+                spanGaps: measure.indexOf("ttft") === 0,
+                value: function (u, v) {
+                  if (v == null) return "—";
+                  return unit === "$" ? "$" + v.toFixed(4) : Math.round(v).toLocaleString() + (unit ? " " + unit : "");
+                }};
+      }));
+      const values = [data.x].concat(data.measures[measure]);
+      const width = Math.max(280, plot.clientWidth || figure.clientWidth - 28);
+      new uPlot({
+        width: width, height: 200, series: series,
+        scales: {x: {time: true}},
+        axes: [{}, {size: 60}],
+        legend: {live: true},
+      }, values, plot);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const feed = document.getElementById("feed");
     if (feed) startFeed(feed);
+    const usage = document.getElementById("usage-data");
+    if (usage) drawCharts(usage);
     copyButtons();
     confirmations();
   });
