@@ -262,3 +262,43 @@ async def test_settings_show_no_secret_and_are_the_operators(client: Client) -> 
         await http.post("/console/signout", data={"csrf": token})
         await _sign_in(http, alice)
         assert (await http.get("/console/settings")).status_code == 403
+
+
+async def test_a_client_key_is_refused_another_keys_loop(client: Client) -> None:
+    hostile = "<script>alert('loop')</script>"
+    async with client(auth_mode="multi", admin_key=ADMIN) as http:
+        alice, bob = await _make_key(http, "alice"), await _make_key(http, "bob")
+        made = await http.post(
+            "/v1/loops", json={"title": hostile}, headers={"authorization": f"Bearer {alice}"}
+        )
+        assert made.status_code == 201, made.text
+        loop_id = made.json()["id"]
+        await _sign_in(http, bob)
+        listing = await http.get("/console/loops")
+        token = _csrf(listing.text)
+        assert loop_id not in listing.text
+        page = await http.get(f"/console/loops/{loop_id}")
+        assert page.status_code == 404 and "alert('loop')" not in page.text
+        events = await http.get(f"/console/loops/{loop_id}/events")
+        assert events.status_code == 404
+        for action, data in (
+            ("messages", {"content": "hi"}),
+            ("choices/choice_x", {"allow": "true"}),
+            ("interrupt", {}),
+            ("archive", {}),
+        ):
+            refused = await http.post(
+                f"/console/loops/{loop_id}/{action}",
+                data={"csrf": token, **data},
+                headers={"x-requested-with": "fetch"},
+            )
+            assert refused.status_code == 404, (action, refused.text)
+        assert (
+            await http.get(f"/v1/loops/{loop_id}", headers={"authorization": f"Bearer {alice}"})
+        ).json()["archived_at"] is None
+        await http.post("/console/signout", data={"csrf": token})
+        await _sign_in(http, ADMIN)
+        mine = await http.get(f"/console/loops/{loop_id}")
+        assert mine.status_code == 200
+        assert "&lt;script&gt;alert(&#39;loop&#39;)&lt;/script&gt;" in mine.text
+        assert hostile not in mine.text

@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import math
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -134,6 +135,23 @@ async def _post(request: Request, action: Action) -> Response:
             status_code=403,
         )
     return await action(viewer, form)
+
+
+# What the console's other page modules use.
+gateway_of = _gateway
+viewer_of = _viewer
+page = _page
+post = _post
+
+
+def sentence(message: str) -> str:
+    """Return ``message`` as a sentence (capital first, full stop last)."""
+    return _sentence(message)
+
+
+def quote(text: str) -> str:
+    """Return ``text`` for a query string."""
+    return urllib.parse.quote(text[:300], safe="")
 
 
 def _client_address(request: Request) -> str:
@@ -266,7 +284,9 @@ def _one_line(html: str) -> str:
 
 
 def _event(name: str, data: str) -> str:
-    return f"event: {name}\ndata: {data}\n\n"
+    """Return one SSE event; ``data`` may span lines (each gets its ``data:`` field)."""
+    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    return f"event: {name}\n{lines}\n"
 
 
 @router.get(f"{PREFIX}/feed")
@@ -489,11 +509,11 @@ async def revoke_key(request: Request, key_id: str) -> Response:
 # -- sessions --------------------------------------------------------------------------------
 
 
-async def _namespaces(gateway: Gateway, viewer: Viewer) -> dict[str, str]:
+async def namespaces(gateway: Gateway, viewer: Viewer) -> dict[str, str]:
     """Return the namespaces ``viewer`` may see, with a name for people."""
     if not viewer.sees_all:
         return {viewer.namespace: viewer.name}
-    names = {"local": "local", "shared": "shared key"}
+    names = {"local": "local", "shared": "shared key", "admin": "admin"}
     for key in await gateway.keys.list_keys(include_revoked=True):
         names[key.id] = key.name
     return names
@@ -508,7 +528,7 @@ async def sessions(request: Request) -> Response:
         now = time.time()
         ttl = gateway.settings.session_ttl
         rows = []
-        for namespace, name in (await _namespaces(gateway, viewer)).items():
+        for namespace, name in (await namespaces(gateway, viewer)).items():
             for record in await gateway.sessions.list_sessions(namespace):
                 idle = max(0.0, now - record.last_used_at)
                 rows.append((name, namespace, record, idle, max(0.0, ttl - idle)))
@@ -527,7 +547,7 @@ async def delete_sessions(request: Request) -> Response:
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
         gateway = _gateway(request)
         namespace = form.get("namespace", viewer.namespace)
-        if namespace not in await _namespaces(gateway, viewer):
+        if namespace not in await namespaces(gateway, viewer):
             return render(
                 request,
                 "error.html",
@@ -639,7 +659,7 @@ def _choice(raw: str | None, allowed: tuple[int, ...], default: int) -> int:
 async def _usage_data(
     gateway: Gateway, viewer: Viewer, span: usage.Range, split: usage.Split
 ) -> tuple[list[UsageRecord], dict[str, str], bool]:
-    names = await _namespaces(gateway, viewer)
+    names = await namespaces(gateway, viewer)
     records = await gateway.ledger.between(
         _namespace(viewer), since=span.since, until=span.until, limit=RECORDS_MAX
     )
