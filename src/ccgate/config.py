@@ -168,6 +168,15 @@ class Settings(BaseModel):
         10.0, gt=0, description="On SIGTERM/SIGINT, how long running turns may finish (seconds)."
     )
     session_ttl: float = Field(86_400.0, gt=0, description="Idle conversation expiry (seconds).")
+    console: bool = Field(
+        True, description="Serve the web console at / (sign in with a key; open with auth none)."
+    )
+    console_session_ttl: float = Field(
+        43_200.0,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a console sign-in lasts before the key is asked for again (seconds).",
+    )
     default_model: str = Field("sonnet", description="The model when a request names none.")
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes)."

@@ -34,8 +34,10 @@ from typing import Any
 from ccgate import __version__
 from ccgate.access.accounting import Accounting, Ticket
 from ccgate.access.caller import Caller
+from ccgate.access.feed import Feed
 from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
+from ccgate.access.signins import Signins
 from ccgate.claude import ClaudeRunner, RunnerConfig
 from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.launcher import clear_credential_files
@@ -53,6 +55,7 @@ from ccgate.errors import DatabaseBusy, QuotaExceeded, Unavailable
 from ccgate.loops.manager import LoopManager
 from ccgate.metrics import Counters, Gauges, Metrics
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
+from ccgate.store.console import SqlConsoleSessionStore
 from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
 from ccgate.store.journal import Apply, Journal
@@ -148,6 +151,7 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         self.draining = True
+        self.feed.close()
         log.info("gateway_stopping live_processes=%d", self.live_processes())
         await self._stack.aclose()
 
@@ -156,6 +160,7 @@ class Gateway:
         if self.draining:
             return
         self.draining = True
+        self.feed.close()  # the console's live streams end now, not after the grace period
         loop = asyncio.get_running_loop()
         # Turns still running just before the server's grace period ends are stopped with a
         # clean error rather than cut off mid-response; loops' turns end with loop_closed.
@@ -260,6 +265,7 @@ class Gateway:
             self.turns, self.cache, self.flights, lookup=self.metrics.cache_lookup
         )
         self.ledger = SqlUsageStore(database)
+        self.feed = Feed()
         self.accounting = Accounting(
             Quotas(SqlAdmissionStore(database)),
             self.metrics,
@@ -267,10 +273,12 @@ class Gateway:
             SqlAdmissionStore(hurried),
             owner=process_owner(),
             ledger=settings.usage_ledger,
+            feed=self.feed,
         )
         self.keys = KeyManager(
             SqlKeyStore(database), last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT))
         )
+        self.signins = Signins(settings, SqlConsoleSessionStore(database), self.keys)
         # Requests the server cancelled at shutdown are still recording what they got, which
         # needs their turns' processes and the database: wait for them before those close.
         stack.push_async_callback(self._recorded)

@@ -119,6 +119,12 @@ async def test_usage_summaries_by_day_model_and_key(usage: SqlUsageStore) -> Non
     newest = await usage.recent("k1", limit=2)
     assert [r.created_at for r in newest] == [day2, day1]
     assert newest[0].cached and newest[0].tokens == 5
+    window = await usage.between(None, since=day1, until=day2 + 1, limit=10)
+    assert [(r.namespace, r.created_at) for r in window][:2] == [("k1", day1), ("k1", day1)]
+    assert len(window) == 4
+    assert len(await usage.between("k2", since=0, until=day2 + 1, limit=10)) == 1
+    assert len(await usage.between(None, since=day1, until=day2 + 1, limit=3)) == 3
+    assert await usage.between(None, since=day1, until=day1, limit=10) == []
 
 
 MINUTE, TODAY = Window("minute", 600), Window("day", 0)

@@ -9,7 +9,8 @@ it settles the admission with a usage record (what the turn spent as far as it
 is known; output that was streamed but not yet counted is estimated at four
 characters a token) and the charge of its tokens and dollars to the key's
 quota, through the journal (``store.journal``) so a locked database delays
-them instead of losing them, and feeds the metrics. Cost follows from the
+them instead of losing them, and feeds the metrics and the live feed
+(``access.feed``), which also sees it start. Cost follows from the
 tokens at the model's prices (``models.json``): Claude Code reports only a
 session's running total.
 
@@ -30,6 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ccgate.access.caller import Caller
+from ccgate.access.feed import Feed
 from ccgate.access.quotas import Admission, Quotas
 from ccgate.engine.events import (
     AgentEvent,
@@ -85,6 +87,8 @@ class Ticket:
     #: What the request has seen so far: its last usage, and the characters of its output.
     usage: Usage | None = None
     output_chars: int = 0
+    #: Its id in the live feed.
+    feed_id: str | None = None
 
     def saw(self, event: AgentEvent) -> None:
         """Note the time of the first output, and what the request has spent so far."""
@@ -160,8 +164,10 @@ class Accounting:
         *,
         owner: str,
         ledger: bool = True,
+        feed: Feed | None = None,
     ) -> None:
         self._quotas = quotas
+        self._feed = feed
         self._metrics = metrics
         self._journal = journal
         self._books = books
@@ -203,6 +209,10 @@ class Accounting:
             )
         admission = await self._quotas.admit(caller.key, caller.namespace, pending)
         ticket = Ticket(caller, endpoint, model, requested, admission, session_key=session_key)
+        if self._feed is not None:
+            ticket.feed_id = self._feed.start(
+                namespace=caller.namespace, key_name=caller.name, endpoint=endpoint, model=model.id
+            )
         if admission.id is not None:
             self._open[admission.id] = ticket
         self._unclosed += 1
@@ -274,6 +284,18 @@ class Accounting:
             self._unclosed -= 1
             if self._unclosed == 0:
                 self._all_closed.set()
+        if self._feed is not None and ticket.feed_id is not None:
+            self._feed.end(
+                ticket.feed_id,
+                status=record.status,
+                ttft_ms=record.ttft_ms,
+                duration_ms=record.duration_ms,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_tokens=usage.cache_read_tokens + usage.cache_creation_tokens,
+                cost_usd=cost,
+                cached=ticket.cached,
+            )
         self._metrics.observe(
             endpoint=record.endpoint,
             model=record.model,

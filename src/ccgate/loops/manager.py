@@ -123,6 +123,13 @@ class LoopManager:
         log.info("loop_created loop=%s", record.id)
         return record
 
+    async def get(self, loop_id: str) -> LoopRecord:
+        """Return any caller's loop (404 when there is none): for the operator's console."""
+        record = await self._store.get(loop_id)
+        if record is None:
+            raise NotFound(f"no loop '{loop_id[:80]}'", code="loop_not_found")
+        return record
+
     async def owned(self, namespace: str, loop_id: str) -> LoopRecord:
         """Return the caller's loop: 404 when there is none, 403 when it is another's."""
         record = await self._store.get(loop_id)

@@ -61,6 +61,9 @@ from ccgate.store.loops import LoopRecord
 
 __all__ = ["LoopRuntime", "TurnLog", "summarize"]
 
+#: Ended turns a runtime keeps for whoever looks later.
+FINISHED_KEPT = 5
+
 log = logging.getLogger("ccgate.loops")
 
 #: Not a tool call: the sandbox asks whether a command may connect to ``host``.
@@ -183,6 +186,8 @@ class LoopRuntime:
         self.idle_since: float | None = None
         self._closed = False
         self._close_reason: str | None = None
+        #: The last turns that ended, oldest first (for a page that opens afterwards).
+        self.finished: deque[TurnLog] = deque(maxlen=FINISHED_KEPT)
 
     # -- what the API sees -------------------------------------------------------------
 
@@ -305,6 +310,7 @@ class LoopRuntime:
                     self._finish(turn, Failed("internal_error", message))
             finally:
                 self._current = None
+                self.finished.append(turn)
                 await self._ended(turn)
         if not self._closed:
             self.idle_since = time.monotonic()

@@ -54,6 +54,7 @@ __all__ = [
     "error_body",
     "event_schemas",
     "loop_object",
+    "named",
     "parse_choice",
     "ping",
     "sse",
@@ -427,6 +428,12 @@ def loop_object(
     if busy is not None:
         body.update({"busy": busy, "queue_depth": queue_depth, "current_turn": current})
     return body
+
+
+def named(event: LoopEvent) -> tuple[str, dict[str, Any]]:
+    """Return ``event``'s SSE name and ``data``."""
+    row = _ROWS[type(event)]
+    return row.name, row.data(event)
 
 
 def sse(event: LoopEvent) -> str:

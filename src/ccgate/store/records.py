@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "COUNTS",
+    "ConsoleSession",
     "KeyRecord",
     "LoopRecord",
     "Quota",
@@ -166,3 +167,20 @@ class SessionRecord:
     turns: int
     input_tokens: int
     output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A browser signed in to the console (its cookie holds a token; this is stored by hash)."""
+
+    token_hash: str
+    #: ``admin`` (the admin key), ``shared`` (the shared key), ``client`` (a client key)
+    #: or ``local`` (auth_mode=none).
+    role: str
+    namespace: str
+    key_id: str | None
+    name: str
+    #: The token every state-changing form and request carries.
+    csrf: str
+    created_at: float
+    expires_at: float

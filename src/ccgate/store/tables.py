@@ -27,6 +27,7 @@ from sqlalchemy import (
 __all__ = [
     "admissions",
     "api_keys",
+    "console_sessions",
     "loop_requests",
     "loops",
     "metadata",
@@ -189,3 +190,19 @@ loop_requests = Table(
     Column("created_at", Float, nullable=False),
 )
 Index("ix_loop_requests_created_at", loop_requests.c.created_at)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    # SHA-256 of the cookie's token: a stolen database holds no usable sign-in.
+    Column("token_hash", String(64), primary_key=True),
+    # admin (the admin key), shared (the shared key), client (a client key), local (no auth).
+    Column("role", String(16), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("key_id", String(64), nullable=True),
+    Column("name", String(128), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_console_sessions_expires_at", console_sessions.c.expires_at)

@@ -10,7 +10,8 @@ Postgres):
   in ``[since, until)`` by ``day`` (UTC date), ``model`` or ``key`` (the
   namespace), ordered by the group; every group counts its requests, cached
   requests, failed requests, tokens and cost.
-- ``recent`` returns a namespace's newest rows first.
+- ``recent`` returns a namespace's newest rows first; ``between`` the rows of a
+  namespace (or of all) made in ``[since, until)``, oldest first, at most ``limit``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class UsageStore(Protocol):
 
     async def recent(self, namespace: str, limit: int = 100) -> list[UsageRecord]:
         """Return the namespace's newest records first."""
+        ...
+
+    async def between(
+        self, namespace: str | None, *, since: float, until: float, limit: int
+    ) -> list[UsageRecord]:
+        """Return the records made in ``[since, until)``, oldest first, at most ``limit``."""
         ...
 
 
@@ -141,6 +148,24 @@ class SqlUsageStore:
             )
             for r in rows
         ]
+
+    async def between(
+        self, namespace: str | None, *, since: float, until: float, limit: int
+    ) -> list[UsageRecord]:
+        """Return the records made in ``[since, until)``, oldest first, at most ``limit``."""
+        c = usage_records.c
+        query = (
+            select(usage_records)
+            .where(c.created_at >= since, c.created_at < until)
+            .order_by(c.created_at, c.id)
+            .limit(limit)
+        )
+        if namespace is not None:
+            query = query.where(c.namespace == namespace)
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        names = set(UsageRecord.__dataclass_fields__)
+        return [UsageRecord(**{k: v for k, v in r._mapping.items() if k in names}) for r in rows]
 
     async def recent(self, namespace: str, limit: int = 100) -> list[UsageRecord]:
         """Return the namespace's newest records first."""

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from ccgate.access.keys import NewKey
 from ccgate.api.auth import Admin
 from ccgate.api.openapi import errors
 from ccgate.api.routing import GatewayRoute
@@ -22,9 +23,9 @@ from ccgate.protocol.admin import (
     parse_time,
     usage_object,
 )
-from ccgate.store.keys import Quota
+from ccgate.store.keys import KeyRecord, Quota
 
-__all__ = ["router"]
+__all__ = ["change_key", "make_key", "router"]
 
 router = APIRouter(prefix="/admin", tags=["Admin"], route_class=GatewayRoute)
 
@@ -36,15 +37,37 @@ def _models(state: Gateway, names: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(state.catalogue.resolve(name).id for name in names))
 
 
-@router.post("/keys", status_code=201, responses=errors("openai", 404))
-async def create_key(body: KeyCreate, state: State, admin: Admin) -> JSONResponse:
-    """Make a client key; the response is the only place the key ever appears."""
-    made = await state.keys.create(
+async def make_key(state: Gateway, body: KeyCreate) -> NewKey:
+    """Make a client key as ``body`` says (the admin API and the console alike)."""
+    return await state.keys.create(
         body.name,
         quota=body.quota.to_quota() if body.quota else None,
         models=_models(state, body.models),
         expires_at=parse_expiry(body.expires_at, "expires_at", now=time.time()),
     )
+
+
+async def change_key(state: Gateway, key_id: str, body: KeyUpdate) -> KeyRecord:
+    """Change what ``body`` gives of a key (the admin API and the console alike)."""
+    given = body.model_fields_set
+    changes: dict[str, Any] = {}
+    if "name" in given and body.name is not None:
+        changes["name"] = body.name
+    if "quota" in given:
+        changes["quota"] = body.quota.to_quota() if body.quota else Quota()
+    if "models" in given:
+        changes["models"] = _models(state, body.models)
+    if "disabled" in given and body.disabled is not None:
+        changes["disabled"] = body.disabled
+    if "expires_at" in given:
+        changes["expires_at"] = parse_expiry(body.expires_at, "expires_at", now=time.time())
+    return await state.keys.update(key_id, **changes)
+
+
+@router.post("/keys", status_code=201, responses=errors("openai", 404))
+async def create_key(body: KeyCreate, state: State, admin: Admin) -> JSONResponse:
+    """Make a client key; the response is the only place the key ever appears."""
+    made = await make_key(state, body)
     return JSONResponse(key_object(made.record, made.key), status_code=201)
 
 
@@ -64,19 +87,7 @@ async def get_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
 @router.patch("/keys/{key_id}", responses=errors("openai", 404))
 async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -> dict[str, Any]:
     """Change a key's name, quota, models, disabled flag or expiry."""
-    given = body.model_fields_set
-    changes: dict[str, Any] = {}
-    if "name" in given and body.name is not None:
-        changes["name"] = body.name
-    if "quota" in given:
-        changes["quota"] = body.quota.to_quota() if body.quota else Quota()
-    if "models" in given:
-        changes["models"] = _models(state, body.models)
-    if "disabled" in given and body.disabled is not None:
-        changes["disabled"] = body.disabled
-    if "expires_at" in given:
-        changes["expires_at"] = parse_expiry(body.expires_at, "expires_at", now=time.time())
-    return key_object(await state.keys.update(key_id, **changes))
+    return key_object(await change_key(state, key_id, body))
 
 
 @router.delete("/keys/{key_id}", responses=errors("openai", 404))

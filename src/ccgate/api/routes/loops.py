@@ -22,7 +22,7 @@ from ccgate.loops.runtime import TurnLog
 from ccgate.protocol import loops as wire
 from ccgate.store.loops import LoopRecord
 
-__all__ = ["router"]
+__all__ = ["admission", "router"]
 
 router = APIRouter(prefix="/v1/loops", tags=["Loops"], route_class=GatewayRoute)
 
@@ -129,7 +129,9 @@ async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
     return Response(status_code=204)
 
 
-def _admit(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
+def admission(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
+    """Return how a loop message of ``client`` is admitted and accounted (API and console)."""
+
     async def admit() -> Callable[[TurnLog], Awaitable[None]]:
         model = state.catalogue.resolve(record.model)
         ticket = await state.admit(
@@ -197,7 +199,7 @@ async def send_message(
         body.content,
         mode or record.permission_mode,
         idempotency_key,
-        _admit(state, client, record),
+        admission(state, client, record),
     )
     return SSEResponse(_follow(turn), {"x-turn-id": turn.turn_id}, on_close=_nothing)
 
