@@ -323,3 +323,19 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
 def test_every_setting_has_help_text() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
+
+
+def test_webhooks_need_http_urls_and_a_strong_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="webhook_urls needs webhook_secret"):
+        _load(tmp_path, CCGATE_WEBHOOK_URLS="https://hooks.example.com/a")
+    with pytest.raises(ConfigError, match="is not an http"):
+        _load(tmp_path, CCGATE_WEBHOOK_URLS="ftp://x/y", CCGATE_WEBHOOK_SECRET=KEY)
+    with pytest.raises(ConfigError, match="webhook_secret is refused"):
+        _load(tmp_path, CCGATE_WEBHOOK_URLS="https://h.example/a", CCGATE_WEBHOOK_SECRET="a" * 32)
+    settings = _load(
+        tmp_path,
+        CCGATE_WEBHOOK_URLS="https://a.example/x, http://127.0.0.1:9000/y",
+        CCGATE_WEBHOOK_SECRET=KEY,
+    )
+    assert settings.webhook_urls == ("https://a.example/x", "http://127.0.0.1:9000/y")
+    assert KEY in settings.secrets()

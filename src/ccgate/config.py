@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -171,6 +172,16 @@ class Settings(BaseModel):
     console: bool = Field(
         True, description="Serve the web console at / (sign in with a key; open with auth none)."
     )
+    webhook_urls: tuple[str, ...] = Field(
+        (),
+        description="URLs that get the console's events as signed JSON POSTs: "
+        "choice.pending, turn.failed, quota.exceeded, upstream.unhealthy "
+        "(comma-separated in the environment).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="The key of the webhooks' HMAC-SHA256 signature; needed with webhook_urls.",
+    )
     console_session_ttl: float = Field(
         43_200.0,
         ge=60,
@@ -208,6 +219,26 @@ class Settings(BaseModel):
         "info", description="Least severe log level written."
     )
     demo: bool = Field(False, description="Serve the built-in scripted model as upstream.")
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        """Read ``a,b`` (environment, flag) or a list (config file); each an http(s) URL."""
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        urls = []
+        for raw in value:
+            url = str(raw).strip()
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"{url[:80]!r} is not an http(s) URL: give webhook URLs such as "
+                    "https://hooks.example.com/ccgate"
+                )
+            urls.append(url)
+        return tuple(urls)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -248,7 +279,7 @@ class Settings(BaseModel):
 
     def secrets(self) -> list[str]:
         """Return every ccgate secret value that is set (to keep them out of the CLI)."""
-        values = [self.api_key, self.admin_key, self.metrics_token]
+        values = [self.api_key, self.admin_key, self.metrics_token, self.webhook_secret]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
     @model_validator(mode="after")
@@ -266,8 +297,14 @@ class Settings(BaseModel):
                 "auth_mode=shared needs api_key: set CCGATE_API_KEY to the output of "
                 f"{MAKE_ONE} (or pass --api-key)."
             )
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError(
+                "webhook_urls needs webhook_secret (receivers check the signature with it): "
+                f"set CCGATE_WEBHOOK_SECRET to the output of {MAKE_ONE}."
+            )
         keys = (
             ("api_key", self.api_key if self.auth_mode == "shared" else None),
+            ("webhook_secret", self.webhook_secret),
             ("admin_key", self.admin_key),
             ("metrics_token", self.metrics_token),
         )

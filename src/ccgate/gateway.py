@@ -52,8 +52,10 @@ from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.sources import Answers
 from ccgate.errors import DatabaseBusy, QuotaExceeded, Unavailable
+from ccgate.loops.events import ChoiceRequested, LoopEvent
 from ccgate.loops.manager import LoopManager
 from ccgate.metrics import Counters, Gauges, Metrics
+from ccgate.notify.webhooks import Webhooks
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.console import SqlConsoleSessionStore
 from ccgate.store.counters import SqlCounterStore
@@ -62,10 +64,15 @@ from ccgate.store.journal import Apply, Journal
 from ccgate.store.keys import SqlKeyStore
 from ccgate.store.loops import SqlLoopStore
 from ccgate.store.owners import process_owner
+from ccgate.store.records import LoopRecord
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.usage import SqlUsageStore
 
-__all__ = ["Gateway", "runner_config"]
+__all__ = ["QUIET_ENDS", "Gateway", "runner_config"]
+
+#: How a request may end without a ``turn.failed`` webhook: answered, waiting for the
+#: client's tools, running, or ended by the client or a person.
+QUIET_ENDS = frozenset({"running", "ok", "tool_use", "cancelled", "interrupted", "stop"})
 
 log = logging.getLogger("ccgate")
 
@@ -127,7 +134,12 @@ class Gateway:
         self.draining = False
         self.counters = Counters()
         self.flights = Flights()
-        self.probe = AuthProbe(ttl=settings.health_probe_ttl)
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        self.webhooks = Webhooks(settings.webhook_urls, secret)
+        self.probe = AuthProbe(
+            ttl=settings.health_probe_ttl,
+            on_unhealthy=lambda view: self.webhooks.emit("upstream.unhealthy", view),
+        )
         self.catalogue = Catalogue.load()
         #: The upstream's URL as the CLI sees it ("" for Anthropic's own).
         self.upstream = ""
@@ -192,6 +204,16 @@ class Gateway:
             self.metrics.refused(
                 endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
             )
+            if isinstance(exc, QuotaExceeded):
+                self.webhooks.emit(
+                    "quota.exceeded",
+                    {
+                        "key": caller.name,
+                        "namespace": caller.namespace,
+                        "endpoint": endpoint,
+                        "message": exc.message,
+                    },
+                )
             raise
 
     def live_processes(self) -> int:
@@ -241,6 +263,7 @@ class Gateway:
             idle_timeout=settings.loop_idle_timeout,
             choice_timeout=settings.choice_timeout,
             journal=journal,
+            on_event=self._loop_event,
         )
         if self._given_runner is None:
             # Idle loops share the warm processes' memory budget and pressure.
@@ -285,6 +308,8 @@ class Gateway:
         stack.push_async_callback(self.parked.aclose)
         stack.push_async_callback(self.loops.aclose)
         stack.push_async_callback(self._stop_tasks)
+        await self.webhooks.start()
+        stack.push_async_callback(self.webhooks.aclose)
         try:
             await _catch_up(journal, self.accounting)
         except Exception:  # noqa: BLE001 - a locked database must not stop the start
@@ -292,6 +317,8 @@ class Gateway:
         counters = SqlCounterStore(database)
         self._spawn(self._sweep(counters), "ccgate-sweep")
         self._spawn(_keep_books(journal, self.accounting), "ccgate-bookkeeping")
+        if self.webhooks.on:
+            self._spawn(self._failures(), "ccgate-webhook-failures")
         log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
 
     def _gauges(self) -> Gauges:
@@ -321,6 +348,50 @@ class Gateway:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _loop_event(self, record: LoopRecord, event: LoopEvent) -> None:
+        """Tell the webhooks a loop waits for a person."""
+        if isinstance(event, ChoiceRequested):
+            payload = event.payload
+            self.webhooks.emit(
+                "choice.pending",
+                {
+                    "loop_id": record.id,
+                    "loop_title": record.title,
+                    "namespace": record.namespace,
+                    "choice_id": event.choice_id,
+                    "kind": event.kind,
+                    "tool": payload.get("tool"),
+                    "summary": payload.get("summary"),
+                    "questions": [q.get("question") for q in payload.get("questions") or []]
+                    or None,
+                },
+            )
+
+    async def _failures(self) -> None:
+        """Tell the webhooks of every request that ended in an error (from the live feed)."""
+        while not self.draining:
+            watch = self.feed.watch()
+            try:
+                while True:
+                    entry = await watch.next(60)
+                    if entry is not None and entry.status not in QUIET_ENDS:
+                        self.webhooks.emit(
+                            "turn.failed",
+                            {
+                                "request": entry.id,
+                                "key": entry.key_name,
+                                "namespace": entry.namespace,
+                                "door": entry.door,
+                                "endpoint": entry.endpoint,
+                                "model": entry.model,
+                                "status": entry.status,
+                            },
+                        )
+            except StopAsyncIteration:
+                continue  # fell behind (a flood): watch again from now
+            finally:
+                watch.close()
 
     async def _sweep(self, counters: SqlCounterStore) -> None:
         """Expire idle sessions, old quota windows and old idempotency records, now and then."""

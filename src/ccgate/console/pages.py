@@ -610,6 +610,10 @@ async def settings_page(request: Request) -> Response:
             await checks.claude_cli(settings),
         ]
         probe = gateway.probe.as_dict()
+        hooks = gateway.webhooks
+        deliveries = [
+            (d, urllib.parse.urlsplit(d.url).hostname or "?") for d in reversed(hooks.deliveries)
+        ]
         return render(
             request,
             "settings.html",
@@ -619,6 +623,8 @@ async def settings_page(request: Request) -> Response:
                 "rows": rows,
                 "checks": found,
                 "probe": probe,
+                "webhooks": hooks,
+                "deliveries": deliveries,
             },
         )
 

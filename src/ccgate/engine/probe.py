@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ class AuthProbe:
     failures: int = 0
     latency_ms: float | None = None
     error: str | None = None
+    #: Called with :meth:`as_dict` when the status turns unhealthy.
+    on_unhealthy: Callable[[dict[str, Any]], None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def fresh(self) -> bool:
@@ -64,6 +67,7 @@ class AuthProbe:
                         failure = event
             finally:
                 await run.aclose()
+            before = self.status()
             self.latency_ms = round((time.monotonic() - started) * 1000, 1)
             self.checked_at = time.time()
             self.ok = failure is None
@@ -75,6 +79,8 @@ class AuthProbe:
                     failure.kind, failure.message, retry_after=failure.retry_after
                 ).message
             )
+            if self.status() == "unhealthy" and before != "unhealthy" and self.on_unhealthy:
+                self.on_unhealthy(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         """Return the probe's public view."""

@@ -37,7 +37,7 @@ from ccgate.engine.gate import Gate
 from ccgate.engine.runner import IdleProcess
 from ccgate.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from ccgate.loops.agent import Agent, Agents, AgentSpec, Chooser
-from ccgate.loops.events import Failed, dump, load
+from ccgate.loops.events import Failed, LoopEvent, dump, load
 from ccgate.loops.runtime import LoopRuntime, TurnLog
 from ccgate.store.journal import Journal
 from ccgate.store.loops import LoopRecord, LoopStore, RequestRecord
@@ -72,8 +72,10 @@ class LoopManager:
         idle_timeout: float,
         choice_timeout: float,
         journal: Journal | None = None,
+        on_event: Callable[[LoopRecord, LoopEvent], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_event = on_event
         self._journal = journal
         self._cli_model = cli_model
         self._agents = agents
@@ -172,6 +174,7 @@ class LoopManager:
                 idle_timeout=self._idle_timeout,
                 choice_timeout=self._choice_timeout,
                 gate=self._gate,
+                on_event=self._on_event,
             )
             self._runtimes[record.id] = runtime
         return runtime

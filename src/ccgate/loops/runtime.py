@@ -163,8 +163,11 @@ class LoopRuntime:
         idle_timeout: float,
         choice_timeout: float,
         gate: Gate,
+        on_event: Callable[[LoopRecord, LoopEvent], None] | None = None,
     ) -> None:
         self.record = record
+        #: Told of every event (webhooks); must not block or raise.
+        self._on_event = on_event
         self._start_agent = start_agent
         self._idle_timeout = idle_timeout
         self._choice_timeout = choice_timeout
@@ -406,6 +409,11 @@ class LoopRuntime:
     def _emit(self, turn: TurnLog, event: LoopEvent) -> None:
         turn.add(event)
         self.hub.publish(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(self.record, event)
+            except Exception:  # noqa: BLE001 - a listener never stops a turn
+                log.warning("loop_event_listener_failed loop=%s", self.record.id, exc_info=True)
 
     def _finish(self, turn: TurnLog, event: LoopEvent) -> None:
         if not turn.done:

@@ -1,0 +1,1 @@
+"""Telling people outside ccgate what happened: webhooks (``notify.webhooks``)."""
