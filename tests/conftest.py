@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -68,7 +69,9 @@ def cli_models_cache(demo: DemoServer, tmp_path_factory: pytest.TempPathFactory)
     folder = tmp_path_factory.mktemp("cli-models")
     config = RunnerConfig(data_dir=folder, upstream_url=demo.url, upstream_api_key="k")
     runner = ClaudeRunner(config)
-    models, _ = asyncio.run(runner.cli_models())
+    # In a thread of its own: a browser test's Playwright may be running a loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        models, _ = pool.submit(asyncio.run, runner.cli_models()).result()
     assert models, "the CLI listed no models"
     return folder / "cache" / "cli-models.json"
 

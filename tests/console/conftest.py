@@ -72,9 +72,13 @@ class Page:
         return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Return Debian's Chromium, launched headless by Playwright."""
+    """Return Debian's Chromium, launched headless by Playwright.
+
+    Per module, not per session: Playwright's sync API runs an event loop in this thread
+    while it is open, and the async tests of later modules need the thread's loop free.
+    """
     if not CHROMIUM.exists():
         pytest.skip(
             f"no Chromium at {CHROMIUM}: run scripts/install-browser (or set CCGATE_CHROMIUM)"
