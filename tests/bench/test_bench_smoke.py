@@ -102,3 +102,12 @@ def test_fuzz() -> None:
     assert lines_with(out, "requests in")
     assert lines_with(out, "5xx or dropped")
     assert lines_with(out, NOTHING_LEFT)
+
+
+@pytest.mark.server
+def test_console() -> None:
+    out = run_quick("console")
+    assert len(lines_with(out, "within")) + len(lines_with(out, "OVER")) == 5  # five pages
+    assert len(lines_with(out, "kept up")) + len(lines_with(out, "dropped")) == 4
+    assert lines_with(out, "feed lag") and lines_with(out, "server memory")
+    assert lines_with(out, "leftover check") == lines_with(out, NOTHING_LEFT)
