@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from ccgate.engine.events import TurnEnd, TurnError, TurnStarted
+from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, TurnStarted
 from ccgate.engine.models import Catalogue
 from ccgate.engine.probe import AuthProbe
 from ccgate.testing import ScriptedRunner
 
 pytestmark = pytest.mark.unit
 
-FAIL = [TurnStarted("m", cold_start=False), TurnError("upstream", "the upstream is down")]
-OK = [TurnStarted("m", cold_start=False), TurnEnd()]
+FAIL: list[AgentEvent] = [TurnStarted("m", cold_start=False), TurnError("upstream", "the upstream is down")]
+OK: list[AgentEvent] = [TurnStarted("m", cold_start=False), TurnEnd()]
 
 
 async def test_unhealthy_is_told_once_when_it_turns_so() -> None:
