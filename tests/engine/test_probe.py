@@ -13,7 +13,10 @@ from ccgate.testing import ScriptedRunner
 
 pytestmark = pytest.mark.unit
 
-FAIL: list[AgentEvent] = [TurnStarted("m", cold_start=False), TurnError("upstream", "the upstream is down")]
+FAIL: list[AgentEvent] = [
+    TurnStarted("m", cold_start=False),
+    TurnError("upstream", "the upstream is down"),
+]
 OK: list[AgentEvent] = [TurnStarted("m", cold_start=False), TurnEnd()]
 
 
