@@ -197,11 +197,19 @@ def test_every_page_is_clean_and_fits_a_phone(scripted: Gateway, browse: Browse)
         page = browse(viewport)
         _sign_in(page, scripted.url, ADMIN)
         page.page.wait_for_url(scripted.url + "/")
-        for path, name in (("/console/sessions", "sessions"), ("/console/settings", "settings")):
+        pages = (
+            ("/console/sessions", "sessions"),
+            ("/console/settings", "settings"),
+            ("/console/usage", "usage"),
+            ("/console/loops", "loops"),
+        )
+        for path, name in pages:
             page.page.goto(scripted.url + path)
             _clean(page, name)
             width = page.page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= viewport["width"], f"{name} is wider than the screen"
+            if name == "usage":
+                page.page.locator("figure.chart canvas").first.wait_for()
             page.shot(f"{name}-{size}")
             if name == "sessions":
                 assert page.page.get_by_role("rowheader", name="alice-first-chat").is_visible()

@@ -1,7 +1,7 @@
 """A loop driven from the console at a phone's size (390×844), in Debian's Chromium, with the
 real Claude Code CLI against the scripted model: make a loop, allow a file write from the page
 (the file appears in the workspace), answer a question (the answer reaches the model), reload
-mid-turn (the turn is restored and goes on), interrupt."""
+mid-turn (the turn is restored and goes on), hostile text shown as text, interrupt."""
 
 from __future__ import annotations
 
@@ -87,13 +87,31 @@ def test_a_loop_from_a_phone(
     assert p.locator("#log .msg", has_text="tell me slowly").count() == 1
     assert p.locator("#log .assistant").last.inner_text().strip() != ""
 
-    # 4. Interrupt stops a long turn.
+    # 4. Hostile text in a message, and in the answer that repeats it, shows as text.
+    hostile = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    dialogs: list[str] = []
+    p.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    _say(page, hostile)
+    _ends(page, 4)
+    assert p.locator("#log .msg").last.inner_text() == hostile
+    assert hostile in p.locator("#log .assistant").last.inner_text()
+    assert p.locator("#log img").count() == 0 and dialogs == []
+    p.reload()  # rendered by the server this time
+    p.locator("#log .msg", has_text="onerror").wait_for()
+    assert p.locator("#log img").count() == 0 and dialogs == []
+
+    # 5. Interrupt stops a long turn.
     _say(page, "a long one [[demo: chunks=20 delay=1]]")
     p.locator("#log .note", has_text="Working").last.wait_for(timeout=60_000)
     p.get_by_role("button", name="Interrupt").click()
     p.locator("#log .end", has_text="Interrupted").wait_for(timeout=60_000)
-    _clean_phone(page, "the loop page after four turns")
+    _clean_phone(page, "the loop page after five turns")
     page.shot("loop-phone")
+    desk = browse()
+    desk.page.goto(p.url)
+    desk.page.locator("#log .end", has_text="Interrupted").wait_for()
+    assert desk.problems() == [] and desk.axe() == []
+    desk.shot("loop-desk")
 
 
 def _clean_phone(page: Page, what: str) -> None:

@@ -118,7 +118,11 @@
       new uPlot({
         width: width, height: 200, series: series,
         scales: {x: {time: true}},
-        axes: [{}, {size: 60}],
+        axes: [{}, {size: 64, values: function (u, ticks) {
+          return ticks.map(function (v) {
+            return unit === "$" ? "$" + v.toFixed(v < 0.01 ? 4 : 2) : v.toLocaleString();
+          });
+        }}],
         legend: {live: true},
       }, values, plot);
     });
