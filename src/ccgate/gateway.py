@@ -34,7 +34,7 @@ from typing import Any
 from ccgate import __version__
 from ccgate.access.accounting import Accounting, Ticket
 from ccgate.access.caller import Caller
-from ccgate.access.feed import Feed
+from ccgate.access.feed import Entry, Feed, Notice
 from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
 from ccgate.access.signins import Signins
@@ -353,6 +353,18 @@ class Gateway:
         """Tell the webhooks a loop waits for a person."""
         if isinstance(event, ChoiceRequested):
             payload = event.payload
+            what = payload.get("summary") or "; ".join(
+                str(q.get("question")) for q in payload.get("questions") or []
+            )
+            asks = "a question" if event.kind == "question" else "allow?"
+            self.feed.tell(
+                Notice(
+                    namespace=record.namespace,
+                    title=f"{record.title}: {asks}",
+                    body=str(what)[:200],
+                    link=f"/console/loops/{record.id}",
+                )
+            )
             self.webhooks.emit(
                 "choice.pending",
                 {
@@ -375,7 +387,7 @@ class Gateway:
             try:
                 while True:
                     entry = await watch.next(60)
-                    if entry is not None and entry.status not in QUIET_ENDS:
+                    if isinstance(entry, Entry) and entry.status not in QUIET_ENDS:
                         self.webhooks.emit(
                             "turn.failed",
                             {

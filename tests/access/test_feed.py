@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ccgate.access.feed import Feed, front_door
+from ccgate.access.feed import Entry, Feed, Notice, front_door
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +64,7 @@ async def test_a_watcher_sees_changes_of_its_namespace_only() -> None:
     _end(feed, feed_id)
     first = await watch.next(1)
     second = await watch.next(1)
-    assert first is not None and second is not None
+    assert isinstance(first, Entry) and isinstance(second, Entry)
     assert (first.status, second.status) == ("running", "ok")
     assert await watch.next(0.05) is None  # nothing more: a timeout, not an end
     watch.close()
@@ -90,3 +90,14 @@ async def test_closing_the_feed_ends_every_watch() -> None:
     feed.close()
     with pytest.raises(StopAsyncIteration):
         await waiting
+
+
+async def test_a_notice_reaches_the_watchers_of_its_namespace_and_is_not_kept() -> None:
+    feed = Feed()
+    mine, theirs = feed.watch("mine"), feed.watch("theirs")
+    feed.tell(Notice("mine", "loop: allow?", "write a.txt", "/console/loops/loop_1"))
+    assert await mine.next(1) == Notice(
+        "mine", "loop: allow?", "write a.txt", "/console/loops/loop_1"
+    )
+    assert await theirs.next(0.05) is None
+    assert feed.recent() == []

@@ -26,6 +26,18 @@ COLOR = {
 }
 
 
+#: Stands in for the browser's notifications, granted, recording what is raised.
+NOTIFICATIONS = """
+window.__notes = [];
+window.Notification = class {
+  constructor(title) { window.__notes.push(title); }
+  addEventListener() {}
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+};
+"""
+
+
 def _tool(name: str, tool_input: dict[str, Any], lead: str = "please") -> str:
     return f"{lead} [[demo: tool={name} input={json.dumps(tool_input)}]]"
 
@@ -52,12 +64,23 @@ def test_a_loop_from_a_phone(
     loop_id = p.url.rsplit("/", 1)[1]
     workspace = gateway.settings.loops_path / loop_id / "workspace"
 
+    # An overview open elsewhere is told when the loop asks (a notice and a notification).
+    overview = browse()
+    overview.page.add_init_script(NOTIFICATIONS)
+    overview.page.goto(gateway.url + "/")
+    overview.page.locator("#feed-state", has_text="live").wait_for()
+
     # 1. A file write waits for the person; allowed from the page, the file appears.
     target = workspace / "from-phone.txt"
     _say(page, _tool("Write", {"file_path": str(target), "content": "written from a phone"}))
     choice = p.locator('#log .choice[data-choice="permission"]')
     choice.wait_for(timeout=60_000)
     assert "Allow Write?" in choice.inner_text()
+    told = overview.page.locator("#notices .notice").first
+    told.wait_for(timeout=30_000)
+    assert told.inner_text().startswith("phone loop: allow?")
+    assert told.get_by_role("link").get_attribute("href") == f"/console/loops/{loop_id}"
+    assert overview.page.evaluate("() => window.__notes") == ["ccgate: phone loop: allow?"]
     _clean_phone(page, "a pending permission")
     page.shot("loop-permission-phone")
     choice.get_by_role("button", name="Allow").click()

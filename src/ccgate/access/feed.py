@@ -7,9 +7,11 @@ dropped (its iterator ends) rather than holding memory or slowing the
 requests; it comes back with :meth:`Feed.recent` and watches again. Publishing
 never waits and never fails a request.
 
-Entries carry what the console shows and nothing secret: the key's name and
-namespace (so a client sees only its own), front door, model, status, time to
-first token, tokens, estimated cost and whether the cache answered.
+Notices (:class:`Notice`: a loop waits for a person) go to the watchers of their
+namespace as they happen and are not kept. Entries carry what the console shows and
+nothing secret: the key's name and namespace (so a client sees only its own), front
+door, model, status, time to first token, tokens, estimated cost and whether the
+cache answered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-__all__ = ["BACKLOG", "KEPT", "Entry", "Feed", "Watch", "front_door"]
+__all__ = ["BACKLOG", "KEPT", "Entry", "Feed", "Notice", "Watch", "front_door"]
 
 #: Requests kept for a watcher that arrives (the newest).
 KEPT = 200
@@ -68,6 +70,16 @@ class Entry:
         return self.status == "running"
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a person should act on (a loop waits for a choice): told, not kept."""
+
+    namespace: str
+    title: str
+    body: str
+    link: str
+
+
 class Feed:
     """Requests as they start and end (see the module docstring)."""
 
@@ -75,7 +87,7 @@ class Feed:
         self._kept = kept
         self._backlog = backlog
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._watchers: set[asyncio.Queue[Entry | None]] = set()
+        self._watchers: set[asyncio.Queue[Entry | Notice | None]] = set()
         self._ids = itertools.count(1)
         #: Watchers dropped for falling behind.
         self.dropped = 0
@@ -144,9 +156,13 @@ class Feed:
 
     def watch(self, namespace: str | None = None) -> Watch:
         """Start watching every change from now on (of one namespace, or of all)."""
-        queue: asyncio.Queue[Entry | None] = asyncio.Queue(self._backlog)
+        queue: asyncio.Queue[Entry | Notice | None] = asyncio.Queue(self._backlog)
         self._watchers.add(queue)
         return Watch(self, queue, namespace)
+
+    def tell(self, notice: Notice) -> None:
+        """Pass ``notice`` to every watcher (of its namespace) now; it is not kept."""
+        self._send(notice)
 
     def close(self) -> None:
         """End every watch."""
@@ -158,17 +174,20 @@ class Feed:
         self._entries.move_to_end(entry.id)
         while len(self._entries) > self._kept:
             self._entries.popitem(last=False)
+        self._send(entry)
+
+    def _send(self, item: Entry | Notice) -> None:
         for queue in list(self._watchers):
             if queue.qsize() >= self._backlog - 1:
                 self.dropped += 1
                 self._drop(queue)
             else:
-                queue.put_nowait(entry)
+                queue.put_nowait(item)
 
-    def _forget(self, queue: asyncio.Queue[Entry | None]) -> None:
+    def _forget(self, queue: asyncio.Queue[Entry | Notice | None]) -> None:
         self._watchers.discard(queue)
 
-    def _drop(self, queue: asyncio.Queue[Entry | None]) -> None:
+    def _drop(self, queue: asyncio.Queue[Entry | Notice | None]) -> None:
         self._watchers.discard(queue)
         while not queue.empty():
             queue.get_nowait()
@@ -179,14 +198,14 @@ class Watch:
     """One watcher's changes: :meth:`next` each, :meth:`close` when done."""
 
     def __init__(
-        self, feed: Feed, queue: asyncio.Queue[Entry | None], namespace: str | None
+        self, feed: Feed, queue: asyncio.Queue[Entry | Notice | None], namespace: str | None
     ) -> None:
         self._feed = feed
         self._queue = queue
         self._namespace = namespace
         self.ended = False
 
-    async def next(self, timeout: float) -> Entry | None:
+    async def next(self, timeout: float) -> Entry | Notice | None:
         """Return the next change, or None when ``timeout`` seconds passed without one.
 
         Raise :class:`StopAsyncIteration` once the watch ended (it fell behind, or

@@ -14,6 +14,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import json
 import math
 import time
 import urllib.parse
@@ -27,7 +28,7 @@ from pydantic import SecretStr, ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from ccgate import checks
-from ccgate.access.feed import Entry
+from ccgate.access.feed import Entry, Notice
 from ccgate.access.signins import Viewer
 from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.routes.admin import change_key as change_key_as_admin
@@ -320,7 +321,10 @@ async def feed(request: Request) -> Response:
                 except StopAsyncIteration:
                     yield _event("bye", "")
                     return
-                if entry is not None:
+                if isinstance(entry, Notice):
+                    notice = {"title": entry.title, "body": entry.body, "link": entry.link}
+                    yield _event("choice", json.dumps(notice))
+                elif entry is not None:
                     yield _event("row", _row(entry))
         finally:
             watch.close()

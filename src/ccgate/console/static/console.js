@@ -11,6 +11,29 @@
     return template.content.firstElementChild;
   }
 
+  // A loop waits for a person: a line at the top of the page, with a link to the loop.
+  function showNotice(notice) {
+    const box = document.getElementById("notices");
+    if (!box) return;
+    const item = document.createElement("p");
+    item.className = "notice";
+    const link = document.createElement("a");
+    link.href = notice.link;
+    link.textContent = notice.title;
+    item.appendChild(link);
+    item.appendChild(document.createTextNode(" " + notice.body));
+    box.prepend(item);
+  }
+
+  function offerNotifications() {
+    const button = document.getElementById("notify");
+    if (!button || !("Notification" in window) || Notification.permission !== "default") return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { button.hidden = true; });
+    });
+  }
+
   function startFeed(table) {
     const body = table.tBodies[0];
     const limit = Number(table.dataset.rows || "50");
@@ -49,6 +72,15 @@
       source.addEventListener("bye", function () {
         source.close();
         say("stopped (the gateway is shutting down)");
+      });
+      source.addEventListener("choice", function (event) {
+        const notice = JSON.parse(event.data);
+        showNotice(notice);
+        if ("Notification" in window && Notification.permission === "granted") {
+          const shown = new Notification("ccgate: " + notice.title, {body: notice.body,
+                                                                    tag: notice.link});
+          shown.addEventListener("click", function () { window.location = notice.link; });
+        }
       });
       source.addEventListener("error", function () {
         if (source.readyState === EventSource.CLOSED) {
@@ -152,7 +184,6 @@
 
   function startLoop(log) {
     const state = document.getElementById("loop-state");
-    const notify = document.getElementById("notify");
     let source = null;
     let retry = 1000;
 
@@ -289,12 +320,6 @@
         send(interrupt, event.submitter);
       });
     }
-    if (notify && "Notification" in window && Notification.permission === "default") {
-      notify.hidden = false;
-      notify.addEventListener("click", function () {
-        Notification.requestPermission().then(function () { notify.hidden = true; });
-      });
-    }
     scroll();
   }
 
@@ -307,5 +332,6 @@
     if (usage) drawCharts(usage);
     copyButtons();
     confirmations();
+    offerNotifications();
   });
 })();
