@@ -3,6 +3,7 @@ the headers, escaping. The browser tests (test_browser.py) drive the same pages 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -302,3 +303,27 @@ async def test_a_client_key_is_refused_another_keys_loop(client: Client) -> None
         assert mine.status_code == 200
         assert "&lt;script&gt;alert(&#39;loop&#39;)&lt;/script&gt;" in mine.text
         assert hostile not in mine.text
+
+
+async def test_usage_takes_a_range_of_dates_and_a_client_sees_only_its_own(
+    client: Client,
+) -> None:
+    async with client(auth_mode="multi", admin_key=ADMIN) as http:
+        alice, bob = await _make_key(http, "alice"), await _make_key(http, "bob")
+        await _chat(http, alice, "a1")
+        await _chat(http, bob, "b1")
+        await _chat(http, bob, "b2")
+        await _sign_in(http, alice)
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        page = await http.get("/console/usage", params={"from": today, "to": today})
+        assert "Usage of alice" in page.text
+        totals = re.findall(r'<td class="num">(\d+)</td>', page.text.split('id="totals"')[1])
+        assert totals[0] == "1"  # alice's one request, not bob's two
+        old = await http.get("/console/usage", params={"from": "2020-01-01", "to": "2020-01-02"})
+        assert "Nothing was recorded in this range." in old.text
+        csv = await http.get("/console/usage.csv", params={"split": "key"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        lines = csv.text.strip().splitlines()
+        assert (
+            len(lines) == 2 and ",1," in lines[1]
+        )  # one bucket, alice's (by model: split=key is the operator's)

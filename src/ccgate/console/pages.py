@@ -644,18 +644,34 @@ RECORDS_MAX = 200_000
 
 
 def _usage_query(request: Request, viewer: Viewer) -> tuple[usage.Range, usage.Split, int]:
+    """Read the usage page's choices: a range of days (or from one date to another, at
+    most a year), per hour or day (hours over at most 7 days), split by key or model."""
     params = request.query_params
     days = _choice(params.get("days"), RANGES, 7)
-    bucket: usage.Bucket = "hour" if params.get("bucket") == "hour" and days <= 7 else "day"
     split: usage.Split = "model"
     if params.get("split") == "none":
         split = "none"
     elif params.get("split") == "key" and viewer.sees_all:
         split = "key"
-    until = time.time()
-    if bucket == "day":  # whole UTC days, today included
-        until = _day_start() + 86_400
-    return usage.Range(until - days * 86_400, until, bucket), split, days
+    start, end = _date(params.get("from")), _date(params.get("to"))
+    if start is not None and end is not None and start <= end and (end - start).days < 366:
+        since = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
+        until = since + ((end - start).days + 1) * 86_400
+        days = (end - start).days + 1
+    else:
+        until = _day_start() + 86_400  # whole UTC days, today included
+        since = until - days * 86_400
+    bucket: usage.Bucket = "hour" if params.get("bucket") == "hour" and days <= 7 else "day"
+    if bucket == "hour" and until > time.time():
+        until = usage.Range(since, time.time(), "hour").start_of(time.time()) + 3600
+    return usage.Range(since, until, bucket), split, days
+
+
+def _date(raw: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _choice(raw: str | None, allowed: tuple[int, ...], default: int) -> int:
