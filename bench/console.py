@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import gzip
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.instant_app import APP
+from bench.instant_app import APP, uvicorn_argv
 from bench.procs import check_servers, rss_kb
 from bench.report import percentile, print_environment, print_table
 from bench.serve import REPO_ROOT, ServerProcess, base_env, free_port
@@ -59,22 +58,7 @@ def _start(data_dir: Path) -> ServerProcess:
         "CCGATE_MAX_QUEUE": "10000",
         "CCGATE_LOG_LEVEL": "warning",
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        APP,
-        "--app-dir",
-        str(REPO_ROOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    argv = uvicorn_argv(port)
     return ServerProcess(argv, port, data_dir, env, cwd=REPO_ROOT)
 
 

@@ -56,10 +56,10 @@ from bench.fuzz_cases import (
     raw_cases,
     unknown_route_cases,
 )
-from bench.instant_app import APP
+from bench.instant_app import uvicorn_argv
 from bench.procs import check_leftovers
 from bench.report import clip
-from bench.serve import REPO_ROOT, ServerProcess, base_env, free_port
+from bench.serve import ServerProcess, base_env, free_port
 from ccgate.demo import DemoServer, ScriptedModel
 
 READ_TIMEOUT = 60.0
@@ -248,20 +248,7 @@ def start_server(root: Path, demo: bool, upstream: str | None) -> ServerProcess:
     else:
         env["CCGATE_UPSTREAM_URL"] = upstream or ""
         env["CCGATE_UPSTREAM_API_KEY"] = "fuzz"
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            APP,
-            "--app-dir",
-            str(REPO_ROOT),
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        argv = uvicorn_argv(port)
     return ServerProcess(argv, port, data_dir, env, cwd=root)
 
 

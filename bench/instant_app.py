@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -27,7 +29,7 @@ from ccgate.engine.turn import TurnRequest
 from ccgate.logs import configure_logging
 from ccgate.testing import ECHO_PREFIX, ScriptedRunner, echo
 
-__all__ = ["APP", "COST_USD", "create", "priced_echo", "reply_for"]
+__all__ = ["APP", "COST_USD", "create", "priced_echo", "reply_for", "uvicorn_argv"]
 
 #: The ``uvicorn --factory`` target of this module.
 APP = "bench.instant_app:create"
@@ -55,3 +57,24 @@ def create() -> FastAPI:
     configure_logging(settings.log_level)
     app: FastAPI = create_app(settings, runner=ScriptedRunner(priced_echo, record=False))
     return app
+
+
+def uvicorn_argv(port: int, log_level: str = "warning", *extra: str) -> list[str]:
+    """Return the command line that serves :func:`create` with uvicorn on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        APP,
+        "--app-dir",
+        str(Path(__file__).resolve().parents[1]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        log_level,
+        *extra,
+    ]

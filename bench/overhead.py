@@ -72,10 +72,10 @@ from typing import Any
 
 import httpx
 
-from bench.instant_app import APP, reply_for
+from bench.instant_app import APP, reply_for, uvicorn_argv
 from bench.procs import check_servers, cpu_seconds
 from bench.report import clip, package_version, percentile, print_environment, print_table, ratio
-from bench.serve import REPO_ROOT, ServerProcess, base_env, free_port
+from bench.serve import ServerProcess, base_env, free_port
 from ccgate.access.keys import KeyManager
 from ccgate.config import load_settings
 from ccgate.store.database import Database
@@ -242,26 +242,14 @@ def start_server(config: str, root: Path, log_level: str) -> tuple[ServerProcess
         "CCGATE_DATA_DIR": str(data_dir),
         "CCGATE_LOG_LEVEL": log_level,
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        APP,
-        "--app-dir",
-        str(REPO_ROOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
+    argv = uvicorn_argv(
+        port,
         log_level,
         "--timeout-graceful-shutdown",
         "5",
         "--timeout-keep-alive",
         str(KEEP_ALIVE),
-    ]
+    )
     server = ServerProcess(argv, port, data_dir, env, cwd=root, stop_timeout=STOP_GRACE)
     return server, key
 

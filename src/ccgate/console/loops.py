@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -279,16 +279,8 @@ async def loop_events(request: Request, loop_id: str) -> Response:
     return SSEResponse(events(), {"cache-control": "no-store"}, on_close=nothing)
 
 
-def _answer(request: Request, result: Response | None, loop_id: str) -> Response:
-    """Answer a form: JSON to the page's script, a redirect to a browser without it."""
-    if result is not None:
-        return result
-    if request.headers.get("x-requested-with") == "fetch":
-        return JSONResponse({"ok": True})
-    return RedirectResponse(f"{PREFIX}/loops/{loop_id}", status_code=303)
-
-
 def _refused(request: Request, status: int, message: str, loop_id: str) -> Response:
+    """Say what went wrong: JSON to the page's script, the page with it to a browser without."""
     if request.headers.get("x-requested-with") == "fetch":
         return JSONResponse({"ok": False, "message": message}, status_code=status)
     return RedirectResponse(
@@ -296,98 +288,100 @@ def _refused(request: Request, status: int, message: str, loop_id: str) -> Respo
     )
 
 
-@router.post(PREFIX + "/loops/{loop_id}/messages")
-async def send_message(request: Request, loop_id: str) -> Response:
-    """Send a message; it queues while the loop is busy. The page follows the turn."""
+#: What a form does to a loop it may act on; it may answer itself (a redirect, a refusal).
+LoopAction = Callable[[Gateway, LoopRecord, dict[str, str]], Awaitable[Response | None]]
+
+
+async def _act(request: Request, loop_id: str, act: LoopAction) -> Response:
+    """Run ``act`` on the loop for a signed-in viewer with a good CSRF token; a refusal of
+    the gateway (no such loop, a bad answer, shutting down) is said, never a 500."""
 
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
         gateway = pages.gateway_of(request)
         try:
             record = await _loop(gateway, viewer, loop_id)
-            content = form.get("content", "").strip()
-            if not content:
-                return _refused(request, 400, "Type a message first.", loop_id)
-            if len(content.encode()) > wire.CONTENT_MAX:
-                return _refused(request, 413, "A message is at most 1 MB.", loop_id)
-            if gateway.draining:
-                return _refused(request, 503, "ccgate is shutting down; try again soon.", loop_id)
-            if record.archived_at is not None:
-                return _refused(request, 409, "This loop is archived.", loop_id)
-            mode = wire.check_permission_mode(form.get("permission_mode") or None, PERMISSION_MODES)
-            owner = await _owner(gateway, record)
-            await gateway.loops.send(
-                record,
-                content,
-                mode or record.permission_mode,
-                None,
-                admission(gateway, owner, record),
-            )
+            done = await act(gateway, record, form)
         except GatewayError as exc:
             return _refused(request, exc.status, pages.sentence(exc.message), loop_id)
-        return _answer(request, None, loop_id)
+        if done is not None:
+            return done
+        if request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"ok": True})
+        return RedirectResponse(f"{PREFIX}/loops/{loop_id}", status_code=303)
 
     return await pages.post(request, action)
+
+
+@router.post(PREFIX + "/loops/{loop_id}/messages")
+async def send_message(request: Request, loop_id: str) -> Response:
+    """Send a message; it queues while the loop is busy. The page follows the turn."""
+
+    async def send(gateway: Gateway, record: LoopRecord, form: dict[str, str]) -> Response | None:
+        content = form.get("content", "").strip()
+        if not content:
+            return _refused(request, 400, "Type a message first.", loop_id)
+        if len(content.encode()) > wire.CONTENT_MAX:
+            return _refused(request, 413, "A message is at most 1 MB.", loop_id)
+        if gateway.draining:
+            return _refused(request, 503, "ccgate is shutting down; try again soon.", loop_id)
+        if record.archived_at is not None:
+            return _refused(request, 409, "This loop is archived.", loop_id)
+        mode = wire.check_permission_mode(form.get("permission_mode") or None, PERMISSION_MODES)
+        owner = await _owner(gateway, record)
+        await gateway.loops.send(
+            record,
+            content,
+            mode or record.permission_mode,
+            None,
+            admission(gateway, owner, record),
+        )
+        return None
+
+    return await _act(request, loop_id, send)
 
 
 @router.post(PREFIX + "/loops/{loop_id}/choices/{choice_id}")
 async def answer_choice(request: Request, loop_id: str, choice_id: str) -> Response:
     """Allow or deny a permission (with a message), or answer a question."""
 
-    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        gateway = pages.gateway_of(request)
-        try:
-            record = await _loop(gateway, viewer, loop_id)
-            runtime = gateway.loops.running(record.id)
-            if runtime is None:
-                raise NotFound("this choice was already answered", code="choice_not_found")
-            if "allow" in form:
-                body: dict[str, Any] = {"allow": form["allow"] == "true"}
-                if form.get("message"):
-                    body["message"] = form["message"][:10_000]
-            else:
-                answers = {
-                    name.removeprefix("answer:"): value
-                    for name, value in form.items()
-                    if name.startswith("answer:")
-                }
-                body = {"answers": answers}
-            runtime.resolve(choice_id, body)
-        except GatewayError as exc:
-            return _refused(request, exc.status, pages.sentence(exc.message), loop_id)
-        return _answer(request, None, loop_id)
+    async def answer(gateway: Gateway, record: LoopRecord, form: dict[str, str]) -> None:
+        runtime = gateway.loops.running(record.id)
+        if runtime is None:
+            raise NotFound("this choice was already answered", code="choice_not_found")
+        if "allow" in form:
+            body: dict[str, Any] = {"allow": form["allow"] == "true"}
+            if form.get("message"):
+                body["message"] = form["message"][:10_000]
+        else:
+            answers = {
+                name.removeprefix("answer:"): value
+                for name, value in form.items()
+                if name.startswith("answer:")
+            }
+            body = {"answers": answers}
+        runtime.resolve(choice_id, body)
 
-    return await pages.post(request, action)
+    return await _act(request, loop_id, answer)
 
 
 @router.post(PREFIX + "/loops/{loop_id}/interrupt")
 async def interrupt(request: Request, loop_id: str) -> Response:
     """Stop the running turn; queued messages then run."""
 
-    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        gateway = pages.gateway_of(request)
-        try:
-            record = await _loop(gateway, viewer, loop_id)
-        except GatewayError as exc:
-            return _refused(request, exc.status, pages.sentence(exc.message), loop_id)
+    async def stop(gateway: Gateway, record: LoopRecord, form: dict[str, str]) -> None:
         runtime = gateway.loops.running(record.id)
         if runtime is not None:
             runtime.interrupt()
-        return _answer(request, None, loop_id)
 
-    return await pages.post(request, action)
+    return await _act(request, loop_id, stop)
 
 
 @router.post(PREFIX + "/loops/{loop_id}/archive")
 async def archive(request: Request, loop_id: str) -> Response:
     """Archive the loop: its turn stops, its process ends."""
 
-    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        gateway = pages.gateway_of(request)
-        try:
-            record = await _loop(gateway, viewer, loop_id)
-        except GatewayError as exc:
-            return _refused(request, exc.status, pages.sentence(exc.message), loop_id)
+    async def put_away(gateway: Gateway, record: LoopRecord, form: dict[str, str]) -> Response:
         await gateway.loops.archive(record)
         return RedirectResponse(f"{PREFIX}/loops", status_code=303)
 
-    return await pages.post(request, action)
+    return await _act(request, loop_id, put_away)
