@@ -19,8 +19,7 @@ from ccgate.api.hosts import HostGuard, HostPolicy
 from ccgate.api.limits import BodyLimit
 from ccgate.api.routes import ROUTERS
 from ccgate.config import Settings
-from ccgate.console import loops as console_loops
-from ccgate.console import pages as console_pages
+from ccgate.console.routes import ROUTERS as CONSOLE_ROUTERS
 from ccgate.console.view import PREFIX, ConsoleHeaders, static_files
 from ccgate.engine.runner import Runner
 from ccgate.gateway import Gateway
@@ -59,8 +58,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     if settings.console:
-        app.include_router(console_pages.router)
-        app.include_router(console_loops.router)
+        for router in CONSOLE_ROUTERS:
+            app.include_router(router)
         app.mount(f"{PREFIX}/static", static_files(), name="console-static")
         app.add_middleware(ConsoleHeaders)
     # The last one added runs first: crashes end in CrashGuard; a wrong Host or origin is

@@ -15,7 +15,7 @@ import pytest
 
 from ccgate.app import create_app
 from ccgate.config import load_settings
-from ccgate.console.pages import COOKIE
+from ccgate.console.web import COOKIE
 from ccgate.testing import ScriptedRunner
 
 pytestmark = pytest.mark.unit

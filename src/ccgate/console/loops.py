@@ -27,7 +27,7 @@ from ccgate.access.caller import Caller
 from ccgate.access.signins import Viewer
 from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.routes.loops import admission
-from ccgate.console import pages
+from ccgate.console import web
 from ccgate.console.view import PREFIX, fragment, render
 from ccgate.engine.events import TextDelta, ThinkingDelta, ToolResult
 from ccgate.errors import GatewayError, NotFound
@@ -130,8 +130,8 @@ async def loops_page(request: Request) -> Response:
     """The loops the viewer may see, newest first, and a form to make one."""
 
     async def page(request: Request, viewer: Viewer) -> Response:
-        gateway = pages.gateway_of(request)
-        names = await pages.namespaces(gateway, viewer)
+        gateway = web.gateway_of(request)
+        names = await web.namespaces(gateway, viewer)
         found: list[tuple[str, LoopRecord, bool]] = []
         for namespace, name in names.items():
             records, _ = await gateway.loops.list_loops(
@@ -154,7 +154,7 @@ async def loops_page(request: Request) -> Response:
             },
         )
 
-    return await pages.page(request, page)
+    return await web.signed_in(request, page)
 
 
 @router.post(f"{PREFIX}/loops")
@@ -162,7 +162,7 @@ async def create_loop(request: Request) -> Response:
     """Make a loop of the viewer's own."""
 
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        gateway = pages.gateway_of(request)
+        gateway = web.gateway_of(request)
         caller = Caller(viewer.namespace)
         if viewer.key_id is not None:
             key = await gateway.keys.get(viewer.key_id)
@@ -180,11 +180,11 @@ async def create_loop(request: Request) -> Response:
             )
         except GatewayError as exc:
             return RedirectResponse(
-                f"{PREFIX}/loops?error={pages.quote(pages.sentence(exc.message))}", status_code=303
+                f"{PREFIX}/loops?error={web.quote(web.sentence(exc.message))}", status_code=303
             )
         return RedirectResponse(f"{PREFIX}/loops/{record.id}", status_code=303)
 
-    return await pages.post(request, action)
+    return await web.post(request, action)
 
 
 @router.get(PREFIX + "/loops/{loop_id}")
@@ -192,7 +192,7 @@ async def loop_page(request: Request, loop_id: str) -> Response:
     """A loop: its turns live, the choice it waits for, a message box, interrupt."""
 
     async def page(request: Request, viewer: Viewer) -> Response:
-        gateway = pages.gateway_of(request)
+        gateway = web.gateway_of(request)
         try:
             record = await _loop(gateway, viewer, loop_id)
         except GatewayError:
@@ -217,16 +217,16 @@ async def loop_page(request: Request, loop_id: str) -> Response:
             },
         )
 
-    return await pages.page(request, page)
+    return await web.signed_in(request, page)
 
 
 @router.get(PREFIX + "/loops/{loop_id}/events")
 async def loop_events(request: Request, loop_id: str) -> Response:
     """The loop's events for its page (see the module docstring)."""
-    viewer = await pages.viewer_of(request)
+    viewer = await web.viewer_of(request)
     if viewer is None:
         return Response("sign in first", status_code=401, media_type="text/plain")
-    gateway = pages.gateway_of(request)
+    gateway = web.gateway_of(request)
     try:
         record = await _loop(gateway, viewer, loop_id)
     except GatewayError:
@@ -283,9 +283,7 @@ def _refused(request: Request, status: int, message: str, loop_id: str) -> Respo
     """Say what went wrong: JSON to the page's script, the page with it to a browser without."""
     if request.headers.get("x-requested-with") == "fetch":
         return JSONResponse({"ok": False, "message": message}, status_code=status)
-    return RedirectResponse(
-        f"{PREFIX}/loops/{loop_id}?error={pages.quote(message)}", status_code=303
-    )
+    return RedirectResponse(f"{PREFIX}/loops/{loop_id}?error={web.quote(message)}", status_code=303)
 
 
 #: What a form does to a loop it may act on; it may answer itself (a redirect, a refusal).
@@ -297,19 +295,19 @@ async def _act(request: Request, loop_id: str, act: LoopAction) -> Response:
     the gateway (no such loop, a bad answer, shutting down) is said, never a 500."""
 
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        gateway = pages.gateway_of(request)
+        gateway = web.gateway_of(request)
         try:
             record = await _loop(gateway, viewer, loop_id)
             done = await act(gateway, record, form)
         except GatewayError as exc:
-            return _refused(request, exc.status, pages.sentence(exc.message), loop_id)
+            return _refused(request, exc.status, web.sentence(exc.message), loop_id)
         if done is not None:
             return done
         if request.headers.get("x-requested-with") == "fetch":
             return JSONResponse({"ok": True})
         return RedirectResponse(f"{PREFIX}/loops/{loop_id}", status_code=303)
 
-    return await pages.post(request, action)
+    return await web.post(request, action)
 
 
 @router.post(PREFIX + "/loops/{loop_id}/messages")

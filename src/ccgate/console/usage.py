@@ -1,180 +1,158 @@
-"""The usage page's numbers: the ledger's records in buckets of time, split by key or model.
-
-Pure: :func:`chart` turns usage records into series for the charts (one point per
-bucket, one series per key or model) and :func:`table` into the rows behind them
-(also the CSV). Time to first token is given as its median and 95th percentile
-per bucket and series, of the requests that had one. The page's totals come from
-the ledger's own summary (the same as ``/admin/usage``), not from these sums.
-"""
+"""The usage page: charts by day or hour, split by key or model, the table behind them as
+CSV; the totals are the ledger's own summary."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-import math
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+import io
+import time
+from dataclasses import replace
 
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ccgate.access.signins import Viewer
+from ccgate.console import series
+from ccgate.console.view import PREFIX, render
+from ccgate.console.web import day_start, gateway_of, namespace_of, namespaces, signed_in
+from ccgate.gateway import Gateway
 from ccgate.store.records import UsageRecord
+from ccgate.store.usage import GroupBy
 
-__all__ = [
-    "BUCKETS",
-    "MEASURES",
-    "Bucket",
-    "Point",
-    "Range",
-    "Split",
-    "chart",
-    "percentile",
-    "table",
-]
+__all__ = ["router"]
 
-Bucket = Literal["hour", "day"]
-Split = Literal["key", "model", "none"]
-
-#: Seconds in a bucket.
-BUCKETS: dict[str, int] = {"hour": 3600, "day": 86_400}
-
-#: What the charts show: (name, label, unit).
-MEASURES: tuple[tuple[str, str, str], ...] = (
-    ("requests", "Requests", ""),
-    ("input_tokens", "Input tokens", ""),
-    ("output_tokens", "Output tokens", ""),
-    ("cache_tokens", "Cache tokens (read + write)", ""),
-    ("cost_usd", "Estimated cost", "$"),
-    ("ttft_p50", "Time to first token, median", "ms"),
-    ("ttft_p95", "Time to first token, 95th percentile", "ms"),
-)
+router = APIRouter(include_in_schema=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
-    """A window of time cut in buckets: ``[since, until)``."""
-
-    since: float
-    until: float
-    bucket: Bucket
-
-    def starts(self) -> list[float]:
-        """Return every bucket's start, oldest first."""
-        size = BUCKETS[self.bucket]
-        first = math.floor(self.since / size) * size
-        return [float(t) for t in range(int(first), int(self.until), size)]
-
-    def start_of(self, stamp: float) -> float:
-        """Return the start of the bucket ``stamp`` falls in."""
-        size = BUCKETS[self.bucket]
-        return float(math.floor(stamp / size) * size)
+#: The ranges the usage page offers, in days.
+RANGES = (1, 7, 30, 90)
+#: Records the charts read at most (the totals come from the ledger's summary, always whole).
+RECORDS_MAX = 200_000
 
 
-@dataclass
-class Point:
-    """What one series counted in one bucket."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_tokens: int = 0
-    cost_usd: float = 0.0
-    ttfts: list[float] = field(default_factory=list)
-
-    def add(self, record: UsageRecord) -> None:
-        """Count one record."""
-        self.requests += 1
-        self.input_tokens += record.input_tokens
-        self.output_tokens += record.output_tokens
-        self.cache_tokens += record.cache_read_tokens + record.cache_creation_tokens
-        self.cost_usd += record.cost_usd
-        if record.ttft_ms is not None:
-            self.ttfts.append(record.ttft_ms)
-
-    def value(self, measure: str) -> float | None:
-        """Return one measure (None: a TTFT with no request to measure it)."""
-        if measure == "ttft_p50":
-            return percentile(self.ttfts, 50)
-        if measure == "ttft_p95":
-            return percentile(self.ttfts, 95)
-        value: float = getattr(self, measure)
-        return value
+def _usage_query(request: Request, viewer: Viewer) -> tuple[series.Range, series.Split, int]:
+    """Read the usage page's choices: a range of days (or from one date to another, at
+    most a year), per hour or day (hours over at most 7 days), split by key or model."""
+    params = request.query_params
+    days = _choice(params.get("days"), RANGES, 7)
+    split: series.Split = "model"
+    if params.get("split") == "none":
+        split = "none"
+    elif params.get("split") == "key" and viewer.sees_all:
+        split = "key"
+    start, end = _date(params.get("from")), _date(params.get("to"))
+    if start is not None and end is not None and start <= end and (end - start).days < 366:
+        since = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
+        until = since + ((end - start).days + 1) * 86_400
+        days = (end - start).days + 1
+    else:
+        until = day_start() + 86_400  # whole UTC days, today included
+        since = until - days * 86_400
+    bucket: series.Bucket = "hour" if params.get("bucket") == "hour" and days <= 7 else "day"
+    if bucket == "hour" and until > time.time():
+        until = series.Range(since, time.time(), "hour").start_of(time.time()) + 3600
+    return series.Range(since, until, bucket), split, days
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Return the ``q``-th percentile (nearest rank) of ``values``, or None when empty."""
-    if not values:
+def _date(raw: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(raw) if raw else None
+    except ValueError:
         return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
-def _grouper(split: Split, names: dict[str, str]) -> Callable[[UsageRecord], str]:
-    if split == "key":
-        return lambda record: names.get(record.namespace, record.namespace)
-    if split == "model":
-        return lambda record: record.model
-    return lambda record: "all"
+def _choice(raw: str | None, allowed: tuple[int, ...], default: int) -> int:
+    try:
+        value = int(raw or default)
+    except ValueError:
+        return default
+    return value if value in allowed else default
 
 
-def _points(
-    records: Iterable[UsageRecord], span: Range, split: Split, names: dict[str, str]
-) -> dict[str, dict[float, Point]]:
-    group = _grouper(split, names)
-    points: dict[str, dict[float, Point]] = defaultdict(lambda: defaultdict(Point))
-    for record in records:
-        points[group(record)][span.start_of(record.created_at)].add(record)
-    return points
+async def _usage_data(
+    gateway: Gateway, viewer: Viewer, span: series.Range, split: series.Split
+) -> tuple[list[UsageRecord], dict[str, str], bool]:
+    names = await namespaces(gateway, viewer)
+    records = await gateway.ledger.between(
+        namespace_of(viewer), since=span.since, until=span.until, limit=RECORDS_MAX
+    )
+    return records, names, len(records) >= RECORDS_MAX
 
 
-def chart(
-    records: Iterable[UsageRecord], span: Range, split: Split, names: dict[str, str]
-) -> dict[str, object]:
-    """Return the charts' data: bucket starts (``x``) and, per measure, one series per group.
+@router.get(f"{PREFIX}/usage")
+async def usage_page(request: Request) -> Response:
+    """Requests, tokens, cost and time to first token over time, by key or model."""
 
-    The shape is uPlot's: ``{"x": [...], "series": [names...], "measures": {measure:
-    [[values of series 1], ...]}}``; a bucket with nothing is 0 (None for a TTFT).
-    """
-    points = _points(records, span, split, names)
-    starts = span.starts()
-    groups = sorted(points)
-    measures: dict[str, list[list[float | None]]] = {}
-    for measure, _, _ in MEASURES:
-        empty: float | None = None if measure.startswith("ttft") else 0
-        measures[measure] = [
-            [points[g][t].value(measure) if t in points[g] else empty for t in starts]
-            for g in groups
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = gateway_of(request)
+        span, split, days = _usage_query(request, viewer)
+        records, names, cut = await _usage_data(gateway, viewer, span, split)
+        group_by: GroupBy = "key" if split == "key" else "model"
+        totals = await gateway.ledger.summarize(
+            namespace_of(viewer), since=span.since, until=span.until, group_by=group_by
+        )
+        if group_by == "key":
+            totals = [replace(t, group=names.get(t.group, t.group)) for t in totals]
+        data = series.chart(records, span, split, names)
+        return render(
+            request,
+            "usage.html",
+            {
+                "title": "Usage",
+                "viewer": viewer,
+                "span": span,
+                "days": days,
+                "ranges": RANGES,
+                "split": split,
+                "totals": totals,
+                "rows": series.table(records, span, split, names),
+                "data": data,
+                "measures": series.MEASURES,
+                "cut": cut,
+                "query": request.url.query,
+            },
+        )
+
+    return await signed_in(request, page)
+
+
+@router.get(f"{PREFIX}/usage.csv")
+async def usage_csv(request: Request) -> Response:
+    """The table behind the usage charts, as CSV."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = gateway_of(request)
+        span, split, _ = _usage_query(request, viewer)
+        records, names, _ = await _usage_data(gateway, viewer, span, split)
+        rows = series.table(records, span, split, names)
+        out = io.StringIO()
+        columns = [
+            "start",
+            "group",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_tokens",
+            "cost_usd",
+            "ttft_p50_ms",
+            "ttft_p95_ms",
         ]
-    return {"x": starts, "series": groups, "measures": measures}
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            # A cell starting with = + - @ would be a formula to a spreadsheet: quote it.
+            group = str(row["group"])
+            row = {**row, "group": "'" + group if group[:1] in "=+-@\t\r" else group}
+            writer.writerow(row)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "content-disposition": f'attachment; filename="ccgate-usage-{stamp}.csv"',
+                "cache-control": "no-store",
+            },
+        )
 
-
-def table(
-    records: Iterable[UsageRecord], span: Range, split: Split, names: dict[str, str]
-) -> list[dict[str, object]]:
-    """Return the rows behind the charts: one per bucket and group that counted anything."""
-    points = _points(records, span, split, names)
-    rows: list[dict[str, object]] = []
-    for start in span.starts():
-        for group in sorted(points):
-            point = points[group].get(start)
-            if point is None:
-                continue
-            rows.append(
-                {
-                    "start": dt.datetime.fromtimestamp(start, dt.UTC).strftime(
-                        "%Y-%m-%d %H:%M" if span.bucket == "hour" else "%Y-%m-%d"
-                    ),
-                    "group": group,
-                    "requests": point.requests,
-                    "input_tokens": point.input_tokens,
-                    "output_tokens": point.output_tokens,
-                    "cache_tokens": point.cache_tokens,
-                    "cost_usd": round(point.cost_usd, 6),
-                    "ttft_p50_ms": _round(point.value("ttft_p50")),
-                    "ttft_p95_ms": _round(point.value("ttft_p95")),
-                }
-            )
-    return rows
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    return await signed_in(request, page)

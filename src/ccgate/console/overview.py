@@ -1,0 +1,125 @@
+"""The overview: the live feed of requests (server-sent events) beside the gateway's gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from ccgate.access.feed import Entry, Notice
+from ccgate.access.signins import Viewer
+from ccgate.api.answer import PING_EVERY, SSEResponse
+from ccgate.console.view import PREFIX, fragment, render
+from ccgate.console.web import gateway_of, namespace_of, one_line, signed_in, sse_event, viewer_of
+from ccgate.gateway import Gateway
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+#: How often the overview's gauges are sent again (seconds).
+STATS_EVERY = 2.0
+#: Rows the overview shows.
+ROWS = 50
+
+
+def _stats(gateway: Gateway) -> dict[str, Any]:
+    pool = gateway.runner.pool_status()
+    hits, misses = _count(pool.get("hits")), _count(pool.get("misses"))
+    return {
+        "active": gateway.gate.active,
+        "queued": gateway.gate.queued,
+        "waiting_for_tools": gateway.turns.parked,
+        "max_concurrent": gateway.settings.max_concurrent,
+        "max_queue": gateway.settings.max_queue,
+        "pool": pool,
+        "hit_rate": (hits / (hits + misses)) if hits + misses else None,
+        "loops_active": gateway.loops.live_processes(),
+        "probe": gateway.probe.as_dict(),
+        "draining": gateway.draining,
+    }
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+@router.get("/")
+async def overview(request: Request) -> Response:
+    """What the gateway is doing now: the live feed of requests, and its gauges."""
+
+    async def page(request: Request, viewer: Viewer) -> Response:
+        gateway = gateway_of(request)
+        rows = gateway.feed.recent(namespace_of(viewer), ROWS)
+        return render(
+            request,
+            "overview.html",
+            {
+                "title": "Overview",
+                "viewer": viewer,
+                "rows": rows,
+                "stats": _stats(gateway) if viewer.sees_all else None,
+            },
+        )
+
+    return await signed_in(request, page)
+
+
+@router.get(PREFIX)
+@router.get(f"{PREFIX}/")
+async def console_root() -> Response:
+    """The console's own address: the overview."""
+    return RedirectResponse("/", status_code=303)
+
+
+def _row(entry: Entry) -> str:
+    return one_line(fragment("_row.html", {"row": entry}))
+
+
+@router.get(f"{PREFIX}/feed")
+async def feed(request: Request) -> Response:
+    """The live feed as server-sent events: ``row`` (a table row, new or updated) and
+    ``stats`` (the gauges, for those who see the whole gateway)."""
+    viewer = await viewer_of(request)
+    if viewer is None:
+        return Response("sign in first", status_code=401, media_type="text/plain")
+    gateway = gateway_of(request)
+    watch = gateway.feed.watch(namespace_of(viewer))
+
+    async def events() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        next_stats = loop.time()
+        next_ping = loop.time() + PING_EVERY
+        yield "retry: 2000\n\n"
+        try:
+            while True:
+                now = loop.time()
+                if viewer.sees_all and now >= next_stats:
+                    stats = fragment("_stats.html", {"stats": _stats(gateway)})
+                    yield sse_event("stats", one_line(stats))
+                    next_stats = now + STATS_EVERY
+                if now >= next_ping:
+                    yield ": ping\n\n"
+                    next_ping = now + PING_EVERY
+                wait = min(next_ping, next_stats if viewer.sees_all else next_ping) - now
+                try:
+                    entry = await watch.next(max(0.05, wait))
+                except StopAsyncIteration:
+                    yield sse_event("bye", "")
+                    return
+                if isinstance(entry, Notice):
+                    notice = {"title": entry.title, "body": entry.body, "link": entry.link}
+                    yield sse_event("choice", json.dumps(notice))
+                elif entry is not None:
+                    yield sse_event("row", _row(entry))
+        finally:
+            watch.close()
+
+    async def nothing() -> None:
+        return None
+
+    return SSEResponse(events(), {"cache-control": "no-store"}, on_close=nothing)
