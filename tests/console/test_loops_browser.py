@@ -69,6 +69,9 @@ def test_a_loop_from_a_phone(
     overview.page.add_init_script(NOTIFICATIONS)
     overview.page.goto(gateway.url + "/")
     overview.page.locator("#feed-state", has_text="live").wait_for()
+    elsewhere = browse(PHONE)  # a page without a feed of its own hears it too
+    elsewhere.page.add_init_script(NOTIFICATIONS)
+    elsewhere.page.goto(gateway.url + "/console/sessions")
 
     # 1. A file write waits for the person; allowed from the page, the file appears.
     target = workspace / "from-phone.txt"
@@ -81,6 +84,8 @@ def test_a_loop_from_a_phone(
     assert told.inner_text().startswith("phone loop: allow?")
     assert told.get_by_role("link").get_attribute("href") == f"/console/loops/{loop_id}"
     assert overview.page.evaluate("() => window.__notes") == ["ccgate: phone loop: allow?"]
+    elsewhere.page.locator("#notices .notice").first.wait_for(timeout=30_000)
+    assert elsewhere.page.evaluate("() => window.__notes") == ["ccgate: phone loop: allow?"]
     _clean_phone(page, "a pending permission")
     page.shot("loop-permission-phone")
     choice.get_by_role("button", name="Allow").click()

@@ -82,9 +82,12 @@ def _row(entry: Entry) -> str:
 
 @router.get(f"{PREFIX}/feed")
 async def feed(request: Request) -> Response:
-    """The live feed as server-sent events: ``row`` (a table row, new or updated) and
-    ``stats`` (the gauges, for those who see the whole gateway)."""
+    """The live feed as server-sent events: ``row`` (a table row, new or updated),
+    ``stats`` (the gauges, for those who see the whole gateway) and ``choice`` (a loop
+    waits for a person). With ``?notices=only``, only ``choice`` (every other page)."""
     viewer = await viewer_of(request)
+    rows = request.query_params.get("notices") != "only"
+    stats_too = rows and viewer is not None and viewer.sees_all
     if viewer is None:
         return Response("sign in first", status_code=401, media_type="text/plain")
     gateway = gateway_of(request)
@@ -98,14 +101,14 @@ async def feed(request: Request) -> Response:
         try:
             while True:
                 now = loop.time()
-                if viewer.sees_all and now >= next_stats:
+                if stats_too and now >= next_stats:
                     stats = fragment("_stats.html", {"stats": _stats(gateway)})
                     yield sse_event("stats", one_line(stats))
                     next_stats = now + STATS_EVERY
                 if now >= next_ping:
                     yield ": ping\n\n"
                     next_ping = now + PING_EVERY
-                wait = min(next_ping, next_stats if viewer.sees_all else next_ping) - now
+                wait = min(next_ping, next_stats if stats_too else next_ping) - now
                 try:
                     entry = await watch.next(max(0.05, wait))
                 except StopAsyncIteration:
@@ -114,7 +117,7 @@ async def feed(request: Request) -> Response:
                 if isinstance(entry, Notice):
                     notice = {"title": entry.title, "body": entry.body, "link": entry.link}
                     yield sse_event("choice", json.dumps(notice))
-                elif entry is not None:
+                elif entry is not None and rows:
                     yield sse_event("row", _row(entry))
         finally:
             watch.close()

@@ -26,12 +26,39 @@
   }
 
   function offerNotifications() {
-    const button = document.getElementById("notify");
-    if (!button || !("Notification" in window) || Notification.permission !== "default") return;
-    button.hidden = false;
-    button.addEventListener("click", function () {
-      Notification.requestPermission().then(function () { button.hidden = true; });
+    const offer = document.getElementById("notify-offer");
+    if (!offer || !("Notification" in window) || Notification.permission !== "default") return;
+    offer.hidden = false;
+    document.getElementById("notify").addEventListener("click", function () {
+      Notification.requestPermission().then(function () { offer.hidden = true; });
     });
+  }
+
+  function notifyOf(notice) {
+    showNotice(notice);
+    if ("Notification" in window && Notification.permission === "granted") {
+      const shown = new Notification("ccgate: " + notice.title, {body: notice.body,
+                                                                tag: notice.link});
+      shown.addEventListener("click", function () { window.location = notice.link; });
+    }
+  }
+
+  // Pages without a stream of their own still hear when a loop waits for a person.
+  function listenForNotices(url) {
+    let retry = 1000;
+    function connect() {
+      const source = new EventSource(url);
+      source.addEventListener("open", function () { retry = 1000; });
+      source.addEventListener("choice", function (event) { notifyOf(JSON.parse(event.data)); });
+      source.addEventListener("bye", function () { source.close(); });
+      source.addEventListener("error", function () {
+        if (source.readyState === EventSource.CLOSED) {
+          setTimeout(connect, retry);
+          retry = Math.min(retry * 2, 30000);
+        }
+      });
+    }
+    connect();
   }
 
   function startFeed(table) {
@@ -74,13 +101,7 @@
         say("stopped (the gateway is shutting down)");
       });
       source.addEventListener("choice", function (event) {
-        const notice = JSON.parse(event.data);
-        showNotice(notice);
-        if ("Notification" in window && Notification.permission === "granted") {
-          const shown = new Notification("ccgate: " + notice.title, {body: notice.body,
-                                                                    tag: notice.link});
-          shown.addEventListener("click", function () { window.location = notice.link; });
-        }
+        notifyOf(JSON.parse(event.data));
       });
       source.addEventListener("error", function () {
         if (source.readyState === EventSource.CLOSED) {
@@ -328,6 +349,9 @@
     if (log) startLoop(log);
     const feed = document.getElementById("feed");
     if (feed) startFeed(feed);
+    if (!log && !feed && document.body.dataset.notices) {
+      listenForNotices(document.body.dataset.notices);
+    }
     const usage = document.getElementById("usage-data");
     if (usage) drawCharts(usage);
     copyButtons();
