@@ -280,6 +280,32 @@ def test_shutdown_answers_running_turns_and_leaves_no_process(
     assert "shutting down" in answers[0].json()["error"]["message"]
 
 
+@pytest.mark.cli
+def test_an_idle_gateway_stops_at_once_and_says_nothing_odd(data_dir: Path) -> None:
+    """Ctrl-C on the README's ``ccgate serve --demo``: exit 0, no process, no warning."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGATE_")}
+    argv = [sys.executable, "-m", "ccgate", "serve", "--demo", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: _up(f"http://127.0.0.1:{port}"), within=30)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "never awaited" not in err and "Traceback" not in err, err
+    assert wait_for_no_processes(data_dir, within=5) == []
+
+
 def _up(url: str) -> bool:
     try:
         return httpx.get(url + "/health", timeout=2).status_code == 200

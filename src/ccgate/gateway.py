@@ -177,7 +177,9 @@ class Gateway:
         # Turns still running just before the server's grace period ends are stopped with a
         # clean error rather than cut off mid-response; loops' turns end with loop_closed.
         loop.call_later(grace, self.runner.stop_all, "ccgate is shutting down")
-        loop.call_later(grace, self._spawn, self.loops.aclose(), "ccgate-close-loops")
+        # The coroutine is made when it runs: a shutdown sooner than ``grace`` leaves none
+        # behind unawaited (the exit stack closes the loops then).
+        loop.call_later(grace, lambda: self._spawn(self.loops.aclose(), "ccgate-close-loops"))
 
     async def admit(
         self,
