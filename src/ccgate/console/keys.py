@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,8 +13,16 @@ from ccgate.access.signins import Viewer
 from ccgate.api.routes.admin import change_key as change_key_as_admin
 from ccgate.api.routes.admin import make_key
 from ccgate.console.view import PREFIX, render
-from ccgate.console.web import day_start, gateway_of, month_start, post, sentence, signed_in
+from ccgate.console.web import (
+    day_start,
+    gateway_of,
+    month_start,
+    post,
+    sentence,
+    signed_in,
+)
 from ccgate.errors import GatewayError
+from ccgate.gateway import Gateway
 from ccgate.protocol.admin import KeyCreate, KeyUpdate
 from ccgate.store.records import KeyRecord, UsageSummary
 
@@ -125,60 +134,57 @@ def _number_of(raw: str, field: str) -> float | int | str:
         return raw  # the admin API's check names the field
 
 
-@router.post(f"{PREFIX}/keys")
-async def create_key(request: Request) -> Response:
-    """Make a key; the page shows it this once."""
+#: What a keys form does, as the admin; ``None`` goes back to the list.
+KeyAction = Callable[[Gateway, Viewer, dict[str, str]], Awaitable[Response | None]]
+
+
+async def _as_admin(request: Request, act: KeyAction) -> Response:
+    """Run a keys form for the admin, with a good CSRF token; say on the page what is wrong."""
 
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
         refused = _admin_only(request, viewer)
         if refused is not None:
             return refused
-        gateway = gateway_of(request)
         try:
-            made = await make_key(gateway, KeyCreate.model_validate(_changes(form)))
+            done = await act(gateway_of(request), viewer, form)
         except ValidationError as exc:
             return await _keys_page(request, viewer, error=_invalid(exc), status_code=400)
         except GatewayError as exc:
             return await _keys_page(request, viewer, error=sentence(exc.message), status_code=400)
-        return await _keys_page(request, viewer, created=(made.record, made.key))
+        if done is not None:
+            return done
+        return RedirectResponse(f"{PREFIX}/keys", status_code=303)
 
     return await post(request, action)
+
+
+@router.post(f"{PREFIX}/keys")
+async def create_key(request: Request) -> Response:
+    """Make a key; the page shows it this once."""
+
+    async def make(gateway: Gateway, viewer: Viewer, form: dict[str, str]) -> Response:
+        made = await make_key(gateway, KeyCreate.model_validate(_changes(form)))
+        return await _keys_page(request, viewer, created=(made.record, made.key))
+
+    return await _as_admin(request, make)
 
 
 @router.post(PREFIX + "/keys/{key_id}")
 async def change_key(request: Request, key_id: str) -> Response:
     """Change a key's name, limits, models, expiry or whether it is disabled."""
 
-    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        refused = _admin_only(request, viewer)
-        if refused is not None:
-            return refused
-        gateway = gateway_of(request)
-        try:
-            await change_key_as_admin(gateway, key_id, KeyUpdate.model_validate(_changes(form)))
-        except ValidationError as exc:
-            return await _keys_page(request, viewer, error=_invalid(exc), status_code=400)
-        except GatewayError as exc:
-            return await _keys_page(request, viewer, error=sentence(exc.message), status_code=400)
-        return RedirectResponse(f"{PREFIX}/keys", status_code=303)
+    async def change(gateway: Gateway, viewer: Viewer, form: dict[str, str]) -> None:
+        await change_key_as_admin(gateway, key_id, KeyUpdate.model_validate(_changes(form)))
 
-    return await post(request, action)
+    return await _as_admin(request, change)
 
 
 @router.post(PREFIX + "/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
     """Revoke a key for good; its console sign-ins end too."""
 
-    async def action(viewer: Viewer, form: dict[str, str]) -> Response:
-        refused = _admin_only(request, viewer)
-        if refused is not None:
-            return refused
-        gateway = gateway_of(request)
-        try:
-            await gateway.keys.revoke(key_id)
-            await gateway.signins.end_key(key_id)
-        except GatewayError as exc:
-            return await _keys_page(request, viewer, error=sentence(exc.message), status_code=400)
-        return RedirectResponse(f"{PREFIX}/keys", status_code=303)
+    async def revoke(gateway: Gateway, viewer: Viewer, form: dict[str, str]) -> None:
+        await gateway.keys.revoke(key_id)
+        await gateway.signins.end_key(key_id)
 
-    return await post(request, action)
+    return await _as_admin(request, revoke)
