@@ -25,8 +25,16 @@ Directive grammar (several directives may appear; they are removed before echoin
     cut=N               close the stream abruptly after N deltas (no message_stop)
     stall=S             sleep S seconds before answering (in a stream: after ping)
     stop=REASON         override stop_reason (end_turn, tool_use, max_tokens, ...)
+    stream_error=TYPE   answer 200 but send an ``error`` event (rate_limit_error,
+                        overloaded_error, api_error) right after message_start
     times=N             error/cut/stall fire for the first N requests carrying this
                         exact text only, so a retrying client then succeeds
+
+Plans: ``POST /demo/plans`` gives a credential (an OAuth token or API key) a plan of
+5-hour and 7-day windows; every answer to it then carries the
+``anthropic-ratelimit-unified-*`` headers, a full window is a 429 (or an ``error``
+event inside the stream, or extra usage when overage is allowed) and windows roll
+over at their reset (``ccgate.demo.plan``). ``GET /demo/plans`` reads them back.
 
 Example: ``What's the weather? [[demo: tool=get_weather input={"city":"Paris"}]]``.
 A malformed pair ends its directive and is ignored; parsing never fails.

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ccgate.demo.directives import parse_directives
+from ccgate.demo.plan import Plans
 from ccgate.demo.reply import Reply, reply_from_directives
 
 __all__ = [
@@ -67,6 +68,8 @@ class ScriptedModel:
         self._fault_counts: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        #: Each credential's plan (5-hour and 7-day windows, overage): see ``demo.plan``.
+        self.plans = Plans()
 
     def script(self, *replies: Reply) -> None:
         """Queue replies for the upcoming conversation requests, in order."""
@@ -74,11 +77,12 @@ class ScriptedModel:
             self._script.extend(replies)
 
     def reset(self) -> None:
-        """Forget recorded requests, queued replies and directive fault counts."""
+        """Forget recorded requests, queued replies, directive fault counts and plans."""
         with self._lock:
             self.requests.clear()
             self._script.clear()
             self._fault_counts.clear()
+        self.plans.clear()
 
     @property
     def pending(self) -> int:

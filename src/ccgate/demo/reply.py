@@ -6,7 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STOP_REASONS", "Reply", "ToolUse", "reply_from_directives"]
+__all__ = ["STOP_REASONS", "STREAM_ERRORS", "Reply", "ToolUse", "reply_from_directives"]
+
+#: The error types an ``error`` event inside a stream may carry.
+STREAM_ERRORS = frozenset({"rate_limit_error", "overloaded_error", "api_error"})
 
 STOP_REASONS = frozenset(
     {"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"}
@@ -43,6 +46,8 @@ class Reply:
     stall: float | None = None
     stop_reason: str | None = None
     usage: dict[str, int] | None = None
+    #: An ``error`` event of this type right after ``message_start`` in a 200 stream.
+    stream_error: str | None = None
 
     @property
     def is_fault(self) -> bool:
@@ -51,6 +56,7 @@ class Reply:
             self.error_status is not None
             or self.cut_after_chunks is not None
             or self.stall is not None
+            or self.stream_error is not None
         )
 
 
@@ -86,6 +92,8 @@ def reply_from_directives(pairs: list[tuple[str, Any]]) -> tuple[Reply, int | No
             reply.stall = float(value)
         elif key == "stop" and value in STOP_REASONS:
             reply.stop_reason = str(value)
+        elif key == "stream_error" and value in STREAM_ERRORS:
+            reply.stream_error = str(value)
         elif key == "times" and _count(value):
             times = value
     return reply, times
