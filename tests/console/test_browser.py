@@ -270,3 +270,24 @@ def test_usage_charts_totals_equal_the_ledger_and_export_as_csv(
         cells = line.split(",")
         per_key[cells[1]] = per_key.get(cells[1], 0) + int(cells[2])
     assert per_key == {"alice": 3, "bob": 2}
+
+
+@pytest.mark.server
+def test_the_feed_starts_with_what_happened_before_it_connected(scripted: Gateway) -> None:
+    """A page rendered before a request, whose stream connects after it, still gets its row."""
+    alice = _make_key(scripted, "alice")
+    with httpx.Client(base_url=scripted.url, timeout=30) as http:
+        signed = http.post("/console/signin", data={"key": ADMIN})
+        assert signed.status_code == 303
+        http.post(
+            "/v1/chat/completions",
+            json={"model": "sonnet", "messages": [{"role": "user", "content": "early"}]},
+            headers={"authorization": f"Bearer {alice}"},
+        ).raise_for_status()
+        with http.stream("GET", "/console/feed") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and 'id="req-r' in line:
+                    assert 'class="done"' in line and "alice" in line
+                    break
+            else:
+                raise AssertionError("the feed did not start with the earlier request")

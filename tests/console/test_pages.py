@@ -327,3 +327,17 @@ async def test_usage_takes_a_range_of_dates_and_a_client_sees_only_its_own(
         assert (
             len(lines) == 2 and ",1," in lines[1]
         )  # one bucket, alice's (by model: split=key is the operator's)
+
+
+async def test_an_unknown_console_address_is_a_page_not_json(client: Client) -> None:
+    async with client() as http:
+        missing = await http.get("/console/<b>nope</b>")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/html")
+        assert "<b>nope</b>" not in missing.text and "Back to the console" in missing.text
+        assert "script-src 'self'" in missing.headers["content-security-policy"]
+        wrong = await http.put("/")
+        assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+        assert wrong.headers["content-type"].startswith("text/html")
+        api = await http.get("/v1/nope")  # the APIs keep their own shapes
+        assert api.json()["error"]["code"] == "route_not_found"

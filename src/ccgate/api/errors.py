@@ -11,11 +11,12 @@ request a client had already sent on it.
 from __future__ import annotations
 
 import re
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -39,6 +40,7 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "is_anthropic_path",
+    "is_page_path",
 ]
 
 
@@ -61,10 +63,30 @@ def error_body(path: str, error: GatewayError) -> tuple[dict[str, Any], int]:
     return openai.error_body(error), error.openai_status or error.status
 
 
-def error_response(path: str, error: GatewayError) -> JSONResponse:
-    """Render ``error`` in the shape of the protocol ``path`` speaks."""
+def is_page_path(path: str) -> bool:
+    """Tell whether ``path`` is one of the console's pages (browsers read HTML there)."""
+    return path == "/" or (path.startswith("/console") and not path.startswith("/console/static"))
+
+
+def error_response(path: str, error: GatewayError) -> Response:
+    """Render ``error`` in the shape of the protocol ``path`` speaks (a page, for the
+    console's paths)."""
+    if is_page_path(path):
+        return _page(error)
     body, status = error_body(path, error)
     return JSONResponse(body, status_code=status, headers=error.headers())
+
+
+def _page(error: GatewayError) -> HTMLResponse:
+    """A plain page saying what went wrong (no script; the message escaped)."""
+    title = f"{error.status} · ccgate"
+    html = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>'
+        f"<main><h1>{error.status}</h1><p>{escape(error.message)}</p>"
+        '<p><a href="/">Back to the console</a></p></main></body></html>'
+    )
+    return HTMLResponse(html, status_code=error.status, headers=error.headers())
 
 
 #: What pydantic puts in an error's location for the member of a union that was tried
@@ -135,15 +157,15 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every expected error answer in the protocol's own shape (``CrashGuard`` in
     ``api/crash.py`` answers and logs the unexpected ones)."""
 
-    async def gateway(request: Request, exc: Exception) -> JSONResponse:
+    async def gateway(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
         return error_response(request.url.path, exc)
 
-    async def validation(request: Request, exc: Exception) -> JSONResponse:
+    async def validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return error_response(request.url.path, _validation_message(exc))
 
-    async def http(request: Request, exc: Exception) -> JSONResponse:
+    async def http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         error: GatewayError
         if exc.status_code == 404:

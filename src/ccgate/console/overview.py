@@ -84,7 +84,9 @@ def _row(entry: Entry) -> str:
 async def feed(request: Request) -> Response:
     """The live feed as server-sent events: ``row`` (a table row, new or updated),
     ``stats`` (the gauges, for those who see the whole gateway) and ``choice`` (a loop
-    waits for a person). With ``?notices=only``, only ``choice`` (every other page)."""
+    waits for a person). It starts with the newest rows, so nothing that happened between
+    the page and the stream is missed. With ``?notices=only``, only ``choice`` (every other
+    page)."""
     viewer = await viewer_of(request)
     rows = request.query_params.get("notices") != "only"
     stats_too = rows and viewer is not None and viewer.sees_all
@@ -92,12 +94,18 @@ async def feed(request: Request) -> Response:
         return Response("sign in first", status_code=401, media_type="text/plain")
     gateway = gateway_of(request)
     watch = gateway.feed.watch(namespace_of(viewer))
+    # Taken with the watch (nothing runs between them): every later change comes after it.
+    start = list(reversed(gateway.feed.recent(namespace_of(viewer), ROWS))) if rows else []
 
     async def events() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         next_stats = loop.time()
         next_ping = loop.time() + PING_EVERY
         yield "retry: 2000\n\n"
+        # What happened between the page and this stream (or while it was cut): the
+        # newest rows again, oldest first; the page replaces the ones it has.
+        for kept in start:
+            yield sse_event("row", _row(kept))
         try:
             while True:
                 now = loop.time()
