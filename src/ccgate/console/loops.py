@@ -53,10 +53,11 @@ async def _loop(gateway: Gateway, viewer: Viewer, loop_id: str) -> LoopRecord:
         raise NotFound(f"no loop '{loop_id[:80]}'", code="loop_not_found") from None
 
 
-async def _owner(gateway: Gateway, record: LoopRecord) -> Caller:
-    if record.namespace in ("local", "shared", "admin"):
-        return Caller(record.namespace)
-    key = await gateway.keys.get(record.namespace)
+async def _caller(gateway: Gateway, namespace: str) -> Caller:
+    """Return who a namespace is: a client key's, or a keyless one (local, shared, admin)."""
+    if namespace in ("local", "shared", "admin"):
+        return Caller(namespace)
+    key = await gateway.keys.get(namespace)
     return Caller(key.id, key)
 
 
@@ -116,12 +117,6 @@ def _context(record: LoopRecord, viewer: Viewer) -> dict[str, str]:
     return {"loop_id": record.id, "csrf": viewer.csrf, "prefix": PREFIX}
 
 
-def _sse(name: str, data: str) -> str:
-    """Return one SSE event; ``data`` may span lines (each gets its ``data:`` field)."""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return f"event: {name}\n{lines}\n"
-
-
 # -- pages -----------------------------------------------------------------------------------
 
 
@@ -163,11 +158,8 @@ async def create_loop(request: Request) -> Response:
 
     async def action(viewer: Viewer, form: dict[str, str]) -> Response:
         gateway = web.gateway_of(request)
-        caller = Caller(viewer.namespace)
-        if viewer.key_id is not None:
-            key = await gateway.keys.get(viewer.key_id)
-            caller = Caller(key.id, key)
         try:
+            caller = await _caller(gateway, viewer.namespace)
             mode = wire.check_permission_mode(form.get("permission_mode") or None, PERMISSION_MODES)
             model = gateway.catalogue.resolve(form.get("model") or gateway.settings.default_model)
             caller.check_model(model)
@@ -243,19 +235,19 @@ async def loop_events(request: Request, loop_id: str) -> Response:
             yield "retry: 2000\n\n"
             if current is not None:
                 html = "".join(_items(current, context))
-                yield _sse("reset", json.dumps({"turn_id": current.turn_id, "html": html}))
+                yield web.sse_event("reset", json.dumps({"turn_id": current.turn_id, "html": html}))
             while True:
                 try:
                     event = await watch.next(PING_EVERY)
                 except StopAsyncIteration:
-                    yield _sse("bye", "")
+                    yield web.sse_event("bye", "")
                     return
                 if event is None:
                     yield ": ping\n\n"
                     continue
                 if isinstance(event, TextDelta | ThinkingDelta):
                     kind = "assistant" if isinstance(event, TextDelta) else "thinking"
-                    yield _sse("text", json.dumps({"kind": kind, "text": event.text}))
+                    yield web.sse_event("text", json.dumps({"kind": kind, "text": event.text}))
                     continue
                 name, _ = wire.named(event)
                 if name == "snapshot":
@@ -267,8 +259,8 @@ async def loop_events(request: Request, loop_id: str) -> Response:
                         message = fragment(
                             "_loop_item.html", {**context, "name": "message", "turn": turn}
                         )
-                        yield _sse("item", message)
-                yield _sse("item", _item(event, turn_id, context))
+                        yield web.sse_event("item", message)
+                yield web.sse_event("item", _item(event, turn_id, context))
                 await asyncio.sleep(0)
         finally:
             watch.close()
@@ -325,7 +317,7 @@ async def send_message(request: Request, loop_id: str) -> Response:
         if record.archived_at is not None:
             return _refused(request, 409, "This loop is archived.", loop_id)
         mode = wire.check_permission_mode(form.get("permission_mode") or None, PERMISSION_MODES)
-        owner = await _owner(gateway, record)
+        owner = await _caller(gateway, record.namespace)
         await gateway.loops.send(
             record,
             content,
