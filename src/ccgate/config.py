@@ -93,6 +93,38 @@ class Settings(BaseModel):
     upstream_retries: int = Field(
         2, ge=0, le=10, description="How often the CLI retries a failed upstream call."
     )
+    accounts_key: SecretStr | None = Field(
+        None,
+        description="Encrypts the upstream accounts' secrets in the database; unset means a "
+        "random key in <data_dir>/accounts.key.",
+    )
+    account_routing: Literal["headroom", "priority"] = Field(
+        "headroom",
+        description="Where a new conversation goes: the account with most plan headroom "
+        "(among the lowest priority number), or strictly the priority order.",
+    )
+    allow_extra_usage: bool = Field(
+        False,
+        description="Let requests be billed as extra usage once an account's plan is used up; "
+        "off routes elsewhere or answers 429 plan_limit.",
+    )
+    plan_share_at: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="A key's plan_share is enforced once the account's 5-hour window is this "
+        "full (0-1).",
+    )
+    plan_warnings: tuple[float, ...] = Field(
+        (0.75, 0.9),
+        description="Utilisations of an account's windows that raise a plan.warning "
+        "(console, webhook, log; comma-separated in the environment).",
+    )
+    usage_shows_plan: bool = Field(
+        False,
+        description="Show key holders the accounts' plan headroom (percentages and reset "
+        "times) in GET /v1/usage.",
+    )
     auth_mode: AuthMode = Field(
         "none", description="none (loopback only), shared (one api_key) or multi (keys in the DB)."
     )
@@ -220,6 +252,19 @@ class Settings(BaseModel):
     )
     demo: bool = Field(False, description="Serve the built-in scripted model as upstream.")
 
+    @field_validator("plan_warnings", mode="before")
+    @classmethod
+    def _split_numbers(cls, value: Any) -> Any:
+        """Read ``0.75,0.9`` (environment, flag) or a list (config file); each in (0, 1]."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            numbers = sorted({float(v) for v in value})
+            if any(not 0 < n <= 1 for n in numbers):
+                raise ValueError("plan warnings are utilisations between 0 and 1, e.g. 0.75,0.9")
+            return tuple(numbers)
+        return value
+
     @field_validator("webhook_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -279,7 +324,13 @@ class Settings(BaseModel):
 
     def secrets(self) -> list[str]:
         """Return every ccgate secret value that is set (to keep them out of the CLI)."""
-        values = [self.api_key, self.admin_key, self.metrics_token, self.webhook_secret]
+        values = [
+            self.api_key,
+            self.admin_key,
+            self.metrics_token,
+            self.webhook_secret,
+            self.accounts_key,
+        ]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
     @model_validator(mode="after")

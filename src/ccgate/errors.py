@@ -25,7 +25,8 @@ place a kind becomes an error::
         ├── ClientGone                499  the client left before the answer
         ├── RateLimited               429  a limit of this gateway
         │   ├── QueueFull             429  every slot busy and the queue full
-        │   └── QuotaExceeded         429  a limit of the caller's key
+        │   ├── QuotaExceeded         429  a limit of the caller's key
+        │   └── PlanLimited           429  no upstream account's plan can take it  [plan_limit]
         ├── Unavailable               503  ccgate cannot take the request now  [unavailable]
         │   └── DatabaseBusy          503  the database stayed locked by another process
         └── UpstreamError             502  the model side failed  [upstream]
@@ -40,6 +41,12 @@ place a kind becomes an error::
 from __future__ import annotations
 
 from ccgate.redact import hide_addresses
+
+#: The longest ``Retry-After`` an answer gives (seconds). A limit that lasts longer says
+#: when it ends in its message and tells clients not to retry on their own
+#: (``x-should-retry: false``): SDKs that honour ``Retry-After`` would otherwise sleep
+#: for hours inside one call.
+RETRY_AFTER_MAX = 300
 
 __all__ = [
     "AuthenticationFailed",
@@ -57,8 +64,10 @@ __all__ = [
     "NotFound",
     "OtherClientError",
     "PermissionDenied",
+    "PlanLimited",
     "QueueFull",
     "QuotaExceeded",
+    "RETRY_AFTER_MAX",
     "RateLimited",
     "RequestTooLarge",
     "RouteNotFound",
@@ -122,10 +131,13 @@ class GatewayError(CcgateError):
     def headers(self) -> dict[str, str]:
         """Return the HTTP headers that go with this error."""
         headers: dict[str, str] = {}
+        should_retry = self.should_retry
         if self.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(self.retry_after)))
-        if self.should_retry is not None:
-            headers["x-should-retry"] = "true" if self.should_retry else "false"
+            headers["retry-after"] = str(max(1, min(RETRY_AFTER_MAX, round(self.retry_after))))
+            if self.retry_after > RETRY_AFTER_MAX:
+                should_retry = False
+        if should_retry is not None:
+            headers["x-should-retry"] = "true" if should_retry else "false"
         return headers
 
 
@@ -302,6 +314,27 @@ class QuotaExceeded(RateLimited):
         self.should_retry = should_retry
 
 
+class PlanLimited(RateLimited):
+    """No upstream account's plan can take the request now (``param`` names the limit).
+
+    ``plan_window``: every account's window is used up (or cooling down);
+    ``extra_usage``: what is left would be billed as extra usage, which the
+    operator did not allow; ``plan_share``: the caller's key used its share of a
+    window that is running low. ``Retry-After`` is the time the first account
+    frees up.
+    """
+
+    loop_code = "plan_limit"
+    code = "plan_limit"
+    kind = "plan_limit"
+    template = "{detail}"
+
+    def __init__(
+        self, message: str, *, limit: str = "plan_window", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, param=limit, retry_after=retry_after)
+
+
 class Unavailable(GatewayError):
     """ccgate cannot take the request now (it is shutting down, say); retry shortly."""
 
@@ -428,7 +461,16 @@ def for_turn(kind: str, detail: str, *, retry_after: float | None = None) -> Gat
     message = cls.template.format(detail=hide_addresses(detail))
     if cls is ModelNotFound:
         return ModelNotFound(message)
+    if cls is PlanLimited:
+        limit, _, text = message.partition(": ") if message.startswith(_LIMITS) else ("", "", "")
+        if limit:
+            return PlanLimited(text, limit=limit, retry_after=retry_after)
+        return PlanLimited(message, retry_after=retry_after)
     return cls(message, retry_after=retry_after if cls is UpstreamRateLimited else None)
+
+
+#: The limits a ``plan_limit`` turn failure may name first in its detail (``limit: text``).
+_LIMITS = ("plan_window: ", "extra_usage: ", "plan_share: ")
 
 
 #: Each turn failure's kind and the class that stands for it.

@@ -38,7 +38,13 @@ from ccgate.access.feed import Entry, Feed, Notice
 from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
 from ccgate.access.signins import Signins
-from ccgate.claude import ClaudeRunner, RunnerConfig
+from ccgate.accounts.alerts import PlanAlerts
+from ccgate.accounts.manager import Accounts, SettingsCredential
+from ccgate.accounts.meter import PlanMeter, PlanState, when
+from ccgate.accounts.secrets import SecretBox
+from ccgate.accounts.share import FairShare
+from ccgate.claude import RunnerConfig
+from ccgate.claude.accounts import AccountRouter
 from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.launcher import clear_credential_files
 from ccgate.claude.workdirs import WorkerDirs
@@ -51,11 +57,12 @@ from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.sources import Answers
-from ccgate.errors import DatabaseBusy, QuotaExceeded, Unavailable
+from ccgate.errors import DatabaseBusy, PlanLimited, QuotaExceeded, Unavailable
 from ccgate.loops.events import ChoiceRequested, LoopEvent
 from ccgate.loops.manager import LoopManager
 from ccgate.metrics import Counters, Gauges, Metrics
 from ccgate.notify.webhooks import Webhooks
+from ccgate.store.accounts import SqlAccountStore
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
 from ccgate.store.console import SqlConsoleSessionStore
 from ccgate.store.counters import SqlCounterStore
@@ -199,9 +206,17 @@ class Gateway:
             raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
         self.counters.requests += 1
         try:
-            return await self.accounting.admit(
+            accounts = await self._plan_admit(caller, model)
+            ticket = await self.accounting.admit(
                 caller, endpoint, model, requested, session_key=session_key
             )
+            ticket.accounts = accounts
+            return ticket
+        except PlanLimited as exc:
+            self.metrics.refused(
+                endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
+            )
+            raise
         except (QuotaExceeded, DatabaseBusy) as exc:
             self.metrics.refused(
                 endpoint=endpoint, model=model.id, status=exc.code or "", key_name=caller.name
@@ -217,6 +232,45 @@ class Gateway:
                     },
                 )
             raise
+
+    async def _plan_admit(self, caller: Caller, model: ModelInfo) -> frozenset[str] | None:
+        """Refuse a request no upstream account can take now; return the accounts it may use.
+
+        ``None``: any account (no fair share applies to the caller).
+        """
+        router = self.router
+        if router is None:
+            return None
+        share = caller.key.quota.plan_share if caller.key is not None else None
+        barred = await self.share.barred(
+            caller.namespace, share, [u.id for u in self.accounts.upstreams()]
+        )
+        excluded = frozenset(b.account for b in barred)
+        choice = router.availability(model.cli, exclude=excluded)
+        if choice.account is not None:
+            return (
+                None
+                if not barred
+                else frozenset(u.id for u in self.accounts.upstreams() if u.id not in excluded)
+            )
+        if barred and router.availability(model.cli).account is not None:
+            first = min(barred, key=lambda b: b.until or 0.0)
+            reasons = "; ".join(b.reason(self.accounts.name_of(b.account)) for b in barred)
+            self.webhooks.emit(
+                "plan.share",
+                {"key": caller.name, "namespace": caller.namespace, "message": reasons},
+            )
+            log.info("plan_share_refused key=%s", caller.name)
+            raise PlanLimited(
+                f"{reasons}; it may run again when the window resets",
+                limit="plan_share",
+                retry_after=max(1.0, first.until - time.time()) if first.until else None,
+            )
+        raise PlanLimited(
+            f"no upstream account can take this request now: {choice.reason}",
+            limit=choice.limit,
+            retry_after=max(1.0, choice.until - time.time()) if choice.until else None,
+        )
 
     def live_processes(self) -> int:
         """Return how many Claude Code processes are alive (turns, warm ones, loops)."""
@@ -251,6 +305,33 @@ class Gateway:
 
         config = runner_config(settings, upstream, key, self._environ)
         dirs = WorkerDirs(data)  # one set of config dirs for turns and loops alike
+        self.feed = Feed()
+        self.alerts = PlanAlerts(settings.plan_warnings)
+        meter = PlanMeter(
+            allow_extra_usage=settings.allow_extra_usage, on_change=self._plan_changed
+        )
+        box = (
+            SecretBox.from_setting(settings.accounts_key.get_secret_value())
+            if settings.accounts_key
+            else SecretBox.from_data_dir(data)
+        )
+        self.accounts = Accounts(
+            SqlAccountStore(database), box, meter, settings_credential(key, upstream, self._environ)
+        )
+        await self.accounts.load()
+        stack.push_async_callback(self.accounts.flush)
+        #: The router over the accounts' runners (``None`` when a test's runner is given).
+        self.router: AccountRouter | None = None
+        if self._given_runner is None:
+            # Idle loops share the warm processes' memory budget and pressure.
+            self.router = AccountRouter(
+                config,
+                self.accounts,
+                meter,
+                order=settings.account_routing,
+                elsewhere=lambda: self.loops.idle_processes(),
+            )
+            self.accounts.on_change(self.router.sync)
         self.parked = ParkedTurns(tool_timeout=settings.tool_result_timeout)
         self.gate = Gate(
             settings.max_concurrent, settings.max_queue, make_room=self.parked.make_room
@@ -258,7 +339,9 @@ class Gateway:
         catalogue = self.catalogue
         self.loops = LoopManager(
             SqlLoopStore(database),
-            agents=ClaudeAgents(config, dirs),
+            agents=ClaudeAgents(
+                config, dirs, launches=self.router.agent_launch if self.router else None
+            ),
             loops_dir=settings.loops_path,
             gate=self.gate,
             cli_model=lambda name: catalogue.resolve(name).cli,
@@ -267,13 +350,12 @@ class Gateway:
             journal=journal,
             on_event=self._loop_event,
         )
-        if self._given_runner is None:
-            # Idle loops share the warm processes' memory budget and pressure.
-            claude = ClaudeRunner(config, dirs=dirs, elsewhere=self.loops.idle_processes)
-            claude.pool.start()
-            self._spawn(_follow_cli_models(claude, catalogue), "ccgate-cli-models")
-            self.runner: Runner = claude
+        if self.router is not None:
+            self.router.start()
+            self._spawn(_follow_cli_models(self.router, catalogue), "ccgate-cli-models")
+            self.runner: Runner = self.router
         else:
+            assert self._given_runner is not None
             self.runner = self._given_runner
         stack.push_async_callback(self.runner.aclose)
         self.sessions = ConversationSessions(
@@ -290,7 +372,7 @@ class Gateway:
             self.turns, self.cache, self.flights, lookup=self.metrics.cache_lookup
         )
         self.ledger = SqlUsageStore(database)
-        self.feed = Feed()
+        self.share = FairShare(meter, self.ledger.account_spend, enforce_at=settings.plan_share_at)
         self.accounting = Accounting(
             Quotas(SqlAdmissionStore(database)),
             self.metrics,
@@ -318,7 +400,7 @@ class Gateway:
             log.warning("bookkeeping_deferred", exc_info=True)
         counters = SqlCounterStore(database)
         self._spawn(self._sweep(counters), "ccgate-sweep")
-        self._spawn(_keep_books(journal, self.accounting), "ccgate-bookkeeping")
+        self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
         log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
@@ -334,6 +416,53 @@ class Gateway:
             turns_failed=self.counters.turns_failed,
             pool=self.runner.pool_status(),
         )
+
+    def _plan_changed(self, account: str, state: PlanState, news: tuple[str, ...]) -> None:
+        """Store an account's new plan state; tell people what they should know of it."""
+        self.accounts.save_plan(account, state)
+        name = self.accounts.name_of(account)
+        told: list[tuple[str, str, dict[str, Any]]] = []
+        reading = state.reading
+        if "extra_usage" in news:
+            told.append(
+                (
+                    "plan.extra_usage",
+                    f"account {name!r} answered a request billed as extra usage"
+                    + (
+                        ""
+                        if self.settings.allow_extra_usage
+                        else "; it takes no more until "
+                        f"{when(reading.resets_at if reading else None)}"
+                    ),
+                    {},
+                )
+            )
+        if "rejected" in news and state.cooldown is not None:
+            told.append(
+                (
+                    "plan.rejected",
+                    f"account {name!r} cools down: {state.cooldown.reason}",
+                    {"until": state.cooldown.until, "limit": state.cooldown.limit},
+                )
+            )
+        if "recovered" in news:
+            told.append(("plan.recovered", f"account {name!r} serves again", {}))
+        for window, threshold, used, resets_at in self.alerts.crossed(account, state):
+            told.append(
+                (
+                    "plan.warning",
+                    f"account {name!r}: its {window} window is {used:.0%} used "
+                    f"(warning at {threshold:.0%}); it resets at {when(resets_at)}",
+                    {"window": window, "utilization": used, "resets_at": resets_at},
+                )
+            )
+        for event, message, extra in told:
+            level = logging.WARNING if event != "plan.recovered" else logging.INFO
+            log.log(level, "%s account=%s %s", event.replace(".", "_"), name, message)
+            self.webhooks.emit(event, {"account": name, "message": message, **extra})
+            self.feed.tell(
+                Notice(namespace="", title=f"Plan: {name}", body=message, link="/console/accounts")
+            )
 
     # -- background work --------------------------------------------------------------
 
@@ -432,7 +561,7 @@ class Gateway:
             log.warning("shutdown_unrecorded count=%d", left)
 
 
-async def _follow_cli_models(runner: ClaudeRunner, catalogue: Catalogue) -> None:
+async def _follow_cli_models(runner: AccountRouter, catalogue: Catalogue) -> None:
     """Adopt the models the CLI offers into the catalogue (once, in the background)."""
     try:
         models, seen_at = await runner.cli_models()
@@ -474,12 +603,28 @@ async def _catch_up(journal: Journal, accounting: Accounting) -> None:
         log.warning("admissions_reconciled count=%d", len(interrupted))
 
 
-async def _keep_books(journal: Journal, accounting: Accounting) -> None:
-    """Replay the journal, checkpoint running requests and reconcile, now and then."""
+async def _keep_books(journal: Journal, accounting: Accounting, accounts: Accounts) -> None:
+    """Replay the journal, checkpoint running requests and reconcile, now and then; adopt
+    the accounts another process changed."""
     while True:
         await asyncio.sleep(BOOKKEEPING_EVERY)
         try:
             await accounting.checkpoint()
             await _catch_up(journal, accounting)
+            await accounts.refresh()
         except Exception:  # noqa: BLE001 - tried again next interval
             log.info("bookkeeping_deferred", exc_info=True)
+
+
+def settings_credential(
+    key: str | None, upstream: str | None, environ: Mapping[str, str]
+) -> SettingsCredential:
+    """Return the credential of the settings (the ``default`` account): as the CLI would
+    find it before accounts existed."""
+    if key:
+        return SettingsCredential("api_key", key, upstream)
+    if environ.get("ANTHROPIC_API_KEY"):
+        return SettingsCredential("api_key", environ["ANTHROPIC_API_KEY"], upstream)
+    if environ.get("CLAUDE_CODE_OAUTH_TOKEN"):
+        return SettingsCredential("oauth_token", environ["CLAUDE_CODE_OAUTH_TOKEN"], upstream)
+    return SettingsCredential("login", None, upstream)

@@ -40,6 +40,7 @@ from ccgate.engine.events import (
     ToolCallDelta,
     TurnEnd,
     TurnError,
+    TurnStarted,
     Usage,
     last_usage,
 )
@@ -89,11 +90,17 @@ class Ticket:
     output_chars: int = 0
     #: Its id in the live feed.
     feed_id: str | None = None
+    #: The upstream account its turn ran on, and those it may run on (``None``: any).
+    account: str = ""
+    accounts: frozenset[str] | None = None
 
     def saw(self, event: AgentEvent) -> None:
         """Note the time of the first output, and what the request has spent so far."""
         if isinstance(event, Usage):
             self.usage = event
+            return
+        if isinstance(event, TurnStarted):
+            self.account = event.account or self.account
             return
         if isinstance(event, TextDelta | ThinkingDelta | ToolCallDelta):
             if self.first_output is None:
@@ -264,6 +271,7 @@ class Accounting:
             ttft_ms=ttft * 1000 if ttft is not None else None,
             cached=ticket.cached,
             created_at=time.time(),
+            account=ticket.account or None,
         )
         admission = ticket.admission
         settlement = self._quotas.settlement(

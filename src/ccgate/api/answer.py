@@ -107,6 +107,8 @@ async def answer(state: Gateway, request: Request, caller: Caller, door: FrontDo
     turn = door.to_turn(model)
     session = session_key(request, door.session_id)
     ticket = await state.admit(caller, door.endpoint, model, door.requested)
+    if ticket.accounts is not None:
+        turn = replace(turn, accounts=ticket.accounts)
     if door.stream is not None:
         return await stream_turn(state, request, turn, ticket, session, door.stream(turn))
     events, headers = await collect_turn(state, request, turn, ticket, session)

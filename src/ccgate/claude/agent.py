@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,18 @@ def sandbox_missing() -> list[str]:
 class ClaudeAgents:
     """Start loops' agents as Claude Code processes (the ``loops.agent.Agents`` seam)."""
 
-    def __init__(self, config: RunnerConfig, dirs: WorkerDirs) -> None:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        dirs: WorkerDirs,
+        *,
+        launches: Callable[[str], Launch] | None = None,
+    ) -> None:
+        """``launches(model)`` says how to start an agent of ``model`` (on which upstream
+        account, ``claude.accounts``); without it every agent runs on ``config``."""
         self._config = config
         self._launch = Launch(config, dirs)
+        self._launches = launches
 
     async def start(self, spec: AgentSpec, chooser: Chooser) -> ClaudeAgent:
         """Start an agent; it resumes the loop's session when Claude Code kept it."""
@@ -110,7 +119,8 @@ class ClaudeAgents:
         # Besides what the loop hides: ccgate's data dir and the operator's login.
         deny = {*spec.deny_read, data_dir, user_credentials().parent}
         resume = transcript_path(data_dir, spec.workspace, spec.session_id).exists()
-        agent = ClaudeAgent(self._launch, spec, chooser, resume=resume, deny=deny)
+        launch = self._launches(spec.model) if self._launches is not None else self._launch
+        agent = ClaudeAgent(launch, spec, chooser, resume=resume, deny=deny)
         await agent.start()
         return agent
 
@@ -281,7 +291,13 @@ class ClaudeAgent:
     async def _turn(self, client: ClaudeSDKClient, turn: _Turn) -> None:
         started = time.monotonic()
         try:
-            await turn.out.put(TurnStarted(model=self._spec.model, cold_start=self._turns == 0))
+            await turn.out.put(
+                TurnStarted(
+                    model=self._spec.model,
+                    cold_start=self._turns == 0,
+                    account=self._config.account,
+                )
+            )
             self._turns += 1
             if turn.permission_mode != self._mode:
                 await client.set_permission_mode(turn.permission_mode)  # type: ignore[arg-type]
@@ -307,7 +323,7 @@ class ClaudeAgent:
             turn.out.put_nowait(_END)
 
     async def _pump(self, client: ClaudeSDKClient, turn: _Turn) -> None:
-        translator = Translator(all_tools=True)
+        translator = Translator(all_tools=True, on_plan=self._config.on_plan)
         async for message in client.receive_response():
             for event in translator.feed(message):
                 await turn.out.put(event)

@@ -32,8 +32,10 @@ class Launch:
         self.config = config
         self.dirs = dirs
         #: The upstream credential (``None``: the CLI's own login in its config dir).
-        self.credential: Credential | None = agent_credential(
-            config.upstream_api_key, config.environ
+        self.credential: Credential | None = (
+            config.credential
+            if config.account
+            else agent_credential(config.upstream_api_key, config.environ)
         )
         self._cli: Path | None = None
 

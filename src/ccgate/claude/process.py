@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+
+from ccgate.claude.environment import Credential
 
 __all__ = [
     "CLIExited",
@@ -46,6 +49,13 @@ class RunnerConfig:
     #: idle processes may hold.
     pool_max_processes: int = 0
     pool_memory_mb: int = 2048
+    #: The upstream account the CLIs run as ("": the settings' credential, found in
+    #: ``upstream_api_key`` or ``environ``), and its credential (``None``: Claude Code's
+    #: own login, in the account's config dirs).
+    account: str = ""
+    credential: Credential | None = None
+    #: Told every plan report the CLIs make (the raw ``rate_limit_info``).
+    on_plan: Callable[[dict[str, Any]], None] | None = None
 
 
 def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:

@@ -189,6 +189,14 @@ class ClaudeRunner:
         self._pool.release(cli_session_id)
         self._transcript(cli_session_id).unlink(missing_ok=True)
 
+    def release_process(self, cli_session_id: str) -> None:
+        """End the session's warm process, keeping its transcript (it moves elsewhere)."""
+        self._pool.release(cli_session_id)
+
+    def transcript(self, cli_session_id: str) -> Path:
+        """Return where the session's transcript is (shared by every account's CLIs)."""
+        return self._transcript(cli_session_id)
+
     def _transcript(self, cli_session_id: str) -> Path:
         return transcript_path(self._config.data_dir, self._dirs.neutral_cwd, cli_session_id)
 
@@ -431,11 +439,15 @@ class ClaudeRunner:
             if connect:
                 await client.connect()
                 self._note_process(proc, client)
-            await job.out.put(TurnStarted(model=turn.model, cold_start=connect))
+            await job.out.put(
+                TurnStarted(model=turn.model, cold_start=connect, account=self._config.account)
+            )
             if not (connect and turn.session is not None and turn.session.deferred_call):
                 await client.query(_one_message(turn))
             # else: the CLI re-runs the deferred call at start and goes on by itself.
-            translator = Translator(frozenset(t.name for t in turn.offered_tools()))
+            translator = Translator(
+                frozenset(t.name for t in turn.offered_tools()), on_plan=self._config.on_plan
+            )
             paused = Pause(clock, self._waiting, proc.pid)
             last: AgentEvent | None = None
             async for message in client.receive_response():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from claude_agent_sdk import (
     AssistantMessage,
+    RateLimitEvent,
     ResultMessage,
     ToolResultBlock,
     UserMessage,
@@ -95,9 +98,17 @@ class Translator:
     """
 
     def __init__(
-        self, client_tools: frozenset[str] = frozenset(), *, all_tools: bool = False
+        self,
+        client_tools: frozenset[str] = frozenset(),
+        *,
+        all_tools: bool = False,
+        on_plan: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._client_tools = client_tools
+        #: Told the raw ``rate_limit_info`` of every plan report (``claude.plan`` reads it).
+        self._on_plan = on_plan
+        #: When the window that refused this turn resets (a plan report said so).
+        self._refused_until: float | None = None
         #: Report every tool call (an agent's own tools, which the CLI runs itself).
         self._all_tools = all_tools
         self._blocks: dict[int, tuple[str, str]] = {}
@@ -134,6 +145,12 @@ class Translator:
             ]
         elif isinstance(message, ResultMessage):
             self._result = message
+        elif isinstance(message, RateLimitEvent):
+            raw = dict(message.rate_limit_info.raw or {})
+            if raw.get("status") == "rejected" and isinstance(raw.get("resetsAt"), int | float):
+                self._refused_until = float(raw["resetsAt"])
+            if self._on_plan is not None:
+                self._on_plan(raw)
         return []
 
     def _stream_event(self, event: dict[str, Any]) -> list[AgentEvent]:
@@ -250,7 +267,10 @@ class Translator:
             text = text or (result.result if result and result.result else "") or "no details"
             if _UNKNOWN_MODEL in text:
                 kind = "model_not_found"
-            return [*events, TurnError(kind, text[:1000])]
+            retry_after = None
+            if kind == "rate_limit" and self._refused_until is not None:
+                retry_after = max(1.0, self._refused_until - time.time())
+            return [*events, TurnError(kind, text[:1000], retry_after=retry_after)]
         if self._message_open and self._streamed_text:
             # The streamed answer broke off and the CLI got the rest another way (its
             # non-streaming fallback): what was streamed is incomplete.

@@ -31,8 +31,12 @@ class WorkerDirs:
     ``claude login`` done once serves every worker.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        self._root = data_dir.expanduser() / "workers"
+    def __init__(self, data_dir: Path, *, account: str = "", login: bool = True) -> None:
+        """``account`` gets slots of its own; ``login``: link the operator's login into them
+        (only for the account that runs on that login: no other account's CLI may read it)."""
+        root = data_dir.expanduser() / "workers"
+        self._root = root / account if account else root
+        self._login = login
         self.neutral_cwd = data_dir.expanduser() / "cwd"
         #: Session transcripts, shared by every slot so any worker can resume any session.
         self.projects = data_dir.expanduser() / "projects"
@@ -68,6 +72,10 @@ class WorkerDirs:
             shared.symlink_to(self.projects, target_is_directory=True)
         creds = user_credentials()
         link = path / ".credentials.json"
+        if not self._login:
+            if link.is_symlink():
+                link.unlink()
+            return
         if creds.is_file() and not link.exists() and creds.parent != path:
             with suppress(FileExistsError):
                 link.symlink_to(creds)

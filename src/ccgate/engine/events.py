@@ -49,6 +49,7 @@ ErrorKind = Literal[
     "cli_crashed",
     "upstream",
     "unavailable",
+    "plan_limit",
 ]
 
 
@@ -58,6 +59,8 @@ class TurnStarted:
 
     model: str
     cold_start: bool
+    #: The upstream account the turn runs on ("": not known to the runner).
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,6 +164,9 @@ class TurnRequest:
     session: SessionPlan | None = None
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    #: The upstream accounts the turn may run on (``None``: any); the caller's key may
+    #: have used its fair share of the others' plans.
+    accounts: frozenset[str] | None = None
 
     @property
     def last(self) -> Message:

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "COUNTS",
+    "AccountRecord",
     "ConsoleSession",
     "KeyRecord",
     "LoopRecord",
@@ -32,6 +33,8 @@ class Quota:
     tokens_per_day: int | None = None
     budget_usd_per_month: float | None = None
     max_concurrent: int | None = None
+    #: The share (0-1) of each account's 5-hour window the key may use once it runs low.
+    plan_share: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the limits that are set."""
@@ -91,6 +94,8 @@ class UsageRecord:
     ttft_ms: float | None = None
     cached: bool = False
     created_at: float = 0.0
+    #: The upstream account the request ran on (``None``: it ran on none).
+    account: str | None = None
 
     @property
     def tokens(self) -> int:
@@ -184,3 +189,25 @@ class ConsoleSession:
     csrf: str
     created_at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """One upstream account; ``secret`` is the credential as stored (encrypted), never shown."""
+
+    id: str
+    name: str
+    #: ``login``, ``oauth_token`` or ``api_key``.
+    kind: str
+    secret: str | None = None
+    #: What identifies the credential to a person (its first and last characters).
+    secret_hint: str | None = None
+    base_url: str | None = None
+    priority: int = 0
+    enabled: bool = True
+    #: ``stored`` (added by a person) or ``settings`` (ccgate's own credential setting).
+    source: str = "stored"
+    #: The plan meter's state (JSON-ready).
+    plan: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0

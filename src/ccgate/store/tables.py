@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "accounts",
     "admissions",
     "api_keys",
     "console_sessions",
@@ -119,6 +120,8 @@ usage_records = Table(
     Column("cached", Boolean, nullable=False, server_default=false()),
     Column("created_at", Float, nullable=False),
     Column("day", String(10), nullable=False),
+    # The upstream account the request ran on (``None``: cached, refused, or before 0007).
+    Column("account", String(64), nullable=True),
 )
 Index(
     "ix_usage_records_namespace_created_at", usage_records.c.namespace, usage_records.c.created_at
@@ -206,3 +209,25 @@ console_sessions = Table(
     Column("expires_at", Float, nullable=False),
 )
 Index("ix_console_sessions_expires_at", console_sessions.c.expires_at)
+
+#: Upstream accounts: the credentials Claude Code runs with (``store.accounts``).
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    # login (Claude Code's own login), oauth_token (claude setup-token) or api_key.
+    Column("kind", String(16), nullable=False),
+    # The credential, encrypted (``accounts.secrets``); NULL for a login or the settings'.
+    Column("secret", Text, nullable=True),
+    Column("secret_hint", String(64), nullable=True),
+    Column("base_url", Text, nullable=True),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    # stored (added by a person) or settings (the credential of ccgate's settings).
+    Column("source", String(16), nullable=False, server_default="stored"),
+    # What the plan meter knows (JSON of ``accounts.meter.PlanState``).
+    Column("plan", Text, nullable=False, server_default="{}"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -77,6 +77,10 @@ class UsageStore(Protocol):
         """Return the records made in ``[since, until)``, oldest first, at most ``limit``."""
         ...
 
+    async def account_spend(self, account: str, since: float) -> dict[str, tuple[float, int]]:
+        """Return each namespace's cost and tokens on ``account`` since ``since``."""
+        ...
+
 
 async def record_on(conn: AsyncConnection, record: UsageRecord) -> None:
     """Within ``conn``'s transaction, append one record."""
@@ -97,6 +101,19 @@ class SqlUsageStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+
+    async def account_spend(self, account: str, since: float) -> dict[str, tuple[float, int]]:
+        """Return each namespace's cost and tokens on ``account`` since ``since``."""
+        c = usage_records.c
+        tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_creation_tokens
+        query = (
+            select(c.namespace, func.sum(c.cost_usd), func.sum(tokens))
+            .where(c.account == account, c.created_at >= since)
+            .group_by(c.namespace)
+        )
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return {row[0]: (float(row[1] or 0.0), int(row[2] or 0)) for row in rows}
 
     async def record(self, record: UsageRecord) -> None:
         """Append one record."""

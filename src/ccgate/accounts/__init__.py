@@ -1,0 +1,1 @@
+"""Upstream accounts: the credentials Claude Code runs with, their plans, which takes a request."""
