@@ -108,6 +108,9 @@ class GatewayError(CcgateError):
     code: str | None = None
     #: Whether a client should retry the same request later (``x-should-retry``).
     should_retry: bool | None = None
+    #: Which limit refused (``x-ccgate-limit``): ``key_quota``, ``plan_window``,
+    #: ``extra_usage``, ``plan_share``, ``gateway_queue`` or ``upstream``.
+    limit: str | None = None
     #: The kind of turn failure this class stands for (``TurnError.kind``), and the
     #: message :func:`for_turn` makes of the failure's detail.
     kind: str | None = None
@@ -138,6 +141,8 @@ class GatewayError(CcgateError):
                 should_retry = False
         if should_retry is not None:
             headers["x-should-retry"] = "true" if should_retry else "false"
+        if self.limit is not None:
+            headers["x-ccgate-limit"] = self.limit
         return headers
 
 
@@ -291,6 +296,7 @@ class QueueFull(RateLimited):
     """Every turn slot is busy and the waiting queue is full."""
 
     code = "gateway_busy"
+    limit = "gateway_queue"
 
 
 class QuotaExceeded(RateLimited):
@@ -301,6 +307,7 @@ class QuotaExceeded(RateLimited):
     """
 
     code = "quota_exceeded"
+    limit = "key_quota"
 
     def __init__(
         self,
@@ -332,7 +339,8 @@ class PlanLimited(RateLimited):
     def __init__(
         self, message: str, *, limit: str = "plan_window", retry_after: float | None = None
     ) -> None:
-        super().__init__(message, param=limit, retry_after=retry_after)
+        super().__init__(f"Plan limit ({limit}): {message}", param=limit, retry_after=retry_after)
+        self.limit = limit
 
 
 class Unavailable(GatewayError):
@@ -406,6 +414,7 @@ class UpstreamRateLimited(UpstreamError):
     anthropic_type = "rate_limit_error"
     code = "upstream_rate_limited"
     should_retry = True
+    limit = "upstream"
     kind = "rate_limit"
     template = "The upstream rate limit was reached ({detail}); retry later."
 

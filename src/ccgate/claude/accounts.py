@@ -244,11 +244,13 @@ class AccountRouter:
         plan = turn.session
         session = plan.cli_session_id if plan is not None else None
         current = self._sticky.get(session) if session is not None else None
+        origin = current
         # A turn that re-runs a client tool call at start has taken its result: it runs once.
         movable = plan is None or plan.deferred_call is None
         path = self._transcript(session) if session is not None else None
         mark = path.stat().st_size if path is not None and path.exists() else None
-        tried: set[str] = set(_barred(turn, self._accounts))
+        barred = _barred(turn, self._accounts)
+        tried: set[str] = set(barred)
         while True:
             choice = choose(
                 self._candidates(),
@@ -259,6 +261,11 @@ class AccountRouter:
                 order=self._order,
             )
             if choice.account is None:
+                if tried != barred:
+                    # Say why of every account, not only of those left untried.
+                    everyone = choose(self._candidates(), self._meter, family, exclude=barred)
+                    if everyone.account is None:
+                        choice = everyone
                 self.routed.refused += 1
                 log.warning("plan_limit model=%s reason=%s", turn.model, choice.reason)
                 yield TurnError(
@@ -269,9 +276,10 @@ class AccountRouter:
                 )
                 return
             account = choice.account.id
-            if choice.moved or (current is not None and account != current):
+            if origin is not None and account != origin:
                 self.routed.moved += 1
-                log.info("conversation_moved from=%s to=%s", current or "-", choice.account.name)
+                log.info("conversation_moved from=%s to=%s", origin, choice.account.name)
+                origin = account
             if session is not None:
                 self._sticky[session] = account
             held = self._accounts[account]

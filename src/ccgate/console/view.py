@@ -69,6 +69,19 @@ def _clock(stamp: float | None) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%H:%M:%S")
 
 
+def _utc(stamp: float | None) -> str:
+    if stamp is None:
+        return "—"
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _iso(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    moment = dt.datetime.fromtimestamp(stamp, dt.UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def _money(value: float | None) -> str:
     if value is None:
         return "—"
@@ -107,7 +120,14 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        when=_when, clock=_clock, money=_money, number=_number, ms=_ms, duration=_duration
+        when=_when,
+        clock=_clock,
+        utc=_utc,
+        iso=_iso,
+        money=_money,
+        number=_number,
+        ms=_ms,
+        duration=_duration,
     )
     env.globals.update(version=__version__, prefix=PREFIX)
     return env

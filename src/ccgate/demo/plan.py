@@ -18,6 +18,7 @@ them with ``GET /demo/plans``; a credential never set has no plan (no headers at
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,10 +52,10 @@ class Window:
     def roll(self, now: float) -> None:
         """Start again at 0 when the reset time has passed."""
         if not self.reset:
-            self.reset = now + self.length
+            self.reset = math.ceil(now + self.length)
         if now >= self.reset:
             self.utilization = 0.0
-            self.reset = now + self.length
+            self.reset = math.ceil(now + self.length)
 
     @property
     def status(self) -> str:
@@ -77,6 +78,10 @@ class Plan:
     overage_disabled_reason: str | None = "org_level_disabled"
     #: A refusal arrives as an ``error`` event inside a 200 stream instead of a 429.
     refuse_in_stream: bool = False
+    #: Every request is refused as the upstream refuses third-party apps whose use is
+    #: drawn from extra usage only, when there is none: a 429 whose binding limit is
+    #: ``overage``, with overage rejected (out of credits).
+    extra_usage_only: bool = False
 
     def binding(self) -> tuple[str, Window]:
         """Return the window that limits now (the fuller one)."""
@@ -86,6 +91,8 @@ class Plan:
 
     def rejected(self) -> bool:
         """Tell whether a request is refused (a window is full and overage is not allowed)."""
+        if self.extra_usage_only:
+            return True
         full = self.binding()[1].status == "rejected"
         return full and not self.overage_allowed
 
@@ -114,6 +121,16 @@ class Plan:
             headers["overage-disabled-reason"] = self.overage_disabled_reason
         if over and self.overage_allowed:
             headers["overage-in-use"] = "true"
+        if self.extra_usage_only:
+            headers.update(
+                {
+                    "status": "rejected",
+                    "representative-claim": "overage",
+                    "reset": str(int(self.seven_day.reset)),
+                    "overage-status": "rejected",
+                    "overage-disabled-reason": "out_of_credits",
+                }
+            )
         return {PREFIX + name: value for name, value in headers.items()}
 
     def view(self) -> dict[str, Any]:
@@ -143,7 +160,7 @@ class Plans:
             plan = self._plans.setdefault(credential, Plan())
             if "rollover" in fields:
                 plan.five_hour.length = float(fields["rollover"])
-                plan.five_hour.reset = stamp + plan.five_hour.length
+                plan.five_hour.reset = math.ceil(stamp + plan.five_hour.length)
             for name in ("five_hour", "seven_day"):
                 given = fields.get(name)
                 if isinstance(given, dict):
@@ -152,8 +169,14 @@ class Plans:
                         window.length = float(given["length"])
                     if "utilization" in given:
                         window.utilization = float(given["utilization"])
-                    window.reset = stamp + float(given.get("reset_in", window.length))
-            for name in ("step", "overage_allowed", "overage_disabled_reason", "refuse_in_stream"):
+                    window.reset = math.ceil(stamp + float(given.get("reset_in", window.length)))
+            for name in (
+                "step",
+                "overage_allowed",
+                "overage_disabled_reason",
+                "refuse_in_stream",
+                "extra_usage_only",
+            ):
                 if name in fields:
                     setattr(plan, name, fields[name])
             for window in (plan.five_hour, plan.seven_day):

@@ -164,6 +164,11 @@ def _refusal(plan: Plan, *, streamed: bool) -> Reply:
     claim, window = plan.binding()
     when = time.strftime("%H:%M UTC", time.gmtime(window.reset))
     message = f"demo: the {claim} limit of this account is reached; it resets at {when}"
+    if plan.extra_usage_only:
+        message = (
+            "demo: third-party apps now draw from your extra usage, not your plan limits; "
+            "this account has no extra usage left"
+        )
     if plan.refuse_in_stream and streamed:
         return Reply(text="", stream_error="rate_limit_error", error_message=message)
     return Reply(error_status=429, error_message=message)

@@ -1,23 +1,34 @@
-"""The admin and usage APIs on the wire: key bodies, key objects, usage queries (pure, no I/O)."""
+"""The admin and usage APIs on the wire: key and account bodies, their objects, usage queries.
+
+Pure: no I/O (the routes and the commands read and change the stores).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
+from ccgate.accounts.meter import PlanMeter
+from ccgate.accounts.routing import Candidate, Order, choose
 from ccgate.errors import InvalidRequest
-from ccgate.store.records import COUNTS, KeyRecord, Quota, UsageSummary
+from ccgate.store.records import COUNTS, AccountRecord, KeyRecord, Quota, UsageSummary
 
 __all__ = [
     "LIMIT_MAX",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "AccountCreate",
+    "AccountUpdate",
     "KeyCreate",
     "KeyUpdate",
     "QuotaBody",
     "TIME_SCHEMA",
+    "account_object",
+    "accounts_list",
     "key_object",
     "parse_expiry",
     "parse_time",
@@ -41,8 +52,10 @@ class QuotaBody(BaseModel):
     tokens_per_day: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
     budget_usd_per_month: StrictInt | StrictFloat | None = Field(None, ge=0, le=LIMIT_MAX)
     max_concurrent: StrictInt | None = Field(None, ge=0, le=LIMIT_MAX)
+    #: The share of each account's 5-hour window the key may use once it runs low.
+    plan_share: StrictInt | StrictFloat | None = Field(None, ge=0, le=1)
 
-    @field_validator("budget_usd_per_month")
+    @field_validator("budget_usd_per_month", "plan_share")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
@@ -88,6 +101,123 @@ class KeyUpdate(BaseModel):
     models: list[str] | None = Field(None, max_length=100)
     disabled: bool | None = None
     expires_at: float | str | None = None
+
+
+#: The priorities an upstream account takes (a lower number goes first).
+PRIORITY_MIN = -1_000_000
+PRIORITY_MAX = 1_000_000
+#: How a secret is described in the OpenAPI document (never echoed back).
+_SECRET_SCHEMA: dict[str, Any] = {"format": "password", "writeOnly": True}
+_SECRET_TEXT = (
+    "The credential: an OAuth token from `claude setup-token` (oauth_token) or an Anthropic "
+    "API key (api_key); none for a login. Stored encrypted, shown only as a hint."
+)
+
+
+class AccountCreate(BaseModel):
+    """The body of ``POST /admin/accounts``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"name": "team-max", "kind": "oauth_token", "secret": "sk-ant-oat01-..."},
+                {"name": "fallback", "kind": "api_key", "secret": "sk-ant-api03-..."},
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["login", "oauth_token", "api_key"]
+    secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        repr=False,
+        description=_SECRET_TEXT,
+        json_schema_extra=_SECRET_SCHEMA,
+    )
+    base_url: str | None = Field(None, max_length=2048)
+    #: Default: 0, or 100 for an API key (a fallback behind the subscriptions).
+    priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    enabled: bool = True
+
+
+class AccountUpdate(BaseModel):
+    """The body of ``PATCH /admin/accounts/{id_or_name}``: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = Field(None, min_length=1, max_length=64)
+    priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    enabled: bool | None = None
+    #: ``null`` or ``""``: no base URL of its own (the ``upstream_url`` setting's).
+    base_url: str | None = Field(None, max_length=2048)
+    secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        repr=False,
+        description=_SECRET_TEXT,
+        json_schema_extra=_SECRET_SCHEMA,
+    )
+
+
+class AccountSource(Protocol):
+    """What the account objects are made from (``accounts.manager.Accounts``)."""
+
+    @property
+    def meter(self) -> PlanMeter:
+        """The plan meter of the accounts."""
+        ...
+
+    def records(self) -> list[AccountRecord]:
+        """Return every account, lowest priority number first."""
+        ...
+
+    def view(self, record: AccountRecord) -> dict[str, Any]:
+        """Return what is shown of one account (never its secret)."""
+        ...
+
+
+def account_object(view: dict[str, Any]) -> dict[str, Any]:
+    """Return an upstream account as the admin API shows it (``Accounts.view``; no secret)."""
+    return {"id": view["id"], "object": "upstream_account", **view}
+
+
+def accounts_list(
+    accounts: AccountSource,
+    *,
+    order: Order,
+    allow_extra_usage: bool,
+    routed: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return every account with a summary: how many can serve, and where a new
+    conversation would go now (``routed``: the router's counters, when one runs)."""
+    records = accounts.records()
+    views = [accounts.view(r) for r in records]
+    enabled = [r for r in records if r.enabled]
+    choice = choose(
+        [Candidate(r.id, r.name, r.priority) for r in enabled], accounts.meter, None, order=order
+    )
+    available = sum(1 for v in views if v["available"])
+    return {
+        "object": "list",
+        "data": [account_object(v) for v in views],
+        "summary": {
+            "accounts": len(views),
+            "enabled": len(enabled),
+            "available": available,
+            "cooling": len(enabled) - available,
+            "routing": order,
+            "allow_extra_usage": allow_extra_usage,
+            "next_account": choice.account.name if choice.account is not None else None,
+            "unavailable_reason": choice.reason or None,
+            "frees_up_at": choice.until,
+            "routed": routed,
+        },
+    }
 
 
 #: Unix seconds of 10000-01-01T00:00:00Z: no later time can be written as a date.

@@ -1,11 +1,11 @@
-"""The admin API (``/admin/*``, authorised by ``admin_key``): client keys and usage."""
+"""The admin API (``/admin/*``, authorised by ``admin_key``): client keys, upstream accounts, usage."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from ccgate.access.keys import NewKey
@@ -16,8 +16,12 @@ from ccgate.api.state import State
 from ccgate.gateway import Gateway
 from ccgate.protocol.admin import (
     TIME_SCHEMA,
+    AccountCreate,
+    AccountUpdate,
     KeyCreate,
     KeyUpdate,
+    account_object,
+    accounts_list,
     key_object,
     parse_expiry,
     parse_time,
@@ -25,7 +29,7 @@ from ccgate.protocol.admin import (
 )
 from ccgate.store.keys import KeyRecord, Quota
 
-__all__ = ["change_key", "make_key", "router"]
+__all__ = ["account_listing", "change_account", "change_key", "make_key", "router"]
 
 router = APIRouter(prefix="/admin", tags=["Admin"], route_class=GatewayRoute)
 
@@ -94,6 +98,85 @@ async def update_key(key_id: str, body: KeyUpdate, state: State, admin: Admin) -
 async def revoke_key(key_id: str, state: State, admin: Admin) -> dict[str, Any]:
     """Revoke a key: it stops working at once."""
     return key_object(await state.keys.revoke(key_id))
+
+
+#: An account's id or name in a path (names are at most 64 characters).
+AccountRef = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def account_listing(state: Gateway) -> dict[str, Any]:
+    """Return every account and the summary (the admin API and the console alike)."""
+    routed = None
+    if state.router is not None:
+        counted = state.router.routed
+        routed = {
+            "turns": dict(counted.turns),
+            "moved": counted.moved,
+            "failovers": counted.failovers,
+            "refused": counted.refused,
+        }
+    return accounts_list(
+        state.accounts,
+        order=state.settings.account_routing,
+        allow_extra_usage=state.settings.allow_extra_usage,
+        routed=routed,
+    )
+
+
+async def change_account(state: Gateway, id_or_name: str, body: AccountUpdate) -> dict[str, Any]:
+    """Change what ``body`` gives of an account; return its object (API and console alike)."""
+    given = body.model_fields_set
+    changes = {name: getattr(body, name) for name in given}
+    record = await state.accounts.update(id_or_name, **changes)
+    return account_object(state.accounts.view(record))
+
+
+@router.get("/accounts")
+async def list_accounts(state: State, admin: Admin) -> dict[str, Any]:
+    """List the upstream accounts (lowest priority number first) and a summary; no secrets."""
+    return account_listing(state)
+
+
+@router.post("/accounts", status_code=201, responses=errors("openai", 409))
+async def create_account(body: AccountCreate, state: State, admin: Admin) -> JSONResponse:
+    """Add an upstream account; its secret is stored encrypted and never shown again."""
+    made = await state.accounts.add(
+        body.name,
+        body.kind,
+        secret=body.secret,
+        base_url=body.base_url,
+        priority=body.priority,
+        enabled=body.enabled,
+    )
+    return JSONResponse(account_object(state.accounts.view(made)), status_code=201)
+
+
+@router.get("/accounts/{id_or_name}", responses=errors("openai", 404))
+async def get_account(id_or_name: AccountRef, state: State, admin: Admin) -> dict[str, Any]:
+    """Describe one account: its plan windows, extra usage, cooldown and last reading."""
+    return account_object(state.accounts.view(state.accounts.find(id_or_name)))
+
+
+@router.patch("/accounts/{id_or_name}", responses=errors("openai", 404, 409))
+async def update_account(
+    id_or_name: AccountRef, body: AccountUpdate, state: State, admin: Admin
+) -> dict[str, Any]:
+    """Change an account's name, priority, enabled flag, base URL or secret."""
+    return await change_account(state, id_or_name, body)
+
+
+@router.delete("/accounts/{id_or_name}", responses=errors("openai", 404))
+async def remove_account(id_or_name: AccountRef, state: State, admin: Admin) -> dict[str, Any]:
+    """Remove an account (not ``default``, ccgate's own credential setting: disable that)."""
+    record = await state.accounts.remove(id_or_name)
+    return account_object(state.accounts.view(record))
+
+
+@router.post("/accounts/{id_or_name}/reset", responses=errors("openai", 404))
+async def reset_account(id_or_name: AccountRef, state: State, admin: Admin) -> dict[str, Any]:
+    """End an account's cooldown now: it takes requests again."""
+    record = await state.accounts.reset(id_or_name)
+    return account_object(state.accounts.view(record))
 
 
 @router.get("/usage")
