@@ -120,6 +120,12 @@ class Settings(BaseModel):
         description="Utilisations of an account's windows that raise a plan.warning "
         "(console, webhook, log; comma-separated in the environment).",
     )
+    plan_probe_interval: float = Field(
+        0.0,
+        ge=0,
+        description="Read an idle subscription account's plan with a tiny request when its "
+        "last reading is this old (seconds); 0 never probes.",
+    )
     usage_shows_plan: bool = Field(
         False,
         description="Show key holders the accounts' plan headroom (percentages and reset "

@@ -57,10 +57,10 @@ from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.sources import Answers
-from ccgate.errors import DatabaseBusy, PlanLimited, QuotaExceeded, Unavailable
+from ccgate.errors import Conflict, DatabaseBusy, PlanLimited, QuotaExceeded, Unavailable
 from ccgate.loops.events import ChoiceRequested, LoopEvent
 from ccgate.loops.manager import LoopManager
-from ccgate.metrics import Counters, Gauges, Metrics
+from ccgate.metrics import AccountGauge, Counters, Gauges, Metrics
 from ccgate.notify.webhooks import Webhooks
 from ccgate.store.accounts import SqlAccountStore
 from ccgate.store.admissions import Settlement, SqlAdmissionStore
@@ -403,6 +403,8 @@ class Gateway:
         self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
+        if settings.plan_probe_interval > 0 and self.router is not None:
+            self._spawn(self._probe_idle(settings.plan_probe_interval), "ccgate-plan-probes")
         log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
 
     def _gauges(self) -> Gauges:
@@ -415,7 +417,120 @@ class Gateway:
             turns_finished=self.counters.turns_finished,
             turns_failed=self.counters.turns_failed,
             pool=self.runner.pool_status(),
+            accounts=self._account_gauges(),
+            routing=self._routing(),
         )
+
+    def _account_gauges(self) -> tuple[AccountGauge, ...]:
+        router = self.router
+        turns = router.routed.turns if router is not None else {}
+        meter = self.accounts.meter
+        gauges = []
+        for record in self.accounts.records():
+            state = meter.state(record.id)
+            windows = {
+                w.name: (w.utilization, w.resets_at)
+                for w in (state.reading.windows if state.reading else ())
+            }
+            gauges.append(
+                AccountGauge(
+                    name=record.name,
+                    available=record.enabled and meter.verdict(record.id).usable,
+                    windows=windows,
+                    cooldown_until=state.cooldown.until if state.cooldown else 0.0,
+                    turns=turns.get(record.id, 0),
+                )
+            )
+        return tuple(gauges)
+
+    def _routing(self) -> dict[str, int]:
+        routed = self.router.routed if self.router is not None else None
+        if routed is None:
+            return {}
+        return {"moved": routed.moved, "failovers": routed.failovers, "refused": routed.refused}
+
+    async def probe_account(self, id_or_name: str) -> dict[str, Any]:
+        """Read an account's plan now with a tiny request; return its view afterwards."""
+        record = self.accounts.find(id_or_name)
+        if self.router is None:
+            raise Unavailable("no Claude Code runs here (a test's runner); nothing to probe")
+        if not record.enabled:
+            raise Conflict(f"account {record.name!r} is disabled; enable it to probe it")
+        model = self.catalogue.resolve(self.settings.default_model)
+        failed = await self.router.probe(record.id, model)
+        view = self.accounts.view(record)
+        view["probe"] = {"ok": failed is None, "error": failed.message[:300] if failed else None}
+        return view
+
+    async def _probe_idle(self, interval: float) -> None:
+        """Probe subscription accounts nobody used for ``interval`` seconds (their plan
+        would otherwise be unknown or old)."""
+        while True:
+            await asyncio.sleep(min(interval, 60.0))
+            router = self.router
+            if router is None or self.draining:
+                continue
+            now = time.time()
+            for upstream in self.accounts.upstreams():
+                if upstream.kind == "api_key":
+                    continue
+                reading = self.accounts.meter.state(upstream.id).reading
+                seen = max(
+                    reading.observed_at if reading else 0.0,
+                    router.routed.last_turn.get(upstream.id, 0.0),
+                )
+                if now - seen < interval or not self.accounts.meter.verdict(upstream.id).usable:
+                    continue
+                try:
+                    await self.probe_account(upstream.id)
+                    log.info("account_probed account=%s", upstream.name)
+                except Exception:  # noqa: BLE001 - tried again next interval
+                    log.warning("account_probe_failed account=%s", upstream.name, exc_info=True)
+
+    async def shared_plan(self, namespace: str) -> list[dict[str, Any]]:
+        """Return what a key holder may see of the plans: each enabled account's windows
+        (utilisation and reset), whether it takes requests now, and this key's own estimated
+        share of its 5-hour window; no account's name, credential or other key's data."""
+        meter = self.accounts.meter
+        shown = []
+        for number, record in enumerate((r for r in self.accounts.records() if r.enabled), start=1):
+            state = meter.state(record.id)
+            verdict = meter.verdict(record.id)
+            mine, _, _ = await self.share.used(namespace, record.id)
+            windows = [
+                {
+                    "window": w.name,
+                    "utilization": w.utilization,
+                    "status": w.status,
+                    "resets_at": w.resets_at,
+                }
+                for w in (state.reading.windows if state.reading else ())
+            ]
+            shown.append(
+                {
+                    "account": number,
+                    "available": verdict.usable,
+                    "available_at": None if verdict.usable else verdict.until,
+                    "windows": windows,
+                    "your_share_of_five_hour": round(mine, 4),
+                }
+            )
+        return shown
+
+    def plan_summary(self) -> dict[str, Any]:
+        """Return the accounts' state in brief, for ``/health`` (no names, no secrets)."""
+        meter = self.accounts.meter
+        records = [r for r in self.accounts.records() if r.enabled]
+        verdicts = [meter.verdict(r.id) for r in records]
+        usable = [v for v in verdicts if v.usable]
+        ends = [v.until for v in verdicts if not v.usable and v.until is not None]
+        return {
+            "enabled": len(records),
+            "available": len(usable),
+            "cooling": len(records) - len(usable),
+            "headroom": round(max((v.headroom for v in usable), default=0.0), 4),
+            "next_available_at": min(ends) if ends and not usable else None,
+        }
 
     def _plan_changed(self, account: str, state: PlanState, news: tuple[str, ...]) -> None:
         """Store an account's new plan state; tell people what they should know of it."""

@@ -32,6 +32,20 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountGauge:
+    """One upstream account as ``/metrics`` shows it (by name; never its credential)."""
+
+    name: str
+    available: bool
+    #: Each reported window: ``(utilisation 0-1 or None, reset as unix seconds or None)``.
+    windows: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    #: When its cooldown ends (unix seconds; 0 when it has none).
+    cooldown_until: float = 0.0
+    #: Turns the router started on it.
+    turns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Gauges:
     """What the gateway is doing right now, and its plain counters."""
 
@@ -44,6 +58,9 @@ class Gauges:
     turns_failed: int
     #: The runner's ``pool_status()``: what it keeps warm and what that did.
     pool: dict[str, object] = field(default_factory=dict)
+    #: The upstream accounts, and what the router did: moved, failovers, refused.
+    accounts: tuple[AccountGauge, ...] = ()
+    routing: dict[str, int] = field(default_factory=dict)
 
 
 class _Live(Collector):
@@ -69,6 +86,55 @@ class _Live(Collector):
         )
         yield CounterMetricFamily("ccgate_turns_failed", "Turns that failed.", value=g.turns_failed)
         yield from _pool_metrics(g.pool)
+        yield from _account_metrics(g.accounts, g.routing)
+
+
+def _account_metrics(
+    accounts: tuple[AccountGauge, ...], routing: dict[str, int]
+) -> Iterator[Metric]:
+    if not accounts:
+        return
+    available = GaugeMetricFamily(
+        "ccgate_account_available",
+        "1 when the upstream account can take a request now, else 0.",
+        labels=["account"],
+    )
+    used = GaugeMetricFamily(
+        "ccgate_account_plan_utilization",
+        "How full each reported window of the account's plan is (0-1).",
+        labels=["account", "window"],
+    )
+    resets = GaugeMetricFamily(
+        "ccgate_account_plan_resets_at_seconds",
+        "When each reported window of the account's plan resets (unix time).",
+        labels=["account", "window"],
+    )
+    cooling = GaugeMetricFamily(
+        "ccgate_account_cooldown_until_seconds",
+        "When the account's cooldown ends (unix time; 0 when it has none).",
+        labels=["account"],
+    )
+    turns = CounterMetricFamily(
+        "ccgate_account_turns", "Turns started on each account.", labels=["account"]
+    )
+    for account in accounts:
+        available.add_metric([account.name], 1.0 if account.available else 0.0)
+        cooling.add_metric([account.name], account.cooldown_until)
+        turns.add_metric([account.name], float(account.turns))
+        for window, (utilization, reset) in account.windows.items():
+            if utilization is not None:
+                used.add_metric([account.name, window], utilization)
+            if reset is not None:
+                resets.add_metric([account.name, window], reset)
+    yield from (available, used, resets, cooling, turns)
+    for name, help_text in (
+        ("moved", "Conversations that moved to another account."),
+        ("failovers", "Turns refused by an account and run again on another."),
+        ("refused", "Turns no account could take (429 plan_limit)."),
+    ):
+        yield CounterMetricFamily(
+            f"ccgate_account_{name}", help_text, value=float(routing.get(name, 0))
+        )
 
 
 def _number(value: object) -> float:

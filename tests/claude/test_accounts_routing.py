@@ -268,3 +268,85 @@ def test_no_secret_leaks_into_the_database_logs_answers_or_another_account(
     for account in ids.values():
         for slot in (workers / account).glob("w*"):
             assert not (slot / ".credentials.json").exists()
+
+
+ADMIN_KEY = "admin-key-of-the-accounts-tests-0123456789abcdef"
+
+
+def _key(gateway: Gateway, name: str, quota: dict[str, Any]) -> str:
+    response = httpx.post(
+        gateway.url + "/admin/keys",
+        json={"name": name, "quota": quota},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+def test_a_fair_share_key_is_held_back_when_the_window_runs_low(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, demo: DemoServer, data_dir: Path
+) -> None:
+    ids = seed(data_dir, {"a": TOKENS["a"]})
+    gateway = make_gateway(
+        pool_max_processes=0,
+        auth_mode="multi",
+        admin_key=ADMIN_KEY,
+        plan_share_at=0.8,
+        usage_shows_plan=True,
+    )
+    alice = _key(gateway, "alice", {"plan_share": 0.3})
+    bob = _key(gateway, "bob", {})
+    plans(demo, a={"five_hour": {"utilization": 0.5, "reset_in": 3600}, "step": 0.1})
+    heavy = openai.OpenAI(base_url=gateway.url + "/v1", api_key=alice, max_retries=0)
+    light = openai.OpenAI(base_url=gateway.url + "/v1", api_key=bob, max_retries=0)
+    # Plenty left: alice uses far more than her share, and nobody stops her.
+    for n in range(3):
+        chat(heavy, [], f"alice {n}")
+    meter = gateway.state.accounts.meter
+    used = meter.state(ids["a"]).reading.window("five_hour").utilization
+    assert used >= 0.8, used
+    # Now the window runs low: alice is over her share and is held back; bob is not.
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat(heavy, [], "alice once more")
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "plan_limit"
+    assert body["param"] == "plan_share"
+    assert "share of 30%" in body["message"]
+    headers = caught.value.response.headers
+    assert headers["x-ccgate-limit"] == "plan_share"
+    assert int(headers["retry-after"]) == 300 and headers["x-should-retry"] == "false"
+    assert "You said: bob" in chat(light, [], "bob")
+    # Each key sees the shared headroom and its own share, nobody else's.
+    seen = httpx.get(
+        gateway.url + "/v1/usage", headers={"authorization": f"Bearer {alice}"}, timeout=10
+    ).json()["plan"]
+    assert len(seen) == 1 and seen[0]["your_share_of_five_hour"] >= 0.3
+    assert "a" not in str(seen).replace("available", "").replace("account", "").split("'")
+    windows = {w["window"]: w for w in seen[0]["windows"]}
+    assert windows["five_hour"]["utilization"] >= 0.8
+
+
+def test_a_probe_reads_an_idle_accounts_plan(
+    make_gateway: Callable[..., Gateway], model: ScriptedModel, demo: DemoServer, data_dir: Path
+) -> None:
+    seed(data_dir, TOKENS)
+    gateway = make_gateway(pool_max_processes=0, auth_mode="multi", admin_key=ADMIN_KEY)
+    plans(demo, b={"five_hour": {"utilization": 0.42}, "seven_day": {"utilization": 0.1}})
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    before = httpx.get(gateway.url + "/admin/accounts/b", headers=admin, timeout=10).json()
+    assert before["plan"]["reading"] is None
+    probed = httpx.post(gateway.url + "/admin/accounts/b/probe", headers=admin, timeout=60)
+    assert probed.status_code == 200, probed.text
+    view = probed.json()
+    assert view["probe"] == {"ok": True, "error": None}
+    windows = {w["name"]: w for w in view["plan"]["reading"]["windows"]}
+    assert windows["five_hour"]["utilization"] == pytest.approx(0.42, abs=0.01)
+    assert windows["seven_day"]["utilization"] == pytest.approx(0.1, abs=0.01)
+    assert "secret" not in probed.text.replace("secret_hint", "")
+    assert TOKENS["b"] not in probed.text
+    # The probe asked for next to nothing, outside any conversation.
+    (request,) = model.conversation_requests()
+    assert token_of(request) == TOKENS["b"] and request.body["max_tokens"] <= 16
+    missing = httpx.post(gateway.url + "/admin/accounts/nope/probe", headers=admin, timeout=10)
+    assert missing.status_code == 404

@@ -47,7 +47,9 @@ def _check_quota(quota: Quota) -> Quota:
     for name, value in quota.as_dict().items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise InvalidRequest(f"quota.{name} must be a number of 0 or more", param="quota")
-        if name != "budget_usd_per_month" and not isinstance(value, int):
+        if name == "plan_share" and value > 1:
+            raise InvalidRequest("quota.plan_share must be a fraction from 0 to 1", param="quota")
+        if name not in ("budget_usd_per_month", "plan_share") and not isinstance(value, int):
             raise InvalidRequest(f"quota.{name} must be a whole number", param="quota")
     return quota
 

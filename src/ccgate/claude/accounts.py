@@ -48,7 +48,8 @@ from ccgate.claude.runner import ClaudeRunner
 from ccgate.claude.transcript import transcript_path, write_transcript
 from ccgate.claude.workdirs import WorkerDirs
 from ccgate.engine.events import AgentEvent, TurnError, TurnStarted, Usage
-from ccgate.engine.models import CliModel
+from ccgate.engine.models import CliModel, ModelInfo
+from ccgate.engine.probe import probe_turn
 from ccgate.engine.runner import IdleProcess
 from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import Message, TurnRequest
@@ -85,6 +86,10 @@ class Routed:
     failovers: int = 0
     #: Turns no account could take.
     refused: int = 0
+    #: When a turn last started on each account (unix time).
+    last_turn: dict[str, float] = field(default_factory=dict)
+    #: Probes made to read an idle account's plan.
+    probes: int = 0
 
 
 @dataclass
@@ -186,6 +191,32 @@ class AccountRouter:
             )
         return self._accounts[choice.account.id].launch
 
+    async def probe(self, account: str, model: ModelInfo) -> TurnError | None:
+        """Read ``account``'s plan with the smallest request there is (a one-line turn of
+        at most 16 tokens, outside any conversation); return its error, if it failed.
+
+        Claude Code reports the plan of a fresh process's first answer, so the meter
+        has a reading afterwards (for subscription accounts; API keys have no plan).
+        """
+        held = self._accounts.get(account)
+        if held is None:
+            return TurnError("unavailable", "the account is disabled or gone")
+        self.routed.probes += 1
+        self.routed.last_turn[account] = time.time()
+        failed: TurnError | None = None
+        events = held.runner.run(probe_turn(model))
+        try:
+            async for event in events:
+                if isinstance(event, TurnError):
+                    failed = event
+        finally:
+            await events.aclose()
+        if failed is None:
+            self._meter.succeeded(account)
+        else:
+            self._refused(account, failed)
+        return failed
+
     def account_of(self, cli_session_id: str) -> str | None:
         """Return the account a conversation is on."""
         return self._sticky.get(cli_session_id)
@@ -284,6 +315,7 @@ class AccountRouter:
                 self._sticky[session] = account
             held = self._accounts[account]
             self.routed.turns[account] = self.routed.turns.get(account, 0) + 1
+            self.routed.last_turn[account] = time.time()
             refused = False
             events = held.runner.run(turn, box)
             waiting: list[AgentEvent] = []

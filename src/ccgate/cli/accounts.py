@@ -96,7 +96,10 @@ def _settings_box(settings: Settings) -> SecretBox:
 
 
 async def open_accounts(
-    settings: Settings, database: Database, environ: Mapping[str, str]
+    settings: Settings,
+    database: Database,
+    environ: Mapping[str, str],
+    box: SecretBox | None = None,
 ) -> Accounts:
     """Return the accounts of ``database`` as the server sees them, loaded.
 
@@ -114,7 +117,7 @@ async def open_accounts(
         holder[0].save_plan(account, state)
 
     meter = PlanMeter(allow_extra_usage=settings.allow_extra_usage, on_change=save)
-    box = _settings_box(settings)
+    box = box or _settings_box(settings)
     if ours is None:
         key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         if settings.demo:
@@ -134,12 +137,25 @@ async def open_accounts(
     return accounts
 
 
-def _check_box(accounts: Accounts, box_check: SecretBox) -> None:
-    """Refuse to seal a secret with a key that cannot open the ones already stored."""
-    for record in accounts.records():
-        if record.secret:
-            box_check.open(record.secret)  # ConfigError says what is wrong
-            return
+def _check_box(accounts: Accounts, box: SecretBox, settings: Settings) -> None:
+    """Refuse to seal a secret with a key that cannot open the ones already stored (this
+    command run with another data dir or ``accounts_key`` than the server's)."""
+    stored = next((r.secret for r in accounts.records() if r.secret), None)
+    if stored is None:
+        return
+    try:
+        box.open(stored)
+    except ConfigError:
+        where = (
+            "the accounts_key setting"
+            if settings.accounts_key is not None
+            else f"{settings.data_path / 'accounts.key'}"
+        )
+        raise ConfigError(
+            f"the account key of this command ({where}) cannot open the secrets already "
+            "stored: run it with the server's data dir and accounts_key (--data-dir, "
+            "--config or CCGATE_*), or the server could not read this secret"
+        ) from None
 
 
 def _percent(value: Any) -> str:
@@ -223,6 +239,10 @@ def _print_list(body: dict[str, Any]) -> None:
         print("API-key accounts report no plan: their windows and headroom show '-'.")
 
 
+#: Where a reading came from, as people say it.
+_SOURCES = {"answer": "an answer", "refusal": "a refusal", "probe": "a probe request"}
+
+
 def _time(stamp: float | None) -> str:
     return f"{format_time(stamp)} UTC" if stamp is not None else "-"
 
@@ -266,7 +286,8 @@ def _print_show(view: dict[str, Any]) -> None:
         )
         print(f"plan: {what}")
         return
-    print(f"plan (read {_time(reading['observed_at'])}, from {reading['source']}):")
+    source = _SOURCES.get(reading["source"], reading["source"])
+    print(f"plan (read {_time(reading['observed_at'])}, from {source}):")
     binding = reading.get("binding")
     status = reading["status"]
     if binding:
@@ -323,10 +344,10 @@ async def _act(
         return 0
     if action == "add":
         if secret is not None:
-            _check_box(accounts, box)
+            _check_box(accounts, box, settings)
         if request.kind in ("oauth_token", "api_key") and secret is None:
             raise InvalidRequest(
-                f"a {request.kind} account needs its secret: " + _NO_ARGUMENT.split(": ", 1)[1]
+                f"an {request.kind} account needs its secret: " + _NO_ARGUMENT.split(": ", 1)[1]
             )
         made = await accounts.add(
             name,
@@ -344,8 +365,8 @@ async def _act(
         )
         if made.kind == "login":
             message += (
-                "\nA login account uses `claude /login` made as the user running ccgate, "
-                "in its own config dir (see docs/accounts.md)."
+                "\nA login account runs on the Claude Code login (`claude /login`) of the "
+                "user running ccgate; there is one such login per user."
             )
         return _done(accounts, made.id, message, as_json)
     if action == "show":
@@ -387,7 +408,7 @@ async def _act(
     if request.base_url is not None:
         changes["base_url"] = request.base_url
     if secret is not None:
-        _check_box(accounts, box)
+        _check_box(accounts, box, settings)
         changes["secret"] = secret
     if not changes:
         raise InvalidRequest(
@@ -423,8 +444,9 @@ async def run_accounts(
     database = Database(settings.effective_database_url)
     try:
         await database.migrate()
-        accounts = await open_accounts(settings, database, environ)
-        return await _act(accounts, settings, request, secret, _settings_box(settings))
+        box = _settings_box(settings)
+        accounts = await open_accounts(settings, database, environ, box)
+        return await _act(accounts, settings, request, secret, box)
     except (NotFound, Conflict) as exc:
         return fail(exc.message, 1)
     except InvalidRequest as exc:

@@ -104,6 +104,8 @@ def quota_summary(quota: Quota) -> str:
         parts.append(f"{_usd(quota.budget_usd_per_month)}/month")
     if quota.max_concurrent is not None:
         parts.append(f"{quota.max_concurrent} at once")
+    if quota.plan_share is not None:
+        parts.append(f"{quota.plan_share:.0%} plan share")
     return ", ".join(parts) or "no limits"
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``ccgate serve|doctor|sessions|keys|usage|version``."""
+"""The command line: ``ccgate serve|doctor|sessions|keys|accounts|usage|version``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = key_actions.add_parser("revoke", help="revoke a key: it stops working at once")
     revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
+    account_commands = _add_accounts(commands)
     usage = commands.add_parser("usage", help="summarise the usage ledger")
     usage.add_argument(
         "--key",
@@ -109,24 +110,104 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument(
         "--group-by", choices=("day", "model", "key"), default="day", help="default day"
     )
-    for sub in (create, key_list, revoke, usage):
+    for sub in (create, key_list, revoke, usage, *account_commands):
         sub.add_argument(
             "--json", dest="as_json", action="store_true", help="print JSON (as the admin API)"
         )
-    for sub in (serve, doctor, listing, remove, create, key_list, revoke, usage):
+    for sub in (serve, doctor, listing, remove, create, key_list, revoke, usage, *account_commands):
         sub.add_argument("--config", type=Path, default=None, help="a ccgate.toml to read")
         # keys create has its own --max-concurrent: the key's limit, not the gateway's.
         _add_setting_flags(sub, skip=frozenset(_QUOTA_FLAGS) if sub is create else frozenset())
     return parser
 
 
+def _add_accounts(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
+    """Add ``ccgate accounts ...``; return its commands (each takes the settings' flags)."""
+    accounts = commands.add_parser(
+        "accounts", help="add, list, change or reset the upstream accounts Claude Code runs on"
+    )
+    actions = accounts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="add an account (its secret from stdin or a variable)")
+    add.add_argument("name", help="the account's name: letters, digits, '.', '_', '-'")
+    add.add_argument(
+        "--kind",
+        required=True,
+        choices=("login", "oauth_token", "api_key"),
+        help="login: the Claude Code login of the user running ccgate; oauth_token: a token "
+        "from `claude setup-token`; api_key: an Anthropic API key (billed per token)",
+    )
+    listing = actions.add_parser("list", help="list the accounts, their plans and state")
+    show = actions.add_parser("show", help="everything known of one account")
+    enable = actions.add_parser("enable", help="let an account take requests again")
+    disable = actions.add_parser("disable", help="stop sending requests to an account")
+    remove = actions.add_parser("rm", help="remove an account (not 'default': disable that)")
+    reset = actions.add_parser("reset", help="end an account's cooldown now")
+    change = actions.add_parser("set", help="change an account's name, priority, URL or secret")
+    for sub in (show, enable, disable, remove, reset, change):
+        sub.add_argument("name", help="the account's name or id")
+    change.add_argument(
+        "--name", dest="new_name", default=None, metavar="NEW", help="rename the account"
+    )
+    for sub in (add, change):
+        sub.add_argument(
+            "--priority",
+            type=int,
+            default=None,
+            metavar="N",
+            help="lower goes first (default 0; 100 for an API key, a fallback)",
+        )
+        sub.add_argument(
+            "--base-url",
+            default=None,
+            metavar="URL",
+            help="the account's own Anthropic-compatible base URL (default the upstream_url "
+            "setting, else Anthropic's)" + ("; '' removes it" if sub is change else ""),
+        )
+        secret = sub.add_mutually_exclusive_group()
+        secret.add_argument(
+            "--secret-stdin",
+            action="store_true",
+            help="read the secret from standard input (prompted, not echoed, on a terminal)",
+        )
+        secret.add_argument(
+            "--secret-env",
+            default=None,
+            metavar="VAR",
+            help="read the secret from the environment variable VAR",
+        )
+        # Taken only to refuse it without echoing it (argparse would print an unknown one).
+        sub.add_argument("--secret", dest="plain_secret", default=None, help=argparse.SUPPRESS)
+    add.add_argument("--disabled", action="store_true", help="add it disabled (enable it later)")
+    return [add, listing, show, enable, disable, remove, reset, change]
+
+
+def _share(text: str) -> float:
+    """Return a key's plan share (0 to 1) from its flag."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a fraction from 0 to 1, like 0.25; got {text!r}"
+        ) from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a fraction from 0 to 1, like 0.25; got {text!r}")
+    return value
+
+
 #: The quota flags of ``keys create``: :class:`Quota` field -> (flag, type, what it limits).
-_QUOTA_FLAGS = {
-    "requests_per_minute": ("--requests-per-minute", int, "requests a minute"),
-    "requests_per_day": ("--requests-per-day", int, "requests a day (UTC)"),
-    "tokens_per_day": ("--tokens-per-day", int, "tokens a day (UTC)"),
-    "budget_usd_per_month": ("--budget-usd", float, "USD a calendar month (UTC)"),
-    "max_concurrent": ("--max-concurrent", int, "requests running at once"),
+_QUOTA_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "requests_per_minute": ("--requests-per-minute", int, "at most N requests a minute"),
+    "requests_per_day": ("--requests-per-day", int, "at most N requests a day (UTC)"),
+    "tokens_per_day": ("--tokens-per-day", int, "at most N tokens a day (UTC)"),
+    "budget_usd_per_month": ("--budget-usd", float, "at most N USD a calendar month (UTC)"),
+    "max_concurrent": ("--max-concurrent", int, "at most N requests running at once"),
+    "plan_share": (
+        "--plan-share",
+        _share,
+        "at most this share (0-1) of each account's 5-hour window once it is plan_share_at full",
+    ),
 }
 
 
@@ -138,8 +219,8 @@ def _add_quota_flags(parser: argparse.ArgumentParser) -> None:
             dest="quota_" + name,
             type=kind,
             default=None,
-            metavar="N",
-            help=f"the key's limit: at most N {what} (default no limit)",
+            metavar="SHARE" if name == "plan_share" else "N",
+            help=f"the key's limit: {what} (default no limit)",
         )
 
 
@@ -165,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
-    if args.command in ("sessions", "keys", "usage"):
+    if args.command in ("sessions", "keys", "accounts", "usage"):
         try:
             return _run_database_command(args, settings)
         except ConfigError as exc:
@@ -177,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``sessions``, ``keys`` or ``usage`` (straight on the database, no server)."""
+    """Run ``sessions``, ``keys``, ``accounts`` or ``usage`` (on the database, no server)."""
     if args.command == "sessions":
         from ccgate.cli.sessions import run_sessions
 
@@ -211,6 +292,23 @@ def _run_database_command(args: argparse.Namespace, settings: Settings) -> int:
                 as_json=args.as_json,
             )
         )
+    if args.command == "accounts":
+        from ccgate.cli.accounts import AccountRequest, run_accounts
+
+        request = AccountRequest(
+            action=args.action,
+            name=getattr(args, "name", None),
+            kind=getattr(args, "kind", None),
+            new_name=getattr(args, "new_name", None),
+            base_url=getattr(args, "base_url", None),
+            priority=getattr(args, "priority", None),
+            disabled=getattr(args, "disabled", False),
+            secret_stdin=getattr(args, "secret_stdin", False),
+            secret_env=getattr(args, "secret_env", None),
+            plain_secret=getattr(args, "plain_secret", None) is not None,
+            as_json=args.as_json,
+        )
+        return asyncio.run(run_accounts(settings, request))
     from ccgate.cli.usage import run_usage
 
     return asyncio.run(

@@ -223,9 +223,8 @@ def _full(gateway: Gateway, record: AccountRecord, now: float, turns: int | None
     reading = state.reading
     no_plan = None
     if reading is None:
-        no_plan = (
-            "API key: billed per token, no plan" if kind == "api_key" else ("no plan reading yet")
-        )
+        api_key = kind == "api_key"
+        no_plan = "API key: billed per token, no plan" if api_key else "no plan reading yet"
     five = reading.window("five_hour") if reading is not None else None
     known = five is not None and five.resets_at is not None
     since = five.resets_at - FIVE_HOURS if five is not None and five.resets_at else now - FIVE_HOURS
@@ -279,15 +278,17 @@ async def _who_used(
     records = await gateway.ledger.between(None, since=earliest, until=now + 1, limit=RECORDS_MAX)
     cut = len(records) >= RECORDS_MAX
     counted: dict[tuple[str, str], int] = {}
-    starts = {row.id: row.window_since or now for row in rows}
+    starts = {row.id: row.window_since or now for row in rows if row.id is not None}
     for record in records:
-        if record.account in starts and record.created_at >= starts[record.account]:
-            mark = (record.account, record.namespace)
+        account = record.account
+        if account is not None and account in starts and record.created_at >= starts[account]:
+            mark = (account, record.namespace)
             counted[mark] = counted.get(mark, 0) + 1
     done = []
     for row in rows:
-        assert row.id is not None
-        spent = await gateway.ledger.account_spend(row.id, row.window_since or now)
+        if row.id is None:
+            continue
+        spent = await gateway.ledger.account_spend(row.id, starts[row.id])
         used = [
             Spend(
                 names.get(namespace, namespace),

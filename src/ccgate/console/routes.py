@@ -1,6 +1,6 @@
 """The console's routes, one module per page; ``ROUTERS`` in the order the app includes them."""
 
-from ccgate.console import keys, loops, overview, sessions, settings, signin, usage
+from ccgate.console import accounts, keys, loops, overview, sessions, settings, signin, usage
 
 __all__ = ["ROUTERS"]
 
@@ -8,6 +8,7 @@ ROUTERS = (
     signin.router,
     overview.router,
     keys.router,
+    accounts.router,
     usage.router,
     sessions.router,
     settings.router,

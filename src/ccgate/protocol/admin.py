@@ -201,20 +201,23 @@ def accounts_list(
     choice = choose(
         [Candidate(r.id, r.name, r.priority) for r in enabled], accounts.meter, None, order=order
     )
-    available = sum(1 for v in views if v["available"])
+    usable = [v for v in views if v["available"]]
     return {
         "object": "list",
         "data": [account_object(v) for v in views],
         "summary": {
             "accounts": len(views),
             "enabled": len(enabled),
-            "available": available,
-            "cooling": len(enabled) - available,
-            "routing": order,
-            "allow_extra_usage": allow_extra_usage,
+            "available": len(usable),
+            "cooling": len(enabled) - len(usable),
+            "headroom": max((v["headroom"] for v in usable), default=0.0),
+            # Where a new conversation goes now; when none can take it, why, and when the
+            # first account frees up.
             "next_account": choice.account.name if choice.account is not None else None,
             "unavailable_reason": choice.reason or None,
-            "frees_up_at": choice.until,
+            "next_available_at": choice.until,
+            "routing": order,
+            "allow_extra_usage": allow_extra_usage,
             "routed": routed,
         },
     }

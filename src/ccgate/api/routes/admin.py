@@ -1,4 +1,4 @@
-"""The admin API (``/admin/*``, authorised by ``admin_key``): client keys, upstream accounts, usage."""
+"""The admin API (``/admin/*``, authorised by ``admin_key``): keys, upstream accounts, usage."""
 
 from __future__ import annotations
 
@@ -177,6 +177,13 @@ async def reset_account(id_or_name: AccountRef, state: State, admin: Admin) -> d
     """End an account's cooldown now: it takes requests again."""
     record = await state.accounts.reset(id_or_name)
     return account_object(state.accounts.view(record))
+
+
+@router.post("/accounts/{id_or_name}/probe", responses=errors("openai", 404, 409, 503))
+async def probe_account(id_or_name: AccountRef, state: State, admin: Admin) -> dict[str, Any]:
+    """Read an account's plan now with the smallest request there is (at most 16 output
+    tokens, outside any conversation); answer the account with the reading and ``probe``."""
+    return account_object(await state.probe_account(id_or_name))
 
 
 @router.get("/usage")

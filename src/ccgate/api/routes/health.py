@@ -46,7 +46,9 @@ async def health(state: State) -> JSONResponse:
     """Say whether the gateway is up, without starting a CLI or saying anything secret."""
     probe = state.probe
     status = "draining" if state.draining else "ok"
-    if probe.status() == "unhealthy" and not state.draining:
+    plan = state.plan_summary()
+    no_account = state.router is not None and plan["available"] == 0
+    if (probe.status() == "unhealthy" or no_account) and not state.draining:
         status = "degraded"
     body = {
         "status": status,
@@ -66,6 +68,7 @@ async def health(state: State) -> JSONResponse:
         "pool": state.runner.pool_status(),
         "requests": state.counters.requests,
         "upstream_auth": probe.status(),
+        "accounts": plan,
     }
     return JSONResponse(body, status_code=503 if state.draining else 200)
 

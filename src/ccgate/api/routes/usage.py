@@ -24,7 +24,11 @@ async def own_usage(
     until: Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)] = None,
     group_by: Literal["day", "model"] = "day",
 ) -> dict[str, Any]:
-    """Summarise what the caller's key has used."""
+    """Summarise what the caller's key has used; with ``usage_shows_plan``, also the shared
+    headroom of the upstream accounts' plans (percentages and reset times only)."""
     start, end = parse_time(since, "since"), parse_time(until, "until")
     rows = await state.ledger.summarize(client.namespace, since=start, until=end, group_by=group_by)
-    return usage_object(rows, group_by, start, end)
+    answer = usage_object(rows, group_by, start, end)
+    if state.settings.usage_shows_plan:
+        answer["plan"] = await state.shared_plan(client.namespace)
+    return answer

@@ -91,10 +91,13 @@
         }
         while (body.rows.length > limit) body.deleteRow(body.rows.length - 1);
       });
-      source.addEventListener("stats", function (event) {
-        const fresh = parse(event.data);
-        const old = document.getElementById("stats");
-        if (fresh && old) old.replaceWith(fresh);
+      // The gauges and the Plan card, rendered again by the server.
+      ["stats", "plan"].forEach(function (name) {
+        source.addEventListener(name, function (event) {
+          const fresh = parse(event.data);
+          const old = document.getElementById(name);
+          if (fresh && old) old.replaceWith(fresh);
+        });
       });
       source.addEventListener("bye", function () {
         source.close();
