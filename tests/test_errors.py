@@ -7,12 +7,14 @@ import pytest
 from ccgate.api.errors import error_for_turn
 from ccgate.engine.events import ErrorKind, TurnError
 from ccgate.errors import (
+    RETRY_AFTER_MAX,
     AuthenticationFailed,
     CLICrashed,
     GatewayError,
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    PlanLimited,
     QueueFull,
     RateLimited,
     RequestTooLarge,
@@ -80,7 +82,29 @@ def test_auth_error_says_how_to_log_in() -> None:
 
 def test_rate_limit_carries_retry_after() -> None:
     error = error_for_turn(TurnError("rate_limit", "slow", retry_after=12.4))
-    assert error.headers() == {"retry-after": "12", "x-should-retry": "true"}
+    assert error.headers() == {
+        "retry-after": "12",
+        "x-should-retry": "true",
+        "x-ccgate-limit": "upstream",
+    }
+
+
+def test_a_plan_limit_names_itself_and_caps_retry_after() -> None:
+    soon = error_for_turn(TurnError("plan_limit", "extra_usage: nothing left", retry_after=42))
+    assert isinstance(soon, PlanLimited) and soon.code == "plan_limit"
+    assert soon.param == "extra_usage" and soon.loop_code == "plan_limit"
+    assert soon.message == "Plan limit (extra_usage): nothing left"
+    assert soon.headers() == {
+        "retry-after": "42",
+        "x-should-retry": "true",
+        "x-ccgate-limit": "extra_usage",
+    }
+    later = error_for_turn(TurnError("plan_limit", "plan_window: full", retry_after=7200))
+    assert later.headers() == {
+        "retry-after": str(RETRY_AFTER_MAX),
+        "x-should-retry": "false",
+        "x-ccgate-limit": "plan_window",
+    }
 
 
 def test_overloaded_should_retry() -> None:

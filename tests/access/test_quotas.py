@@ -67,7 +67,11 @@ async def test_minute_limit_names_itself_and_when_it_resets(database: Database) 
     assert error.param == "requests_per_minute"
     assert "2 requests per minute" in error.message
     assert "2026-11-24 12:35:00 UTC (in 4 s)" in error.message
-    assert error.headers() == {"retry-after": "4", "x-should-retry": "true"}
+    assert error.headers() == {
+        "retry-after": "4",
+        "x-should-retry": "true",
+        "x-ccgate-limit": "key_quota",
+    }
 
 
 async def test_day_and_month_limits_say_not_to_retry(database: Database) -> None:
@@ -79,7 +83,7 @@ async def test_day_and_month_limits_say_not_to_retry(database: Database) -> None
     with pytest.raises(QuotaExceeded) as caught:
         await quotas.admit(key, key.id)
     assert caught.value.param == "tokens_per_day"
-    assert caught.value.headers() == {"x-should-retry": "false"}
+    assert caught.value.headers() == {"x-should-retry": "false", "x-ccgate-limit": "key_quota"}
     assert "2026-11-25 00:00:00 UTC" in caught.value.message
     clock.now += 86_400  # a new day, the same month: the budget still counts
     admission = await quotas.admit(key, key.id)
@@ -226,7 +230,7 @@ async def test_a_limit_of_zero_says_never_to_retry(database: Database) -> None:
         with pytest.raises(QuotaExceeded) as caught:
             await quotas.admit(key, key.id)
         assert "is 0" in caught.value.message
-        assert caught.value.headers() == {"x-should-retry": "false"}
+        assert caught.value.headers() == {"x-should-retry": "false", "x-ccgate-limit": "key_quota"}
 
 
 async def test_a_small_budget_is_shown_as_it_is(database: Database) -> None:

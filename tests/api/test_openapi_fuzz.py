@@ -62,6 +62,16 @@ checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
 include-name = "GET /v1/loops"
 checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
 
+# A login account takes no secret, a token or key account needs one; the default account
+# cannot be removed or given a secret (its credential is a setting).
+[[operations]]
+include-name = [
+    "POST /admin/accounts",
+    "PATCH /admin/accounts/{{id_or_name}}",
+    "DELETE /admin/accounts/{{id_or_name}}",
+]
+checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
+
 # An archived loop takes no messages (400 loop_archived).
 [[operations]]
 include-name = "POST /v1/loops/{{loop_id}}/messages"

@@ -350,3 +350,42 @@ def test_a_probe_reads_an_idle_accounts_plan(
     assert token_of(request) == TOKENS["b"] and request.body["max_tokens"] <= 16
     missing = httpx.post(gateway.url + "/admin/accounts/nope/probe", headers=admin, timeout=10)
     assert missing.status_code == 404
+
+
+def test_a_loop_refused_by_its_account_goes_on_another(
+    two: tuple[Gateway, dict[str, str]], model: ScriptedModel, demo: DemoServer
+) -> None:
+    from tests.loops.test_end_to_end import _client, _create, _send
+
+    gateway, ids = two
+    plans(demo, a={"five_hour": {"utilization": 0.1}}, b={"five_hour": {"utilization": 0.5}})
+    with _client(gateway) as client:
+        loop = _create(client, title="on accounts")
+        first = _send(client, loop["id"], "first message")
+        assert first.events[-1].name == "done", first.events
+        assert token_of(model.conversation_requests()[-1]) == TOKENS["a"]
+        # a's window is used up: the loop's turn is refused there before the model answers.
+        plans(demo, a={"five_hour": {"utilization": 1.0, "reset_in": 600}})
+        refused = _send(client, loop["id"], "refused message")
+        assert refused.events[-1].name == "error"
+        assert refused.events[-1].data["code"] == "rate_limit"
+        # The next message starts on b, from the loop's session as it was before the refusal.
+        model.requests.clear()
+        after = _send(client, loop["id"], "after the refusal")
+        assert after.events[-1].name == "done", after.events
+        (served,) = model.conversation_requests()
+        assert token_of(served) == TOKENS["b"]
+        seen = str(served.body["messages"])
+        assert "first message" in seen and "refused message" not in seen
+        assert client.delete(f"/v1/loops/{loop['id']}").status_code == 204
+        # With every account used up, a loop's turn says so with the loop error code.
+        plans(demo, b={"five_hour": {"utilization": 1.0, "reset_in": 600}})
+        loop2 = _create(client, title="nowhere to run")
+        _send(client, loop2["id"], "first")  # b refuses it: b cools down
+        nowhere = client.post(f"/v1/loops/{loop2['id']}/messages", json={"content": "second"})
+        assert nowhere.status_code == 429
+        error = nowhere.json()["error"]
+        assert error["code"] == "plan_limit" and "Plan limit" in error["message"]
+        assert nowhere.headers["x-ccgate-limit"] == "plan_window"
+        assert int(nowhere.headers["retry-after"]) > 200
+        assert client.delete(f"/v1/loops/{loop2['id']}").status_code == 204

@@ -10,6 +10,11 @@
 - An account that cannot serve (disabled, cooling down, its window used up, or
   only by extra usage when that is not allowed) is skipped; when none is left
   the choice says why, naming each account, and when the first one frees up.
+- An account cooling down for a reason its plan did not give (an API key's rate
+  limit, refused credentials, a billing failure) is a last resort, not a refusal:
+  when no other account can serve, the request goes there and gets the
+  upstream's own answer (``Choice.last_resort``), so one account with a bad key
+  keeps answering 401, not 429.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Literal
 
 from ccgate.accounts.meter import PlanMeter, Verdict, when
 
-__all__ = ["Candidate", "Choice", "Order", "choose"]
+__all__ = ["SOFT_LIMITS", "Candidate", "Choice", "Order", "choose"]
 
 Order = Literal["headroom", "priority"]
 
@@ -48,6 +53,12 @@ class Choice:
     until: float | None = None
     #: The conversation left the account it was on.
     moved: bool = False
+    #: The account cools down for a reason other than its plan, and no other can serve.
+    last_resort: bool = False
+
+
+#: Cooldowns that make an account a last resort rather than unusable.
+SOFT_LIMITS = frozenset({"rate_limit", "credentials", "billing"})
 
 
 def choose(
@@ -77,6 +88,11 @@ def choose(
         moved = current is not None and best.id != current
         return Choice(best, verdicts[best.id], moved=moved)
     refused = [(c, verdicts[c.id]) for c in candidates if c.id in verdicts]
+    soft = [c for c, v in refused if v.limit in SOFT_LIMITS]
+    if soft:
+        best = min(soft, key=lambda c: c.priority)
+        moved = current is not None and best.id != current
+        return Choice(best, verdicts[best.id], moved=moved, last_resort=True)
     if not refused:
         return Choice(None, reason="no upstream account is enabled", until=None)
     ends = [v.until for _, v in refused if v.until is not None]

@@ -39,13 +39,18 @@ from typing import Any, Protocol
 from ccgate.accounts.manager import Upstream
 from ccgate.accounts.meter import PlanMeter
 from ccgate.accounts.plan import family_of
-from ccgate.accounts.routing import Candidate, Choice, Order, choose
+from ccgate.accounts.routing import SOFT_LIMITS, Candidate, Choice, Order, choose
 from ccgate.claude.environment import Credential
 from ccgate.claude.launch import Launch
 from ccgate.claude.plan import reading_of
 from ccgate.claude.process import RunnerConfig
 from ccgate.claude.runner import ClaudeRunner
-from ccgate.claude.transcript import transcript_path, write_transcript
+from ccgate.claude.transcript import (
+    ACCOUNT_REFUSALS,
+    rewind_transcript,
+    transcript_path,
+    write_transcript,
+)
 from ccgate.claude.workdirs import WorkerDirs
 from ccgate.engine.events import AgentEvent, TurnError, TurnStarted, Usage
 from ccgate.engine.models import CliModel, ModelInfo
@@ -61,8 +66,6 @@ log = logging.getLogger("ccgate.accounts")
 
 #: Cooldowns of refusals that name no reset time (seconds), by the turn error's kind.
 _COOLDOWNS = {"rate_limit": 60.0, "billing": 3600.0, "authentication": 300.0}
-#: Turn errors that say the account cannot serve (another may).
-_ACCOUNT_KINDS = frozenset(_COOLDOWNS)
 _EXTRA_USAGE = re.compile(r"extra usage|usage credits|out of credits|credits_required", re.I)
 
 
@@ -282,6 +285,9 @@ class AccountRouter:
         mark = path.stat().st_size if path is not None and path.exists() else None
         barred = _barred(turn, self._accounts)
         tried: set[str] = set(barred)
+        #: The last refusal not of a plan (an API key's 429, credentials, billing), and the
+        #: events before it: what the client gets when no other account can serve.
+        soft_refusal: list[AgentEvent] = []
         while True:
             choice = choose(
                 self._candidates(),
@@ -292,6 +298,10 @@ class AccountRouter:
                 order=self._order,
             )
             if choice.account is None:
+                if soft_refusal:
+                    for held_back in soft_refusal:
+                        yield held_back
+                    return
                 if tried != barred:
                     # Say why of every account, not only of those left untried.
                     everyone = choose(self._candidates(), self._meter, family, exclude=barred)
@@ -330,7 +340,12 @@ class AccountRouter:
                     if isinstance(event, TurnStarted | Usage):
                         waiting.append(event)
                         continue
-                    if isinstance(event, TurnError) and self._refused(account, event) and movable:
+                    if (
+                        isinstance(event, TurnError)
+                        and self._refused(account, event)
+                        and movable
+                        and not choice.last_resort
+                    ):
                         refused = True
                         break
                     started = True
@@ -348,18 +363,23 @@ class AccountRouter:
                 return
             # Refused before anything reached the client: try the next account, on the
             # conversation as it was before this turn.
+            cooldown = self._meter.state(account).cooldown
+            if cooldown is not None and cooldown.limit in SOFT_LIMITS and last is not None:
+                soft_refusal = [*waiting, last]
+            else:
+                soft_refusal = []
             self.routed.failovers += 1
             tried.add(account)
             current = None
             if session is not None and path is not None:
                 held.runner.release_process(session)
-                _rewind(path, mark)
+                rewind_transcript(path, mark)
             kind = last.kind if isinstance(last, TurnError) else "?"
             log.info("account_refused account=%s kind=%s; trying another", held.upstream.name, kind)
 
     def _refused(self, account: str, error: TurnError) -> bool:
         """Tell whether ``error`` is the account's refusal (noting it in the meter)."""
-        if error.kind not in _ACCOUNT_KINDS:
+        if error.kind not in ACCOUNT_REFUSALS:
             return False
         state = self._meter.state(account)
         extra = bool(_EXTRA_USAGE.search(error.message))
@@ -427,18 +447,6 @@ def _barred(turn: TurnRequest, accounts: dict[str, _Account]) -> frozenset[str]:
     if turn.accounts is None:
         return frozenset()
     return frozenset(a for a in accounts if a not in turn.accounts)
-
-
-def _rewind(path: Path, mark: int | None) -> None:
-    """Put a transcript back as it was before a refused turn (gone, if it was not there)."""
-    try:
-        if mark is None:
-            path.unlink(missing_ok=True)
-        elif path.exists() and path.stat().st_size > mark:
-            with path.open("r+b") as handle:
-                handle.truncate(mark)
-    except OSError:
-        log.warning("transcript_rewind_failed", exc_info=True)
 
 
 def _seconds_until(until: float | None) -> float | None:

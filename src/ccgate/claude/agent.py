@@ -49,10 +49,10 @@ from ccgate.claude.process import (
     send_signal,
     short,
 )
-from ccgate.claude.transcript import transcript_path
+from ccgate.claude.transcript import ACCOUNT_REFUSALS, rewind_transcript, transcript_path
 from ccgate.claude.translate import Translator
 from ccgate.claude.workdirs import WorkerDirs, user_credentials
-from ccgate.engine.events import AgentEvent, TurnError, TurnStarted
+from ccgate.engine.events import AgentEvent, TurnError, TurnStarted, Usage
 from ccgate.loops.agent import AgentSpec, Chooser
 
 __all__ = ["AGENT_TOOLS", "ClaudeAgent", "ClaudeAgents", "sandbox_missing"]
@@ -151,11 +151,14 @@ class ClaudeAgent:
         self._turns = 0
         self.pid: int | None = None
         self.stderr_tail: list[str] = []
+        #: The account refused the last turn before the model answered.
+        self._refused = False
 
     @property
     def alive(self) -> bool:
-        """Tell whether the process is running and takes turns."""
-        return self._owner is not None and not self._owner.done()
+        """Tell whether the process is running and takes turns (not after its account
+        refused a turn: it is ending, so the next turn starts on another account)."""
+        return self._owner is not None and not self._owner.done() and not self._refused
 
     async def start(self) -> None:
         """Start the process; raise what stopped it from starting."""
@@ -266,6 +269,12 @@ class ClaudeAgent:
                         if turn is _END:
                             break
                         await self._turn(client, turn)
+                        if self._refused:
+                            # The upstream account refused before the model answered: end
+                            # this process so the loop's next turn starts on another account
+                            # (``claude.accounts``), from the session as it was.
+                            log.info("agent_account_refused; the next turn starts afresh")
+                            break
                 finally:
                     with contextlib.suppress(Exception):
                         await client.disconnect()
@@ -302,6 +311,10 @@ class ClaudeAgent:
             if turn.permission_mode != self._mode:
                 await client.set_permission_mode(turn.permission_mode)  # type: ignore[arg-type]
                 self._mode = turn.permission_mode
+            transcript = transcript_path(
+                self._config.data_dir, self._spec.workspace, self._spec.session_id
+            )
+            mark = transcript.stat().st_size if transcript.exists() else None
             await client.query(turn.content)
             pump = asyncio.ensure_future(self._pump(client, turn))
             while not pump.done():
@@ -314,6 +327,8 @@ class ClaudeAgent:
                 else:
                     stop.cancel()
             pump.result()
+            if self._refused:
+                rewind_transcript(transcript, mark)
         except Exception as exc:  # noqa: BLE001 - the process failed mid-turn
             tail = f": {self.stderr_tail[-1][:300]}" if self.stderr_tail else ""
             await turn.out.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}{tail}"))
@@ -324,8 +339,12 @@ class ClaudeAgent:
 
     async def _pump(self, client: ClaudeSDKClient, turn: _Turn) -> None:
         translator = Translator(all_tools=True, on_plan=self._config.on_plan)
+        answered = False
         async for message in client.receive_response():
             for event in translator.feed(message):
+                answered = answered or not isinstance(event, TurnStarted | Usage)
                 await turn.out.put(event)
         for event in translator.finish(self.stderr_tail):
+            if isinstance(event, TurnError) and not answered:
+                self._refused = event.kind in ACCOUNT_REFUSALS
             await turn.out.put(event)

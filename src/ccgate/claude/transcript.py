@@ -20,7 +20,16 @@ from typing import Any
 from ccgate.claude.prompt import content_blocks
 from ccgate.engine.turn import Message, ToolResultPart
 
-__all__ = ["project_dir", "transcript_path", "write_transcript"]
+__all__ = [
+    "ACCOUNT_REFUSALS",
+    "project_dir",
+    "rewind_transcript",
+    "transcript_path",
+    "write_transcript",
+]
+
+#: Turn errors that say the upstream account refused (another account may serve).
+ACCOUNT_REFUSALS = frozenset({"rate_limit", "billing", "authentication"})
 
 #: The CLI version whose transcript format this writes (older and newer read it alike).
 _VERSION = "2.1.330"
@@ -145,3 +154,19 @@ class _Writer:
                 "permissionMode": "default",
             },
         )
+
+
+def rewind_transcript(path: Path, mark: int | None) -> None:
+    """Put a transcript back as it was before a refused turn (gone, if it was not there).
+
+    ``mark`` is its size before the turn. A refused turn leaves the user's message and
+    Claude Code's error in it; the turn runs again elsewhere from the state before.
+    """
+    try:
+        if mark is None:
+            path.unlink(missing_ok=True)
+        elif path.exists() and path.stat().st_size > mark:
+            with path.open("r+b") as handle:
+                handle.truncate(mark)
+    except OSError:
+        pass  # the next turn then sees the refused one: worse, not wrong

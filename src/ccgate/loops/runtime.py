@@ -40,7 +40,7 @@ from ccgate.engine.events import (
     last_usage,
 )
 from ccgate.engine.gate import Gate
-from ccgate.errors import InvalidRequest, NotFound
+from ccgate.errors import InvalidRequest, NotFound, PlanLimited
 from ccgate.loops.agent import Agent, Chooser, Decision
 from ccgate.loops.events import (
     ChoiceRequested,
@@ -344,6 +344,9 @@ class LoopRuntime:
             await self._release()
             try:
                 self._agent = await self._start_agent(self.record, self._choose)
+            except PlanLimited as exc:  # no upstream account can take the loop now
+                self._finish(turn, Failed(exc.loop_code, exc.message))
+                return
             except Exception as exc:  # noqa: BLE001 - reported to the turn
                 message = hide_addresses(f"Claude Code could not start: {exc}")
                 self._finish(turn, Failed("cli_crashed", message))

@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 
+#: An account's base URL: http(s), a host, an optional path (no query, fragment or spaces).
+BASE_URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
 #: The largest limit a quota takes (2**53: every JSON client reads it exactly).
 LIMIT_MAX = 2**53
 
@@ -138,7 +141,7 @@ class AccountCreate(BaseModel):
         description=_SECRET_TEXT,
         json_schema_extra=_SECRET_SCHEMA,
     )
-    base_url: str | None = Field(None, max_length=2048)
+    base_url: str | None = Field(None, max_length=2048, pattern=BASE_URL_PATTERN)
     #: Default: 0, or 100 for an API key (a fallback behind the subscriptions).
     priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     enabled: bool = True
@@ -153,7 +156,7 @@ class AccountUpdate(BaseModel):
     priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     enabled: bool | None = None
     #: ``null`` or ``""``: no base URL of its own (the ``upstream_url`` setting's).
-    base_url: str | None = Field(None, max_length=2048)
+    base_url: str | None = Field(None, max_length=2048, pattern=BASE_URL_PATTERN)
     secret: str | None = Field(
         None,
         min_length=1,
