@@ -113,6 +113,7 @@ async def test_the_settings_credential_is_the_default_account(
         "cooling": 0,
         "headroom": 1.0,
         "next_account": "default",
+        "last_resort": False,
         "unavailable_reason": None,
         "next_available_at": None,
         "routing": "headroom",
@@ -267,7 +268,13 @@ async def test_a_cooldown_shows_and_reset_ends_it(admin: tuple[httpx.AsyncClient
     assert team["plan"]["reading"]["observed_at"] == pytest.approx(now)
 
     summary = (await client.get("/admin/accounts")).json()["summary"]
-    assert (summary["available"], summary["cooling"], summary["next_account"]) == (0, 2, None)
+    # The default account cools down for its credentials, not its plan: it is the last resort.
+    assert (summary["available"], summary["cooling"], summary["next_account"]) == (
+        0,
+        2,
+        "default",
+    )
+    assert summary["last_resort"] is True
     assert "account 'team'" in summary["unavailable_reason"]
     assert summary["next_available_at"] == pytest.approx(now + 600)
     assert summary["headroom"] == 0.0

@@ -9,6 +9,7 @@ refuses (429 ``plan_limit``) what only extra usage could pay for.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,9 +29,11 @@ from ccgate.gateway import settings_credential
 from ccgate.store.accounts import SqlAccountStore
 from ccgate.store.database import Database
 from tests.gateway_testing import Gateway, wait_until
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.cli
 
+HOOK_SECRET = "hook-secret-of-the-accounts-tests-0123456789"
 TOKENS = {"a": "sk-ant-oat01-account-a-0123456789", "b": "sk-ant-oat01-account-b-9876543210"}
 
 
@@ -199,10 +202,17 @@ def test_no_account_left_answers_429_plan_limit_with_the_reset_time(
 
 
 def test_overage_guard_refuses_what_extra_usage_would_pay(
-    make_gateway: Callable[..., Gateway], model: ScriptedModel, demo: DemoServer, data_dir: Path
+    make_gateway: Callable[..., Gateway],
+    model: ScriptedModel,
+    demo: DemoServer,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ids = seed(data_dir, {"a": TOKENS["a"]})
-    gateway = make_gateway(pool_max_processes=0)
+    receiver = Receiver()
+    gateway = make_gateway(
+        pool_max_processes=0, webhook_urls=receiver.url, webhook_secret=HOOK_SECRET
+    )
     # a's plan is nearly used up; beyond it the upstream would bill extra usage.
     plans(
         demo,
@@ -227,6 +237,16 @@ def test_overage_guard_refuses_what_extra_usage_would_pay(
     assert "allow_extra_usage" in body["message"]
     assert caught.value.response.headers["retry-after"]
     assert len(model.conversation_requests()) == upstream_before, "nothing retried into billing"
+    # The account is named in the log and in a webhook.
+    assert "plan_extra_usage account=a" in caplog.text
+    assert wait_until(
+        lambda: any(b"plan.extra_usage" in got.body for got in list(receiver.received)), within=10
+    )
+    hook = next(got for got in receiver.received if b"plan.extra_usage" in got.body)
+    body = json.loads(hook.body)
+    assert body["data"]["account"] == "a" and "extra usage" in body["data"]["message"]
+    assert TOKENS["a"].encode() not in hook.body
+    receiver.close()
 
 
 def test_the_extra_usage_refusal_moves_the_conversation(

@@ -88,17 +88,19 @@ def choose(
         moved = current is not None and best.id != current
         return Choice(best, verdicts[best.id], moved=moved)
     refused = [(c, verdicts[c.id]) for c in candidates if c.id in verdicts]
-    soft = [c for c, v in refused if v.limit in SOFT_LIMITS]
-    if soft:
-        best = min(soft, key=lambda c: c.priority)
-        moved = current is not None and best.id != current
-        return Choice(best, verdicts[best.id], moved=moved, last_resort=True)
     if not refused:
         return Choice(None, reason="no upstream account is enabled", until=None)
     ends = [v.until for _, v in refused if v.until is not None]
     limits = {v.limit for _, v in refused}
     reason = "; ".join(f"account {c.name!r}: {v.reason}" for c, v in refused)
     until = min(ends) if ends else None
+    soft = [c for c, v in refused if v.limit in SOFT_LIMITS]
+    if soft:
+        best = min(soft, key=lambda c: c.priority)
+        moved = current is not None and best.id != current
+        return Choice(
+            best, verdicts[best.id], reason=reason, until=until, moved=moved, last_resort=True
+        )
     return Choice(
         None,
         reason=f"{reason} (the first frees up at {when(until)})" if until else reason,

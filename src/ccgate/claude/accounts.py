@@ -167,7 +167,18 @@ class AccountRouter:
             account="" if upstream.source == "settings" else account_id,
             login=upstream.kind == "login",
         )
-        runner = ClaudeRunner(config, dirs=dirs, elsewhere=self._elsewhere)
+
+        def elsewhere() -> list[IdleProcess]:
+            # Loops' idle processes and the other accounts' share one memory budget.
+            others = [
+                idle
+                for other_id, other in self._accounts.items()
+                if other_id != account_id
+                for idle in other.runner.pool.idle_elsewhere()
+            ]
+            return (self._elsewhere() if self._elsewhere else []) + others
+
+        runner = ClaudeRunner(config, dirs=dirs, elsewhere=elsewhere)
         runner.pool.start()
         return _Account(upstream, runner, Launch(config, dirs))
 
@@ -453,9 +464,13 @@ def _seconds_until(until: float | None) -> float | None:
     return max(1.0, until - time.time()) if until is not None else None
 
 
+#: Pool figures that are limits, the same for every account (not added up).
+_LIMITS = frozenset({"max_processes", "memory_budget_mb", "keepalive_s"})
+
+
 def _add_into(total: dict[str, Any], part: dict[str, object]) -> None:
     for name, value in part.items():
-        if isinstance(value, bool):
+        if isinstance(value, bool) or name in _LIMITS:
             total.setdefault(name, value)
         elif isinstance(value, int | float):
             total[name] = total.get(name, 0) + value

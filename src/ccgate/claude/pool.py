@@ -329,6 +329,13 @@ class ProcessPool:
 
     # -- memory -----------------------------------------------------------------
 
+    def idle_elsewhere(self) -> list[IdleProcess]:
+        """Return this pool's idle processes for another pool's memory pressure (another
+        upstream account's: all accounts share one memory budget)."""
+        return [
+            IdleProcess(p.idle_since, p.pid, self._ender(p), kind="account") for p in self.idle()
+        ]
+
     def idle(self) -> list[CliProcess]:
         """Return the idle processes, oldest idle first."""
         procs = [p for p in self._warm.values() if p.state is ProcessState.IDLE]
@@ -378,8 +385,8 @@ class ProcessPool:
 
     def _other_ender(self, other: IdleProcess) -> Callable[[], None]:
         def end() -> None:
-            self.stats.evictions["memory_loop"] += 1
-            log.info("process_released pid=%s reason=memory kind=loop", other.pid)
+            self.stats.evictions[f"memory_{other.kind}"] += 1
+            log.info("process_released pid=%s reason=memory kind=%s", other.pid, other.kind)
             other.release()
 
         return end

@@ -52,12 +52,14 @@ __all__ = ["IdleProcess", "Runner", "SessionStates"]
 
 @dataclass(frozen=True)
 class IdleProcess:
-    """A process kept idle by another part of ccgate (a loop's agent), which a runner's
-    memory pressure may end by calling ``release``."""
+    """A process kept idle by another part of ccgate (a loop's agent, another upstream
+    account's warm process), which a runner's memory pressure may end by calling
+    ``release``; ``kind`` names it in the eviction counts (``memory_<kind>``)."""
 
     idle_since: float
     pid: int | None
     release: Callable[[], None]
+    kind: str = "loop"
 
 
 class SessionStates(Protocol):

@@ -217,6 +217,9 @@ def accounts_list(
             # Where a new conversation goes now; when none can take it, why, and when the
             # first account frees up.
             "next_account": choice.account.name if choice.account is not None else None,
+            # The next account only cools down for a reason not of its plan (a rate limit,
+            # credentials, billing): with none better it is tried, and its answer returned.
+            "last_resort": choice.last_resort,
             "unavailable_reason": choice.reason or None,
             "next_available_at": choice.until,
             "routing": order,
