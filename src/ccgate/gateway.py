@@ -72,6 +72,7 @@ from ccgate.store.keys import SqlKeyStore
 from ccgate.store.loops import SqlLoopStore
 from ccgate.store.owners import process_owner
 from ccgate.store.records import LoopRecord
+from ccgate.store.responses import SqlResponseStore
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.usage import SqlUsageStore
 
@@ -372,6 +373,7 @@ class Gateway:
             self.turns, self.cache, self.flights, lookup=self.metrics.cache_lookup
         )
         self.ledger = SqlUsageStore(database)
+        self.responses = SqlResponseStore(database)
         self.share = FairShare(meter, self.ledger.account_spend, enforce_at=settings.plan_share_at)
         self.accounting = Accounting(
             Quotas(SqlAdmissionStore(database)),

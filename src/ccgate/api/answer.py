@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -89,7 +90,9 @@ class FrontDoor:
 
     ``to_turn(model)`` translates the request; ``stream(turn)`` is the renderer
     of a streamed answer (``None`` when it is not streamed); ``whole(turn,
-    events)`` renders a collected one.
+    events)`` renders a collected one. ``on_end(events)``, when given, runs once
+    the segment ended and before the client sees its end (a stored response
+    exists before its id reaches the client).
     """
 
     endpoint: str
@@ -98,6 +101,7 @@ class FrontDoor:
     to_turn: Callable[[ModelInfo], TurnRequest]
     stream: Callable[[TurnRequest], Renderer] | None
     whole: Callable[[TurnRequest, list[AgentEvent]], dict[str, Any]]
+    on_end: Callable[[list[AgentEvent]], Awaitable[None]] | None = None
 
 
 async def answer(state: Gateway, request: Request, caller: Caller, door: FrontDoor) -> Response:
@@ -110,8 +114,12 @@ async def answer(state: Gateway, request: Request, caller: Caller, door: FrontDo
     if ticket.accounts is not None:
         turn = replace(turn, accounts=ticket.accounts)
     if door.stream is not None:
-        return await stream_turn(state, request, turn, ticket, session, door.stream(turn))
+        return await stream_turn(
+            state, request, turn, ticket, session, door.stream(turn), on_end=door.on_end
+        )
     events, headers = await collect_turn(state, request, turn, ticket, session)
+    if door.on_end is not None:
+        await door.on_end(events)
     return JSONResponse(door.whole(turn, events), headers=headers)
 
 
@@ -311,8 +319,10 @@ async def stream_turn(
     ticket: Ticket,
     session: str | None,
     renderer: Renderer,
+    *,
+    on_end: Callable[[list[AgentEvent]], Awaitable[None]] | None = None,
 ) -> StreamingResponse:
-    """Answer a request with its segment as SSE."""
+    """Answer a request with its segment as SSE (``on_end``: see :class:`FrontDoor`)."""
     seen: list[AgentEvent] = []
     holder: list[tuple[_Answer, _Reader]] = []
     streaming: list[bool] = []
@@ -365,6 +375,8 @@ async def stream_turn(
                         # that answers tool calls at once must find the turn waiting.
                         end = event
                         await _bookkeeping(finish)
+                        if on_end is not None:
+                            await _bookkeeping(functools.partial(on_end, list(seen)))
                     if isinstance(event, TurnError):
                         for line in renderer.error(error_for_turn(event)):
                             yield line

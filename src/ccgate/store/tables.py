@@ -33,6 +33,7 @@ __all__ = [
     "loops",
     "metadata",
     "quota_counters",
+    "responses",
     "session_fingerprints",
     "sessions",
     "usage_records",
@@ -231,3 +232,21 @@ accounts = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+#: Stored responses of the OpenAI Responses API (``store.responses``).
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    # The response this one continues (``previous_response_id``).
+    Column("previous_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    # The request's new input items (JSON list, the API's own shape).
+    Column("input", Text, nullable=False),
+    # The response object as last answered (JSON).
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_responses_namespace_created_at", responses.c.namespace, responses.c.created_at)

@@ -1,0 +1,171 @@
+"""The OpenAI Responses API: ``/v1/responses`` and the stored responses.
+
+A response is answered like a chat completion (the same turns, sessions, client
+tools that suspend the live turn, quotas, ledger and cache); what is its own is
+the shape (``protocol.responses``) and that responses are stored (``store``,
+default true) so a later request continues one with ``previous_response_id``,
+across restarts, within the caller's namespace.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from ccgate.api.answer import FrontDoor, answer
+from ccgate.api.auth import Client
+from ccgate.api.openapi import errors
+from ccgate.api.routing import GatewayRoute
+from ccgate.api.state import State
+from ccgate.engine.events import AgentEvent
+from ccgate.errors import InvalidRequest, NotFound
+from ccgate.protocol import responses as wire
+from ccgate.store.responses import ResponseRecord
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["OpenAI-compatible"], route_class=GatewayRoute)
+
+#: How many stored responses one conversation may chain through ``previous_response_id``.
+CHAIN_MAX = 2000
+#: Output item types that are part of the conversation a later response continues.
+_KEPT = frozenset({"message", "function_call", "reasoning"})
+
+ResponseId = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def _with_ids(response_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each input item an id (the API lists input items by id)."""
+    hexpart = response_id.removeprefix("resp_")
+    out = []
+    for n, item in enumerate(items):
+        kept = dict(item)
+        kept.setdefault("type", "message")
+        if "id" not in kept:
+            prefix = {"message": "msg", "function_call": "fc"}.get(kept["type"], "item")
+            kept["id"] = f"{prefix}_in_{hexpart}_{n}"
+        if kept["type"] == "message":
+            kept.setdefault("status", "completed")
+            if isinstance(kept.get("content"), str):
+                kind = "output_text" if kept.get("role") == "assistant" else "input_text"
+                kept["content"] = [{"type": kind, "text": kept["content"]}]
+        out.append(kept)
+    return out
+
+
+async def _history(state: Any, namespace: str, previous: str) -> list[dict[str, Any]]:
+    chain = await state.responses.chain(namespace, previous, CHAIN_MAX)
+    if not chain or chain[-1].id != previous:
+        raise NotFound(
+            f"previous_response_id: no stored response {previous!r} (it was not stored, "
+            "was deleted, or belongs to another key)",
+            code="previous_response_not_found",
+        )
+    items: list[dict[str, Any]] = []
+    for record in chain:
+        items += record.input
+        items += [i for i in record.body.get("output", []) if i.get("type") in _KEPT]
+    return items
+
+
+@router.post(
+    "/v1/responses",
+    response_model=None,
+    responses=errors("openai", 402, 403, 404, 429, 502, 503, 504),
+)
+async def create_response(
+    body: wire.ResponsesRequest, request: Request, state: State, client: Client
+) -> Response:
+    """Answer a response, streamed (the Responses API's SSE events) or as one object."""
+    if body.background:
+        raise InvalidRequest(
+            "background responses are not supported yet: leave background out and wait "
+            "for the answer (stream it to see it come)",
+            param="background",
+        )
+    requested = body.model or state.settings.default_model
+    namespace = client.namespace
+    history = (
+        await _history(state, namespace, body.previous_response_id)
+        if body.previous_response_id
+        else []
+    )
+    response_id = "resp_" + secrets.token_hex(16)
+    created = time.time()
+    echo = wire.Echo.of(body, requested)
+    new_items = _with_ids(response_id, wire.input_items(body))
+
+    async def store(events: list[AgentEvent]) -> None:
+        if not body.store:
+            return
+        final = wire.finished(response_id, echo, events, created)
+        record = ResponseRecord(
+            id=response_id,
+            namespace=namespace,
+            previous_id=body.previous_response_id,
+            status=final["status"],
+            input=new_items,
+            body=final,
+            created_at=created,
+        )
+        await state.responses.save(record)
+
+    door = FrontDoor(
+        endpoint="/v1/responses",
+        requested=requested,
+        session_id=body.session_id,
+        to_turn=lambda model: wire.to_turn(body, model, requested, history),
+        stream=(lambda turn: wire.ResponseStream(response_id, echo, created))
+        if body.stream
+        else None,
+        whole=lambda turn, events: wire.finished(response_id, echo, events, created),
+        on_end=store,
+    )
+    return await answer(state, request, client, door)
+
+
+async def _stored(state: Any, namespace: str, response_id: str) -> ResponseRecord:
+    record: ResponseRecord | None = await state.responses.get(namespace, response_id)
+    if record is None:
+        raise NotFound(
+            f"no stored response {response_id!r} for this key", code="response_not_found"
+        )
+    return record
+
+
+@router.get("/v1/responses/{response_id}", responses=errors("openai", 404))
+async def get_response(response_id: ResponseId, state: State, client: Client) -> dict[str, Any]:
+    """Return a stored response."""
+    return (await _stored(state, client.namespace, response_id)).body
+
+
+@router.get("/v1/responses/{response_id}/input_items", responses=errors("openai", 404))
+async def get_input_items(
+    response_id: ResponseId, state: State, client: Client, order: str = "desc"
+) -> dict[str, Any]:
+    """List a stored response's input items (newest first unless ``order=asc``)."""
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order: 'asc' or 'desc'", param="order")
+    record = await _stored(state, client.namespace, response_id)
+    items = record.input if order == "asc" else record.input[::-1]
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": False,
+    }
+
+
+@router.delete("/v1/responses/{response_id}", responses=errors("openai", 404))
+async def delete_response(response_id: ResponseId, state: State, client: Client) -> JSONResponse:
+    """Delete a stored response (those that continued it keep their own items)."""
+    if not await state.responses.delete(client.namespace, response_id):
+        raise NotFound(
+            f"no stored response {response_id!r} for this key", code="response_not_found"
+        )
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
