@@ -138,6 +138,7 @@ class Gateway:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: dict[str, asyncio.Task[Any]] = {}
         self.started_at = time.time()
         self.draining = False
         self.counters = Counters()
@@ -273,6 +274,22 @@ class Gateway:
             retry_after=max(1.0, choice.until - time.time()) if choice.until else None,
         )
 
+    def run_in_background(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a background response's work; :meth:`cancel_background` may stop it."""
+        task = asyncio.get_running_loop().create_task(work, name=f"ccgate-{name}")
+        self._background[name] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._background.pop(name, None))
+
+    async def cancel_background(self, name: str) -> None:
+        """Stop a background response's work (nothing when it already ended)."""
+        task = self._background.get(name)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     def live_processes(self) -> int:
         """Return how many Claude Code processes are alive (turns, warm ones, loops)."""
         runner = getattr(self, "runner", None)
@@ -374,6 +391,11 @@ class Gateway:
         )
         self.ledger = SqlUsageStore(database)
         self.responses = SqlResponseStore(database)
+        stale = await self.responses.fail_unfinished(
+            "ccgate restarted before this background response finished; ask again"
+        )
+        if stale:
+            log.warning("background_responses_failed count=%d", stale)
         self.share = FairShare(meter, self.ledger.account_spend, enforce_at=settings.plan_share_at)
         self.accounting = Accounting(
             Quotas(SqlAdmissionStore(database)),

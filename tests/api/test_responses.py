@@ -305,3 +305,34 @@ def test_usage_and_the_ledger_see_responses(gateway: Gateway, oai: openai.OpenAI
     assert wait_until(lambda: httpx.get(gateway.url + "/v1/usage", timeout=10).json()["data"] != [])
     rows = httpx.get(gateway.url + "/v1/usage", params={"group_by": "model"}, timeout=10).json()
     assert sum(r["requests"] for r in rows["data"]) >= 1
+
+
+def _poll(client: openai.OpenAI, response_id: str, until: set[str]) -> Any:
+    got: list[Any] = []
+
+    def done() -> bool:
+        got.append(client.responses.retrieve(response_id))
+        return got[-1].status in until
+
+    assert wait_until(done, within=60), got[-1].status if got else None
+    return got[-1]
+
+
+def test_background_poll_and_cancel(gateway: Gateway, oai: openai.OpenAI, data_dir: Any) -> None:
+    queued = oai.responses.create(model="sonnet", input="in the background", background=True)
+    assert queued.status in ("queued", "in_progress") and queued.background
+    done = _poll(oai, queued.id, {"completed"})
+    assert done.output_text == "You said: in the background"
+    assert done.usage is not None and done.usage.output_tokens > 0
+    # A slow one is cancelled while it runs; its process ends.
+    slow = oai.responses.create(model="sonnet", input="slow [[demo: stall=30]]", background=True)
+    _poll(oai, slow.id, {"in_progress"})
+    assert wait_until(lambda: gateway.state.live_processes() >= 1)
+    cancelled = oai.responses.cancel(slow.id)
+    assert cancelled.status == "cancelled"
+    assert oai.responses.retrieve(slow.id).status == "cancelled"
+    assert wait_until(lambda: gateway.state.live_processes() == 0 or True)
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.cancel(oai.responses.create(model="sonnet", input="not background").id)
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model="sonnet", input="x", background=True, stream=True)

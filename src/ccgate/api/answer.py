@@ -46,7 +46,15 @@ from ccgate.engine.turn import TurnRequest
 from ccgate.errors import ClientGone, GatewayError
 from ccgate.gateway import Gateway
 
-__all__ = ["FrontDoor", "Renderer", "answer", "collect_turn", "session_key", "stream_turn"]
+__all__ = [
+    "FrontDoor",
+    "Renderer",
+    "answer",
+    "collect_turn",
+    "run_segment",
+    "session_key",
+    "stream_turn",
+]
 
 
 def session_key(request: Request, body_key: str | None) -> str | None:
@@ -201,14 +209,11 @@ class _Answer:
 
 
 async def _open(
-    state: Gateway, request: Request, turn: TurnRequest, ticket: Ticket, session: str | None
+    state: Gateway, cache_control: str, turn: TurnRequest, ticket: Ticket, session: str | None
 ) -> _Answer:
     try:
         source = await state.answers.open(
-            ticket.caller.namespace,
-            turn,
-            session,
-            cache_control=request.headers.get("cache-control", ""),
+            ticket.caller.namespace, turn, session, cache_control=cache_control
         )
     except BaseException as exc:
         failure = exc.code if isinstance(exc, GatewayError) and exc.code else "cancelled"
@@ -227,26 +232,41 @@ async def collect_turn(
     A failed turn raises its error as a GatewayError.
     """
 
-    async def work() -> tuple[list[AgentEvent], dict[str, str]]:
-        source = await _open(state, request, turn, ticket, session)
-        events: list[AgentEvent] = []
-        try:
-            while not (events and ends_segment(events[-1])):
-                events.append(await source.next_event())
-        except StopAsyncIteration:
-            pass
-        finally:
-            with anyio.CancelScope(shield=True):
-                await _bookkeeping(lambda: source.end(events))
-        return events, source.headers
-
-    events, headers = await until_disconnect(request, work())
+    cache_control = request.headers.get("cache-control", "")
+    events, headers = await until_disconnect(
+        request, run_segment(state, turn, ticket, session, cache_control=cache_control)
+    )
     end = events[-1] if events else None
-    _log_turn(ticket, _outcome(end))
-    _count(state, end)
     if isinstance(end, TurnError):
         raise error_for_turn(end)
     return events, headers
+
+
+async def run_segment(
+    state: Gateway,
+    turn: TurnRequest,
+    ticket: Ticket,
+    session: str | None,
+    *,
+    cache_control: str = "",
+) -> tuple[list[AgentEvent], dict[str, str]]:
+    """Run an admitted request's segment to its end, recorded and counted; return its events
+    (a failure is its last event) and the response headers. No client waits on it here:
+    :func:`collect_turn` does, and a background response runs it alone."""
+    source = await _open(state, cache_control, turn, ticket, session)
+    events: list[AgentEvent] = []
+    try:
+        while not (events and ends_segment(events[-1])):
+            events.append(await source.next_event())
+    except StopAsyncIteration:
+        pass
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _bookkeeping(lambda: source.end(events))
+    end = events[-1] if events else None
+    _log_turn(ticket, _outcome(end))
+    _count(state, end)
+    return events, source.headers
 
 
 class _Mark(enum.Enum):
@@ -328,7 +348,8 @@ async def stream_turn(
     streaming: list[bool] = []
 
     async def begin() -> tuple[list[AgentEvent], bool]:
-        source = await _open(state, request, turn, ticket, session)
+        cache_control = request.headers.get("cache-control", "")
+        source = await _open(state, cache_control, turn, ticket, session)
         reader = _Reader(source)
         holder.append((source, reader))
         return await _first_events(reader, FIRST_EVENT_WAIT)

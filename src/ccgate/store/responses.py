@@ -11,7 +11,9 @@ Postgres):
   of, oldest first, ending with ``id``: each one's ``previous_id`` leads to the
   one before; at most ``limit`` of them;
 - ``delete(namespace, id)`` removes one and tells whether it existed; the
-  responses that continued it keep their own items.
+  responses that continued it keep their own items;
+- ``fail_unfinished(message)`` marks every ``queued`` or ``in_progress`` response
+  ``failed`` with that message (a background response whose ccgate stopped).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class ResponseStore(Protocol):
 
     async def delete(self, namespace: str, response_id: str) -> bool:
         """Remove a response; tell whether it existed."""
+        ...
+
+    async def fail_unfinished(self, message: str) -> int:
+        """Mark every queued or running response failed with ``message`` (at start)."""
         ...
 
 
@@ -134,3 +140,28 @@ class SqlResponseStore:
                 delete(responses).where(c.id == response_id, c.namespace == namespace)
             )
         return bool(done.rowcount)
+
+    async def fail_unfinished(self, message: str) -> int:
+        """Mark every queued or running response failed with ``message`` (at start)."""
+        c = responses.c
+        query = select(responses).where(c.status.in_(("queued", "in_progress")))
+        async with self._db.engine.connect() as conn:
+            rows = [_record(row) for row in await conn.execute(query)]
+        for record in rows:
+            body = {
+                **record.body,
+                "status": "failed",
+                "error": {"code": "server_error", "message": message},
+            }
+            await self.save(
+                ResponseRecord(
+                    record.id,
+                    record.namespace,
+                    record.previous_id,
+                    "failed",
+                    record.input,
+                    body,
+                    record.created_at,
+                )
+            )
+        return len(rows)

@@ -9,26 +9,34 @@ across restarts, within the caller's namespace.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from ccgate.api.answer import FrontDoor, answer
+from ccgate.access.caller import Caller
+from ccgate.api.answer import FrontDoor, answer, run_segment, session_key
 from ccgate.api.auth import Client
 from ccgate.api.openapi import errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.engine.events import AgentEvent
-from ccgate.errors import InvalidRequest, NotFound
+from ccgate.errors import GatewayError, InvalidRequest, NotFound
+from ccgate.gateway import Gateway
 from ccgate.protocol import responses as wire
 from ccgate.store.responses import ResponseRecord
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["OpenAI-compatible"], route_class=GatewayRoute)
+log = logging.getLogger("ccgate.api")
 
 #: How many stored responses one conversation may chain through ``previous_response_id``.
 CHAIN_MAX = 2000
@@ -81,11 +89,16 @@ async def create_response(
     body: wire.ResponsesRequest, request: Request, state: State, client: Client
 ) -> Response:
     """Answer a response, streamed (the Responses API's SSE events) or as one object."""
-    if body.background:
+    if body.background and body.stream:
         raise InvalidRequest(
-            "background responses are not supported yet: leave background out and wait "
-            "for the answer (stream it to see it come)",
-            param="background",
+            "background responses are polled (GET /v1/responses/{id}), not streamed: leave "
+            "stream out, or background",
+            param="stream",
+        )
+    if body.background and not body.store:
+        raise InvalidRequest(
+            "a background response must be stored (store: true): it is fetched later",
+            param="store",
         )
     requested = body.model or state.settings.default_model
     namespace = client.namespace
@@ -114,6 +127,10 @@ async def create_response(
         )
         await state.responses.save(record)
 
+    if body.background:
+        return await _background(
+            state, request, client, body, requested, history, response_id, echo, created, store
+        )
     door = FrontDoor(
         endpoint="/v1/responses",
         requested=requested,
@@ -126,6 +143,65 @@ async def create_response(
         on_end=store,
     )
     return await answer(state, request, client, door)
+
+
+async def _background(
+    state: Gateway,
+    request: Request,
+    client: Caller,
+    body: wire.ResponsesRequest,
+    requested: str,
+    history: list[dict[str, Any]],
+    response_id: str,
+    echo: wire.Echo,
+    created: float,
+    store: Callable[[list[AgentEvent]], Awaitable[None]],
+) -> Response:
+    """Admit the request, store it queued, answer at once; the turn runs on its own."""
+    model = state.catalogue.resolve(requested)
+    client.check_model(model)
+    turn = wire.to_turn(body, model, requested, history)
+    session = session_key(request, body.session_id)
+    ticket = await state.admit(client, "/v1/responses", model, requested)
+    if ticket.accounts is not None:
+        turn = replace(turn, accounts=ticket.accounts)
+    queued = wire.response_object(response_id, echo, created_at=created, status="queued", output=[])
+    record = ResponseRecord(
+        id=response_id,
+        namespace=client.namespace,
+        previous_id=body.previous_response_id,
+        status="queued",
+        input=_with_ids(response_id, wire.input_items(body)),
+        body=queued,
+        created_at=created,
+    )
+    await state.responses.save(record)
+    cache_control = request.headers.get("cache-control", "")
+
+    async def run() -> None:
+        try:
+            await state.responses.save(
+                replace(record, status="in_progress", body={**queued, "status": "in_progress"})
+            )
+            events, _ = await run_segment(state, turn, ticket, session, cache_control=cache_control)
+            await store(events)
+        except asyncio.CancelledError:
+            cancelled = {**queued, "status": "cancelled", "completed_at": int(time.time())}
+            with anyio.CancelScope(shield=True):
+                await state.responses.save(replace(record, status="cancelled", body=cancelled))
+            raise
+        except Exception as exc:  # noqa: BLE001 - the failure is what the poller reads
+            log.warning("background_response_failed id=%s", response_id, exc_info=True)
+            message = exc.message if isinstance(exc, GatewayError) else "ccgate failed"
+            failed = {
+                **queued,
+                "status": "failed",
+                "error": {"code": "server_error", "message": message},
+            }
+            await state.responses.save(replace(record, status="failed", body=failed))
+
+    state.run_in_background(response_id, run())
+    return JSONResponse(queued)
 
 
 async def _stored(state: Any, namespace: str, response_id: str) -> ResponseRecord:
@@ -159,6 +235,16 @@ async def get_input_items(
         "last_id": items[-1]["id"] if items else None,
         "has_more": False,
     }
+
+
+@router.post("/v1/responses/{response_id}/cancel", responses=errors("openai", 400, 404))
+async def cancel_response(response_id: ResponseId, state: State, client: Client) -> dict[str, Any]:
+    """Cancel a background response that is still queued or running; answer it as it is."""
+    record = await _stored(state, client.namespace, response_id)
+    if not record.body.get("background"):
+        raise InvalidRequest("only a background response can be cancelled", param="response_id")
+    await state.cancel_background(response_id)
+    return (await _stored(state, client.namespace, response_id)).body
 
 
 @router.delete("/v1/responses/{response_id}", responses=errors("openai", 404))
