@@ -336,3 +336,26 @@ def test_background_poll_and_cancel(gateway: Gateway, oai: openai.OpenAI, data_d
         oai.responses.cancel(oai.responses.create(model="sonnet", input="not background").id)
     with pytest.raises(openai.BadRequestError):
         oai.responses.create(model="sonnet", input="x", background=True, stream=True)
+
+
+def test_item_references_name_stored_items(oai: openai.OpenAI, model: ScriptedModel) -> None:
+    first = oai.responses.create(model="sonnet", input="remember the word otter")
+    (message,) = first.output
+    later = oai.responses.create(
+        model="sonnet",
+        input=[
+            {"type": "item_reference", "id": oai.responses.input_items.list(first.id).data[0].id},
+            {"type": "item_reference", "id": message.id},
+            {"role": "user", "content": "which word?"},
+        ],
+    )
+    assert later.status == "completed"
+    sent = model.conversation_requests()[-1].body["messages"]
+    assert "remember the word otter" in json.dumps(sent)
+    assert "You said: remember the word otter" in json.dumps(sent)
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.responses.create(
+            model="sonnet",
+            input=[{"type": "item_reference", "id": "msg_nope"}, {"role": "user", "content": "x"}],
+        )
+    assert "item_reference" in caught.value.message

@@ -357,8 +357,10 @@ def to_turn(
     model: ModelInfo,
     requested: str,
     history: Sequence[dict[str, Any]] = (),
+    new_items: Sequence[dict[str, Any]] | None = None,
 ) -> TurnRequest:
-    """Translate a request (after the stored ``history`` it continues) into a turn."""
+    """Translate a request (after the stored ``history`` it continues) into a turn;
+    ``new_items`` are its input items with references resolved (default: as sent)."""
     if req.conversation is not None:
         raise InvalidRequest(
             "conversation objects are not supported; continue with previous_response_id",
@@ -366,7 +368,7 @@ def to_turn(
         )
     tools = _tools(req)
     choice = _choice(req, tools)
-    new = input_items(req)
+    new = list(new_items) if new_items is not None else input_items(req)
     if not new:
         raise InvalidRequest("input: the new message (a string or a list of items)", param="input")
     old_system, old = conversation_items(history, "previous_response_id")
@@ -616,6 +618,7 @@ def finished(
         status = "failed"
         error = {
             "code": "server_error",
+            "type": "server_error",
             "message": end.message if isinstance(end, TurnError) else "the turn ended early",
         }
     return response_object(
@@ -633,7 +636,11 @@ def finished(
 
 def error_event_body(error: GatewayError) -> dict[str, Any]:
     """Return the ``error`` object of a failed response."""
-    return {"code": error.code or error.openai_type, "message": error.message}
+    return {
+        "code": error.code or error.openai_type,
+        "type": error.openai_type,
+        "message": error.message,
+    }
 
 
 # -- streaming --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,36 @@ def _with_ids(response_id: str, items: list[dict[str, Any]]) -> list[dict[str, A
     return out
 
 
+#: An item id ccgate made: ``<kind>_[in_]<response hex>_<n>``.
+_ITEM_ID = re.compile(r"[a-z]+_(?:in_)?([0-9a-f]{32})_[0-9]+")
+
+
+async def _resolve(state: Any, namespace: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace each ``item_reference`` with the stored item it names (an input or output
+    item of one of the caller's stored responses)."""
+    out = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+            out.append(item)
+            continue
+        ref = item.get("id")
+        found = None
+        match = _ITEM_ID.fullmatch(ref) if isinstance(ref, str) else None
+        if match is not None:
+            record = await state.responses.get(namespace, "resp_" + match.group(1))
+            if record is not None:
+                stored = [*record.input, *record.body.get("output", [])]
+                found = next((s for s in stored if s.get("id") == ref), None)
+        if found is None:
+            raise InvalidRequest(
+                f"input[{i}]: item_reference {str(ref)[:80]!r} names no stored item of this "
+                "key (only items of stored responses can be referenced)",
+                param=f"input[{i}]",
+            )
+        out.append(found)
+    return out
+
+
 async def _history(state: Any, namespace: str, previous: str) -> list[dict[str, Any]]:
     chain = await state.responses.chain(namespace, previous, CHAIN_MAX)
     if not chain or chain[-1].id != previous:
@@ -110,7 +141,8 @@ async def create_response(
     response_id = "resp_" + secrets.token_hex(16)
     created = time.time()
     echo = wire.Echo.of(body, requested)
-    new_items = _with_ids(response_id, wire.input_items(body))
+    given = await _resolve(state, namespace, wire.input_items(body))
+    new_items = _with_ids(response_id, given)
 
     async def store(events: list[AgentEvent]) -> None:
         if not body.store:
@@ -129,13 +161,23 @@ async def create_response(
 
     if body.background:
         return await _background(
-            state, request, client, body, requested, history, response_id, echo, created, store
+            state,
+            request,
+            client,
+            body,
+            requested,
+            history,
+            given,
+            response_id,
+            echo,
+            created,
+            store,
         )
     door = FrontDoor(
         endpoint="/v1/responses",
         requested=requested,
         session_id=body.session_id,
-        to_turn=lambda model: wire.to_turn(body, model, requested, history),
+        to_turn=lambda model: wire.to_turn(body, model, requested, history, given),
         stream=(lambda turn: wire.ResponseStream(response_id, echo, created))
         if body.stream
         else None,
@@ -152,6 +194,7 @@ async def _background(
     body: wire.ResponsesRequest,
     requested: str,
     history: list[dict[str, Any]],
+    given: list[dict[str, Any]],
     response_id: str,
     echo: wire.Echo,
     created: float,
@@ -160,7 +203,7 @@ async def _background(
     """Admit the request, store it queued, answer at once; the turn runs on its own."""
     model = state.catalogue.resolve(requested)
     client.check_model(model)
-    turn = wire.to_turn(body, model, requested, history)
+    turn = wire.to_turn(body, model, requested, history, given)
     session = session_key(request, body.session_id)
     ticket = await state.admit(client, "/v1/responses", model, requested)
     if ticket.accounts is not None:
@@ -171,7 +214,7 @@ async def _background(
         namespace=client.namespace,
         previous_id=body.previous_response_id,
         status="queued",
-        input=_with_ids(response_id, wire.input_items(body)),
+        input=_with_ids(response_id, given),
         body=queued,
         created_at=created,
     )
