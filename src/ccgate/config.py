@@ -126,6 +126,13 @@ class Settings(BaseModel):
         description="Read an idle subscription account's plan with a tiny request when its "
         "last reading is this old (seconds); 0 never probes.",
     )
+    structured_output_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="How many answers the model may give in one turn to match a structured "
+        "output schema before the request fails (structured_output_failed).",
+    )
     usage_shows_plan: bool = Field(
         False,
         description="Show key holders the accounts' plan headroom (percentages and reset "

@@ -34,6 +34,7 @@ place a kind becomes an error::
             ├── UpstreamBillingError  402  the upstream account cannot pay  [billing]
             ├── UpstreamRateLimited   429  the upstream said slow down  [rate_limit]
             ├── UpstreamOverloaded    529  the upstream is overloaded  [overloaded]
+            ├── StructuredOutputFailed 502  no answer matched the schema  [structured_output]
             ├── TurnTimeout           504  the turn outlived ``request_timeout``  [timeout]
             └── CLICrashed            502  the Claude Code process died  [cli_crashed]
 """
@@ -71,6 +72,7 @@ __all__ = [
     "RateLimited",
     "RequestTooLarge",
     "RouteNotFound",
+    "StructuredOutputFailed",
     "TurnTimeout",
     "Unavailable",
     "UpstreamAuthError",
@@ -430,6 +432,18 @@ class UpstreamOverloaded(UpstreamError):
     should_retry = True
     kind = "overloaded"
     template = "The upstream is overloaded ({detail}); retry shortly."
+
+
+class StructuredOutputFailed(UpstreamError):
+    """The model gave no answer that matches the requested JSON schema."""
+
+    code = "structured_output_failed"
+    should_retry = True
+    kind = "structured_output"
+    template = (
+        "The model did not answer in the requested JSON schema ({detail}); nothing that "
+        "fails the schema is returned. Retry, or loosen the schema."
+    )
 
 
 class TurnTimeout(UpstreamError):

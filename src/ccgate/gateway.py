@@ -113,6 +113,7 @@ def runner_config(
         session_keepalive=settings.session_keepalive,
         pool_max_processes=settings.pool_max_processes,
         pool_memory_mb=settings.pool_memory_mb,
+        structured_output_attempts=settings.structured_output_attempts,
     )
 
 

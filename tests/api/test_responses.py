@@ -341,14 +341,13 @@ def test_background_poll_and_cancel(gateway: Gateway, oai: openai.OpenAI, data_d
 def test_item_references_name_stored_items(oai: openai.OpenAI, model: ScriptedModel) -> None:
     first = oai.responses.create(model="sonnet", input="remember the word otter")
     (message,) = first.output
-    later = oai.responses.create(
-        model="sonnet",
-        input=[
-            {"type": "item_reference", "id": oai.responses.input_items.list(first.id).data[0].id},
-            {"type": "item_reference", "id": message.id},
-            {"role": "user", "content": "which word?"},
-        ],
-    )
+    first_input = oai.responses.input_items.list(first.id).data[0].id
+    items: list[Any] = [
+        {"type": "item_reference", "id": first_input},
+        {"type": "item_reference", "id": message.id},
+        {"role": "user", "content": "which word?"},
+    ]
+    later = oai.responses.create(model="sonnet", input=items)
     assert later.status == "completed"
     sent = model.conversation_requests()[-1].body["messages"]
     assert "remember the word otter" in json.dumps(sent)

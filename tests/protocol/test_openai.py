@@ -159,12 +159,37 @@ def test_unknown_part_type_refused(sonnet: ModelInfo) -> None:
         ({"n": 2}, "n"),
         ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
         ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.schema",
+        ),
     ],
 )
 def test_meaning_changers_refused(sonnet: ModelInfo, extra: dict[str, Any], param: str) -> None:
     assert _refused(sonnet, **extra).param == param
+
+
+def test_response_format_becomes_the_turns_output_schema(sonnet: ModelInfo) -> None:
+    anything = _turn(sonnet, response_format={"type": "json_object"}).output
+    assert anything is not None and anything.schema == {"type": "object"}
+    listed = _turn(
+        sonnet,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": "letters",
+                "schema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "array",
+                    "items": {"type": "string"},
+                },
+            },
+        },
+    ).output
+    assert listed is not None and listed.wrapped and listed.name == "letters"
+    assert listed.schema["properties"]["value"] == {"type": "array", "items": {"type": "string"}}
+    assert "$schema" not in json.dumps(listed.schema)
 
 
 def test_harmless_params_ignored(sonnet: ModelInfo) -> None:

@@ -56,6 +56,8 @@ class RunnerConfig:
     credential: Credential | None = None
     #: Told every plan report the CLIs make (the raw ``rate_limit_info``).
     on_plan: Callable[[dict[str, Any]], None] | None = None
+    #: How many answers the model may give in one turn to match a structured output schema.
+    structured_output_attempts: int = 3
 
 
 def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:

@@ -446,7 +446,9 @@ class ClaudeRunner:
                 await client.query(_one_message(turn))
             # else: the CLI re-runs the deferred call at start and goes on by itself.
             translator = Translator(
-                frozenset(t.name for t in turn.offered_tools()), on_plan=self._config.on_plan
+                frozenset(t.name for t in turn.offered_tools()),
+                on_plan=self._config.on_plan,
+                output=turn.output,
             )
             paused = Pause(clock, self._waiting, proc.pid)
             last: AgentEvent | None = None
@@ -514,6 +516,11 @@ class ClaudeRunner:
             session_id=None if resume else session,
             cli_path=self._launcher.cli_path(),
             max_buffer_size=64 * 1024 * 1024,
+            output_format=(
+                {"type": "json_schema", "schema": config.output.schema}
+                if config.output is not None
+                else None
+            ),
         )
 
     def _env(
@@ -534,6 +541,9 @@ class ClaudeRunner:
         )
         if config.max_tokens:
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(config.max_tokens)
+        if config.output is not None:
+            # How many answers the model may give in one turn to match the schema.
+            env["MAX_STRUCTURED_OUTPUT_RETRIES"] = str(self._config.structured_output_attempts)
         env.update(self._config.extra_env)
         return env
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import jsonschema
 from claude_agent_sdk import (
     AssistantMessage,
     RateLimitEvent,
@@ -30,6 +32,7 @@ from ccgate.engine.events import (
     TurnError,
     Usage,
 )
+from ccgate.engine.turn import OutputSchema
 
 __all__ = ["Translator", "moves_on"]
 
@@ -103,8 +106,13 @@ class Translator:
         *,
         all_tools: bool = False,
         on_plan: Callable[[dict[str, Any]], None] | None = None,
+        output: OutputSchema | None = None,
     ) -> None:
         self._client_tools = client_tools
+        #: Structured output: the answer is the JSON Claude Code's ``StructuredOutput``
+        #: tool took, not the text around it (held back, in case it is the JSON itself).
+        self._output = output
+        self._held: list[str] = []
         #: Told the raw ``rate_limit_info`` of every plan report (``claude.plan`` reads it).
         self._on_plan = on_plan
         #: When the window that refused this turn resets (a plan report said so).
@@ -175,6 +183,7 @@ class Translator:
                 ]
             self._blocks.clear()
             self._calls.clear()
+            self._held.clear()  # only the last answer's text may be the JSON itself
             return [replace(so_far, partial=True)]
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
@@ -191,6 +200,9 @@ class Translator:
             delta = event.get("delta") or {}
             dtype = delta.get("type")
             if dtype == "text_delta" and delta.get("text"):
+                if self._output is not None:
+                    self._held.append(str(delta["text"]))
+                    return []
                 self._streamed_text = True
                 return [TextDelta(str(delta["text"]))]
             if dtype == "thinking_delta":
@@ -250,6 +262,8 @@ class Translator:
                     # a resumed session carries over; the turn's cost follows from its tokens.
                 )
             )
+        if self._output is not None and result is not None and self._error_kind is None:
+            return [*events, *self._structured(result)]
         status = getattr(result, "api_error_status", None) if result else None
         kind = self._error_kind
         if kind in (None, "upstream"):
@@ -282,6 +296,43 @@ class Translator:
         stop = _STOP_REASONS.get(reason, "end_turn")
         # A tool_use stop here means the model called a tool the CLI answered itself.
         return [*events, TurnEnd("end_turn" if stop == "tool_use" else stop)]
+
+    def _structured(self, result: ResultMessage) -> list[AgentEvent]:
+        """Return the structured answer of a turn, or its failure (never JSON that fails)."""
+        output = self._output
+        assert output is not None
+        if result.subtype == "error_max_structured_output_retries" or (
+            result.is_error and getattr(result, "structured_output", None) is None
+        ):
+            detail = "; ".join(result.errors or []) or str(result.result or result.subtype)
+            return [TurnError("structured_output", detail[:1000])]
+        value = getattr(result, "structured_output", None)
+        if value is None:
+            value = _json_answer("".join(self._held) or result.result or "", output)
+        if value is None:
+            return [
+                TurnError(
+                    "structured_output",
+                    "the model answered in text, not with JSON that matches the schema",
+                )
+            ]
+        if output.wrapped and isinstance(value, dict):
+            value = value.get("value")
+        return [TextDelta(json.dumps(value, ensure_ascii=False)), TurnEnd("end_turn")]
+
+
+def _json_answer(text: str, output: OutputSchema) -> Any:
+    """Return the answer if ``text`` is JSON valid against the schema (else ``None``)."""
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return None
+    candidate = {"value": value} if output.wrapped else value
+    try:
+        jsonschema.validate(candidate, output.schema)
+    except jsonschema.ValidationError:
+        return None
+    return candidate
 
 
 def _usage_of(usage: dict[str, Any], *, output: bool) -> Usage:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ccgate.claude.prompt import system_prompt
 from ccgate.engine.toolbox import ToolResultBox
-from ccgate.engine.turn import Effort, Thinking, ToolSpec, TurnRequest
+from ccgate.engine.turn import Effort, OutputSchema, Thinking, ToolSpec, TurnRequest
 
 __all__ = ["CliProcess", "Job", "ProcessConfig", "ProcessState"]
 
@@ -38,6 +38,8 @@ class ProcessConfig:
     thinking: Thinking | None = None
     effort: Effort | None = None
     max_tokens: int | None = None
+    #: Structured output: Claude Code holds every turn of the process to this schema.
+    output: OutputSchema | None = None
 
     @classmethod
     def of(cls, turn: TurnRequest) -> ProcessConfig:
@@ -50,6 +52,7 @@ class ProcessConfig:
             thinking=turn.thinking,
             effort=turn.effort,
             max_tokens=turn.max_tokens,
+            output=turn.output,
         )
 
     @cached_property
@@ -65,6 +68,7 @@ class ProcessConfig:
                 else [self.thinking.budget_tokens, self.thinking.display],
                 self.effort,
                 self.max_tokens,
+                self.output.text if self.output is not None else None,
             ],
             sort_keys=True,
             separators=(",", ":"),

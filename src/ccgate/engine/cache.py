@@ -40,6 +40,7 @@ def cache_key(namespace: str, turn: TurnRequest) -> str | None:
         if turn.thinking is None
         else [turn.thinking.budget_tokens, turn.thinking.display],
         "effort": turn.effort,
+        "output": turn.output.text if turn.output is not None else None,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 

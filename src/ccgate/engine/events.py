@@ -50,6 +50,7 @@ ErrorKind = Literal[
     "upstream",
     "unavailable",
     "plan_limit",
+    "structured_output",
 ]
 
 

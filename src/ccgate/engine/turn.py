@@ -10,6 +10,7 @@ __all__ = [
     "Effort",
     "ImagePart",
     "Message",
+    "OutputSchema",
     "Part",
     "SessionPlan",
     "TextPart",
@@ -124,6 +125,22 @@ class Thinking:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """Structured output: the turn's final answer is JSON valid against ``schema``.
+
+    ``schema`` is what the model is given (a JSON object schema); ``wrapped`` says the
+    client's own schema was not an object and is ``schema["properties"]["value"]``,
+    so the answer is that value; ``text`` is the schema as canonical JSON (the
+    process configuration's key).
+    """
+
+    schema: dict[str, Any]
+    text: str
+    wrapped: bool = False
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPlan:
     """Which Claude Code session a turn runs in.
 
@@ -167,6 +184,8 @@ class TurnRequest:
     #: The upstream accounts the turn may run on (``None``: any); the caller's key may
     #: have used its fair share of the others' plans.
     accounts: frozenset[str] | None = None
+    #: The JSON schema the final answer must match (structured outputs).
+    output: OutputSchema | None = None
 
     @property
     def last(self) -> Message:

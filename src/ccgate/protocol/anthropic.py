@@ -25,6 +25,7 @@ from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
     ImagePart,
     Message,
+    OutputSchema,
     Part,
     TextPart,
     Thinking,
@@ -42,6 +43,7 @@ from ccgate.protocol.common import (
     new_id,
     url_image,
 )
+from ccgate.protocol.schemas import output_schema
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
@@ -110,6 +112,7 @@ class ThinkingParam(_Loose):
 
 class OutputConfig(_Loose):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: dict[str, Any] | None = None
 
 
 class CountTokensRequest(_Loose):
@@ -149,6 +152,8 @@ class MessagesRequest(CountTokensRequest):
     tool_choice: dict[str, Any] | None = None
     thinking: ThinkingParam | None = None
     output_config: OutputConfig | None = None
+    #: The beta field ``output_config.format`` replaced (structured outputs).
+    output_format: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     session_id: str | None = None
 
@@ -354,7 +359,29 @@ def to_turn(req: MessagesRequest, model: ModelInfo, requested: str) -> TurnReque
         metadata=metadata,
         tools=tools,
         tool_choice=choice,
+        output=_output(req),
     )
+
+
+def _output(req: MessagesRequest) -> OutputSchema | None:
+    """Return the structured output ``output_config.format`` (or ``output_format``) asks for."""
+    given = req.output_config.format if req.output_config else None
+    param = "output_config.format"
+    if req.output_format is not None:
+        if given is not None:
+            raise InvalidRequest(
+                "give output_config.format or output_format (deprecated), not both",
+                param="output_format",
+            )
+        given, param = req.output_format, "output_format"
+    if given is None:
+        return None
+    if given.get("type") != "json_schema":
+        raise InvalidRequest(
+            f"{param}.type: 'json_schema' (with a 'schema'); got {str(given.get('type'))[:40]!r}",
+            param=param,
+        )
+    return output_schema(given.get("schema"), f"{param}.schema")
 
 
 def shows_thinking(turn: TurnRequest) -> bool:

@@ -26,6 +26,7 @@ from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
     Effort,
     Message,
+    OutputSchema,
     Part,
     TextPart,
     Thinking,
@@ -37,6 +38,7 @@ from ccgate.engine.turn import (
 )
 from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.protocol.common import check_system, merge_roles, new_id, url_image
+from ccgate.protocol.schemas import ANY_OBJECT, output_schema
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
@@ -166,13 +168,29 @@ def _refuse_meaning_changers(req: ChatCompletionRequest) -> None:
         )
     if req.logprobs:
         raise InvalidRequest("logprobs are not available from Claude Code", param="logprobs")
-    kind = (req.response_format or {}).get("type", "text")
-    if kind != "text":
-        raise InvalidRequest(
-            f"response_format type '{kind}' cannot be enforced through Claude Code; "
-            "ask for JSON in the prompt instead",
-            param="response_format",
+
+
+def _response_format(req: ChatCompletionRequest) -> OutputSchema | None:
+    """Return the structured output ``response_format`` asks for (``None``: text)."""
+    given = req.response_format
+    kind = given.get("type", "text") if given is not None else "text"
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return output_schema(ANY_OBJECT, "response_format")
+    spec = given.get("json_schema") if given is not None else None
+    if kind == "json_schema" and isinstance(spec, dict):
+        name = spec.get("name")
+        return output_schema(
+            spec.get("schema"),
+            "response_format.json_schema.schema",
+            name=name if isinstance(name, str) else None,
         )
+    raise InvalidRequest(
+        "response_format: {'type': 'text'}, {'type': 'json_object'} or {'type': "
+        "'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}",
+        param="response_format",
+    )
 
 
 def _tools(req: ChatCompletionRequest) -> tuple[ToolSpec, ...]:
@@ -303,6 +321,7 @@ def to_turn(req: ChatCompletionRequest, model: ModelInfo, requested: str) -> Tur
         effort=effort,
         tools=tools,
         tool_choice=choice,
+        output=_response_format(req),
     )
 
 

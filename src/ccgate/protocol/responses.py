@@ -39,6 +39,7 @@ from ccgate.engine.models import ModelInfo
 from ccgate.engine.turn import (
     Effort,
     Message,
+    OutputSchema,
     Part,
     TextPart,
     Thinking,
@@ -50,6 +51,7 @@ from ccgate.engine.turn import (
 )
 from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.protocol.common import check_system, data_url_image, merge_roles, url_image
+from ccgate.protocol.schemas import ANY_OBJECT, output_schema
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
@@ -397,6 +399,27 @@ def to_turn(
         tools=tools,
         tool_choice=choice,
         metadata=dict(req.metadata or {}),
+        output=_text_format(req),
+    )
+
+
+def _text_format(req: ResponsesRequest) -> OutputSchema | None:
+    """Return the structured output ``text.format`` asks for (``None``: text)."""
+    given = req.text.format if req.text else None
+    kind = given.get("type", "text") if given is not None else "text"
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return output_schema(ANY_OBJECT, "text.format")
+    if kind == "json_schema" and given is not None:
+        name = given.get("name")
+        return output_schema(
+            given.get("schema"), "text.format.schema", name=name if isinstance(name, str) else None
+        )
+    raise InvalidRequest(
+        "text.format: {'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', "
+        "'name': ..., 'schema': {...}}",
+        param="text.format",
     )
 
 
