@@ -358,3 +358,14 @@ def test_item_references_name_stored_items(oai: openai.OpenAI, model: ScriptedMo
             input=[{"type": "item_reference", "id": "msg_nope"}, {"role": "user", "content": "x"}],
         )
     assert "item_reference" in caught.value.message
+
+
+def test_input_tokens_are_estimated_without_a_turn(
+    oai: openai.OpenAI, model: ScriptedModel
+) -> None:
+    small = oai.responses.input_tokens.count(model="sonnet", input="hi")
+    big = oai.responses.input_tokens.count(
+        model="sonnet", input="hi " * 400, instructions="Be brief.", tools=TOOLS
+    )
+    assert small.object == "response.input_tokens" and 1 <= small.input_tokens < big.input_tokens
+    assert model.conversation_requests() == []

@@ -247,6 +247,22 @@ async def _background(
     return JSONResponse(queued)
 
 
+@router.post("/v1/responses/input_tokens", responses=errors("openai", 403, 404))
+async def input_tokens(body: wire.ResponsesRequest, state: State, client: Client) -> dict[str, Any]:
+    """Estimate a response's input tokens (with the conversation it continues); no turn runs."""
+    requested = body.model or state.settings.default_model
+    model = state.catalogue.resolve(requested)
+    client.check_model(model)
+    history = (
+        await _history(state, client.namespace, body.previous_response_id)
+        if body.previous_response_id
+        else []
+    )
+    given = await _resolve(state, client.namespace, wire.input_items(body))
+    turn = wire.to_turn(body, model, requested, history, given)
+    return {"object": "response.input_tokens", "input_tokens": wire.count_input_tokens(turn)}
+
+
 async def _stored(state: Any, namespace: str, response_id: str) -> ResponseRecord:
     record: ResponseRecord | None = await state.responses.get(namespace, response_id)
     if record is None:
