@@ -49,7 +49,12 @@ CONFIG = f"""
 # The conversation's rules: the last message comes from the user, each tool result answers a
 # call of the message before, call ids are unique (and thinking.budget_tokens < max_tokens).
 [[operations]]
-include-name = ["POST /v1/chat/completions", "POST /v1/messages"]
+include-name = [
+    "POST /v1/chat/completions",
+    "POST /v1/messages",
+    "POST /v1/responses",
+    "POST /v1/responses/input_tokens",
+]
 checks.positive_data_acceptance.expected-statuses = {json.dumps(_MEANING)}
 
 # expires_at must lie in the future, which no schema can say.

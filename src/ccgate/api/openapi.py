@@ -14,6 +14,7 @@ import copy
 from typing import Any, Literal
 
 from ccgate.api.errors import is_anthropic_path
+from ccgate.protocol.responses import EVENTS as RESPONSE_EVENTS
 
 __all__ = [
     "ANTHROPIC_ERROR",
@@ -25,6 +26,7 @@ __all__ = [
     "MODELS_200",
     "MODEL_200",
     "OPENAI_ERROR",
+    "RESPONSES_200",
     "complete",
     "errors",
     "sse_event",
@@ -218,6 +220,51 @@ CHAT_200: dict[int | str, dict[str, Any]] = {
             "application/json": {"schema": _COMPLETION},
             "text/event-stream": _stream(
                 [sse_event(None, _CHUNK), sse_event(None, OPENAI_ERROR), _DONE]
+            ),
+        },
+    }
+}
+
+_RESPONSE = _object(
+    {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "status": {
+            "enum": ["completed", "incomplete", "failed", "in_progress", "queued", "cancelled"]
+        },
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
+        "previous_response_id": {"type": ["string", "null"]},
+    }
+)
+_RESPONSE_EVENT = _object(
+    {"type": {"type": "string"}, "sequence_number": {"type": "integer"}},
+)
+
+RESPONSES_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The response object (queued, with background=true), or with "
+        "stream=true the Responses API's events, numbered by sequence_number, ending with "
+        "response.completed, response.incomplete or response.failed.",
+        "content": {
+            "application/json": {"schema": _RESPONSE},
+            "text/event-stream": _stream(
+                [
+                    sse_event(
+                        name,
+                        {
+                            **_RESPONSE_EVENT,
+                            "properties": {
+                                "type": {"const": name},
+                                "sequence_number": {"type": "integer"},
+                            },
+                        },
+                    )
+                    for name in RESPONSE_EVENTS
+                ]
             ),
         },
     }

@@ -56,6 +56,7 @@ from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, to
 
 __all__ = [
     "BUILT_IN_TOOLS",
+    "EVENTS",
     "ResponseStream",
     "ResponsesRequest",
     "conversation_items",
@@ -65,6 +66,27 @@ __all__ = [
     "response_object",
     "to_turn",
 ]
+
+#: Every event a streamed response may carry, in the order they may come.
+EVENTS = (
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_text.done",
+    "response.reasoning_summary_part.done",
+    "response.output_item.done",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+)
 
 #: OpenAI's hosted tools: ccgate has none of them (the client's functions are its tools).
 BUILT_IN_TOOLS = {
@@ -125,7 +147,7 @@ class ResponsesRequest(_Loose):
     )
 
     model: str | None = None
-    input: str | list[dict[str, Any]] | None = None
+    input: str | list[dict[str, Any]]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None
@@ -348,8 +370,6 @@ def _reasoning(req: ResponsesRequest) -> tuple[Thinking | None, Effort | None]:
 
 def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
     """Return the request's input as items (a string is one user message)."""
-    if req.input is None:
-        return []
     if isinstance(req.input, str):
         return [{"type": "message", "role": "user", "content": req.input}]
     return [dict(item) for item in req.input]

@@ -16,16 +16,17 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from ccgate.access.caller import Caller
 from ccgate.api.answer import FrontDoor, answer, run_segment, session_key
 from ccgate.api.auth import Client
-from ccgate.api.openapi import errors
+from ccgate.api.openapi import RESPONSES_200, errors
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
 from ccgate.engine.events import AgentEvent
@@ -44,7 +45,26 @@ CHAIN_MAX = 2000
 #: Output item types that are part of the conversation a later response continues.
 _KEPT = frozenset({"message", "function_call", "reasoning"})
 
-ResponseId = Annotated[str, Path(min_length=1, max_length=200)]
+
+class _ResponseIdConvertor(Convertor[str]):
+    """A response id in a path: ``resp_`` and up to 64 letters, digits, ``_`` or ``-``.
+
+    Only such paths reach the stored-response routes, so ``/v1/responses/input_tokens``
+    is that route alone (and its ``Allow`` says so).
+    """
+
+    regex = "resp_[A-Za-z0-9_-]{1,64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("response_id", _ResponseIdConvertor())
+
+ResponseId = Annotated[str, Path(pattern=r"^resp_[A-Za-z0-9_-]{1,64}$")]
 
 
 def _with_ids(response_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -114,7 +134,7 @@ async def _history(state: Any, namespace: str, previous: str) -> list[dict[str, 
 @router.post(
     "/v1/responses",
     response_model=None,
-    responses=errors("openai", 402, 403, 404, 429, 502, 503, 504),
+    responses={**RESPONSES_200, **errors("openai", 402, 403, 404, 429, 502, 503, 504)},
 )
 async def create_response(
     body: wire.ResponsesRequest, request: Request, state: State, client: Client
@@ -272,19 +292,17 @@ async def _stored(state: Any, namespace: str, response_id: str) -> ResponseRecor
     return record
 
 
-@router.get("/v1/responses/{response_id}", responses=errors("openai", 404))
+@router.get("/v1/responses/{response_id:response_id}", responses=errors("openai", 404))
 async def get_response(response_id: ResponseId, state: State, client: Client) -> dict[str, Any]:
     """Return a stored response."""
     return (await _stored(state, client.namespace, response_id)).body
 
 
-@router.get("/v1/responses/{response_id}/input_items", responses=errors("openai", 404))
+@router.get("/v1/responses/{response_id:response_id}/input_items", responses=errors("openai", 404))
 async def get_input_items(
-    response_id: ResponseId, state: State, client: Client, order: str = "desc"
+    response_id: ResponseId, state: State, client: Client, order: Literal["asc", "desc"] = "desc"
 ) -> dict[str, Any]:
     """List a stored response's input items (newest first unless ``order=asc``)."""
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("order: 'asc' or 'desc'", param="order")
     record = await _stored(state, client.namespace, response_id)
     items = record.input if order == "asc" else record.input[::-1]
     return {
@@ -296,7 +314,7 @@ async def get_input_items(
     }
 
 
-@router.post("/v1/responses/{response_id}/cancel", responses=errors("openai", 400, 404))
+@router.post("/v1/responses/{response_id:response_id}/cancel", responses=errors("openai", 400, 404))
 async def cancel_response(response_id: ResponseId, state: State, client: Client) -> dict[str, Any]:
     """Cancel a background response that is still queued or running; answer it as it is."""
     record = await _stored(state, client.namespace, response_id)
@@ -306,7 +324,7 @@ async def cancel_response(response_id: ResponseId, state: State, client: Client)
     return (await _stored(state, client.namespace, response_id)).body
 
 
-@router.delete("/v1/responses/{response_id}", responses=errors("openai", 404))
+@router.delete("/v1/responses/{response_id:response_id}", responses=errors("openai", 404))
 async def delete_response(response_id: ResponseId, state: State, client: Client) -> JSONResponse:
     """Delete a stored response (those that continued it keep their own items)."""
     if not await state.responses.delete(client.namespace, response_id):
