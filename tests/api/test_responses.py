@@ -369,3 +369,29 @@ def test_input_tokens_are_estimated_without_a_turn(
     )
     assert small.object == "response.input_tokens" and 1 <= small.input_tokens < big.input_tokens
     assert model.conversation_requests() == []
+
+
+def test_reasoning_comes_back_as_a_summary_item(oai: openai.OpenAI, model: ScriptedModel) -> None:
+    ask = 'think first [[demo: thinking="Paris is in France." say="Paris."]]'
+    done = oai.responses.create(
+        model="sonnet", input=ask, reasoning={"effort": "high", "summary": "auto"}
+    )
+    kinds = [item.type for item in done.output]
+    assert kinds == ["reasoning", "message"]
+    reasoning = done.output[0]
+    assert reasoning.type == "reasoning"
+    assert [s.text for s in reasoning.summary] == ["Paris is in France."]
+    assert done.output_text == "Paris."
+    sent = model.conversation_requests()[-1].body
+    assert sent.get("thinking", {}).get("type") in ("adaptive", "enabled")
+    with oai.responses.stream(
+        model="sonnet", input=ask, reasoning={"effort": "low", "summary": "auto"}
+    ) as stream:
+        kinds_seen = [e.type for e in stream]
+    assert "response.reasoning_summary_text.delta" in kinds_seen
+    assert kinds_seen.index("response.reasoning_summary_text.done") < kinds_seen.index(
+        "response.output_text.delta"
+    )
+    plain = oai.responses.create(model="sonnet", input=ask)
+    assert [item.type for item in plain.output] == ["message"], "no reasoning item unless asked"
+    assert "thinking" not in model.conversation_requests()[-1].body

@@ -520,8 +520,10 @@ class _Item:
 class _Items:
     """Output items built from events in order (the stream and the stored response alike)."""
 
-    def __init__(self, response_id: str) -> None:
+    def __init__(self, response_id: str, *, summaries: bool = True) -> None:
         self._response_id = response_id
+        #: Whether the model's thinking becomes reasoning items (``reasoning.summary``).
+        self._summaries = summaries
         self.items: list[_Item] = []
         self._calls: dict[str, _Item] = {}
 
@@ -538,6 +540,8 @@ class _Items:
     def feed(self, event: AgentEvent) -> tuple[_Item | None, _Item | None, str]:
         """Apply one event; return (the item it closed, the item it opened, its text)."""
         current = self.current
+        if isinstance(event, ThinkingDelta) and not self._summaries:
+            return None, None, ""
         if isinstance(event, TextDelta | ThinkingDelta):
             kind: Literal["message", "reasoning"] = (
                 "message" if isinstance(event, TextDelta) else "reasoning"
@@ -561,9 +565,12 @@ class _Items:
         return None, None, ""
 
 
-def output_items(response_id: str, events: Sequence[AgentEvent]) -> list[dict[str, Any]]:
-    """Return the output items of a finished response's events."""
-    items = _Items(response_id)
+def output_items(
+    response_id: str, events: Sequence[AgentEvent], *, summaries: bool = True
+) -> list[dict[str, Any]]:
+    """Return the output items of a finished response's events (the thinking as reasoning
+    items only with ``summaries``)."""
+    items = _Items(response_id, summaries=summaries)
     for event in events:
         items.feed(event)
     return [item.as_json() for item in items.items]
@@ -603,6 +610,11 @@ class Echo:
     store: bool = True
     background: bool = False
     user: str | None = None
+
+    @property
+    def summaries(self) -> bool:
+        """Tell whether the client asked for reasoning summaries (``reasoning.summary``)."""
+        return bool(self.reasoning and self.reasoning.get("summary"))
 
     @classmethod
     def of(cls, req: ResponsesRequest, model: str) -> Echo:
@@ -688,7 +700,7 @@ def finished(
         echo,
         created_at=created_at,
         status=status,
-        output=output_items(response_id, events),
+        output=output_items(response_id, events, summaries=echo.summaries),
         usage=last_usage(list(events)),
         error=error,
         incomplete=incomplete,
@@ -716,7 +728,7 @@ class ResponseStream:
         self._echo = echo
         self._created_at = created_at
         self._sequence = 0
-        self._items = _Items(response_id)
+        self._items = _Items(response_id, summaries=echo.summaries)
         self._usage: Usage | None = None
         self._events: list[AgentEvent] = []
         self._closed: set[str] = set()
