@@ -86,6 +86,7 @@ EVENTS = (
     "response.completed",
     "response.incomplete",
     "response.failed",
+    "error",
 )
 
 #: OpenAI's hosted tools: ccgate has none of them (the client's functions are its tools).
@@ -710,11 +711,10 @@ def finished(
 
 def error_event_body(error: GatewayError) -> dict[str, Any]:
     """Return the ``error`` object of a failed response."""
-    return {
-        "code": error.code or error.openai_type,
-        "type": error.openai_type,
-        "message": error.message,
-    }
+    # The Responses API's error codes are a fixed list: a limit is rate_limit_exceeded,
+    # anything else server_error (ccgate's own code is in the ``error`` event before it).
+    code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+    return {"code": code, "type": error.openai_type, "message": error.message}
 
 
 # -- streaming --------------------------------------------------------------------------
@@ -915,8 +915,19 @@ class ResponseStream:
         return self._close(current) if current is not None else []
 
     def error(self, error: GatewayError) -> list[str]:
-        """Return the events that end a started stream with a failure."""
+        """Return the events that end a started stream with a failure: ``error`` (the
+        protocol's error), then ``response.failed`` (the response as far as it got)."""
         out = self._close_current()
+        out.append(
+            self._event(
+                "error",
+                {
+                    "code": error.code or error.openai_type,
+                    "message": error.message,
+                    "param": error.param,
+                },
+            )
+        )
         failed = response_object(
             self._id,
             self._echo,
