@@ -42,6 +42,7 @@ from ccgate.protocol.schemas import ANY_OBJECT, output_schema
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
 __all__ = [
+    "REASONING_EFFORTS",
     "ChatCompletionRequest",
     "ChatStream",
     "completion_from_events",
@@ -60,7 +61,7 @@ FINISH_REASONS: dict[StopReason, str] = {
 
 #: OpenAI's ``reasoning_effort`` as Claude's adaptive thinking at an effort level;
 #: ``none`` (or no value) runs the turn without thinking.
-_EFFORTS: dict[str, Effort | None] = {
+REASONING_EFFORTS: dict[str, Effort | None] = {
     "none": None,
     "minimal": "low",
     "low": "low",
@@ -329,12 +330,12 @@ def _reasoning(value: str | None) -> tuple[Thinking | None, Effort | None]:
     """Return the thinking and effort ``reasoning_effort`` asks for (none without it)."""
     if value is None:
         return None, None
-    if value not in _EFFORTS:
+    if value not in REASONING_EFFORTS:
         raise InvalidRequest(
-            f"reasoning_effort must be one of {', '.join(_EFFORTS)}, got {value!r}",
+            f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, got {value!r}",
             param="reasoning_effort",
         )
-    effort = _EFFORTS[value]
+    effort = REASONING_EFFORTS[value]
     return (None, None) if effort is None else (Thinking(), effort)
 
 

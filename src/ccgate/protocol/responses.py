@@ -51,6 +51,7 @@ from ccgate.engine.turn import (
 )
 from ccgate.errors import GatewayError, InvalidRequest
 from ccgate.protocol.common import check_system, data_url_image, merge_roles, url_image
+from ccgate.protocol.openai import REASONING_EFFORTS
 from ccgate.protocol.schemas import ANY_OBJECT, output_schema
 from ccgate.protocol.tools import check_choice, check_tool_flow, check_tools, tool_spec
 
@@ -104,16 +105,6 @@ BUILT_IN_TOOLS = {
     "local_shell": "the local shell tool",
     "shell": "the shell tool",
     "apply_patch": "the apply_patch tool",
-}
-
-#: ``reasoning.effort`` as Claude's adaptive thinking at an effort level.
-_EFFORTS: dict[str, Effort | None] = {
-    "none": None,
-    "minimal": "low",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "xhigh": "xhigh",
 }
 
 
@@ -356,12 +347,12 @@ def _reasoning(req: ResponsesRequest) -> tuple[Thinking | None, Effort | None]:
     effort = req.reasoning.effort if req.reasoning else None
     if effort is None:
         return None, None
-    if effort not in _EFFORTS:
+    if effort not in REASONING_EFFORTS:
         raise InvalidRequest(
-            f"reasoning.effort: one of {', '.join(_EFFORTS)}; got {effort[:40]!r}",
+            f"reasoning.effort: one of {', '.join(REASONING_EFFORTS)}; got {effort[:40]!r}",
             param="reasoning.effort",
         )
-    level = _EFFORTS[effort]
+    level = REASONING_EFFORTS[effort]
     if level is None:
         return None, None
     # The thinking's text comes back (as a reasoning summary) only when asked for.
