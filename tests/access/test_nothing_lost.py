@@ -361,7 +361,11 @@ def test_a_loop_turn_under_a_locked_database(
     assert wait_until(
         lambda: _query(data_dir, "SELECT turns FROM loops WHERE id = ?", loop_id) == [(1,)]
     )
-    [(done, stored)] = _query(data_dir, "SELECT done, events FROM loop_requests WHERE key = 'k1'")
+    # The journal's entries are applied one by one (each in its own transaction): the
+    # idempotency record may land a moment after the ledger row and the turn count.
+    finished = "SELECT done, events FROM loop_requests WHERE key = 'k1'"
+    assert wait_until(lambda: [d for d, _ in _query(data_dir, finished)] == [1], within=30)
+    [(done, stored)] = _query(data_dir, finished)
     assert done == 1 and json.loads(stored)[-1]["event"] == "Done"
     assert len(model.conversation_requests()) == 1
 
