@@ -16,6 +16,7 @@ response name the same items.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,10 +62,13 @@ __all__ = [
     "ResponseStream",
     "ResponsesRequest",
     "conversation_items",
+    "conversation_of",
     "count_input_tokens",
     "error_event_body",
     "output_items",
     "response_object",
+    "response_of_item",
+    "stored_input",
     "to_turn",
 ]
 
@@ -465,6 +469,45 @@ def count_input_tokens(turn: TurnRequest) -> int:
     for tool in turn.tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.input_schema))
     return max(1, chars // 4)
+
+
+#: An item id ccgate made: ``<kind>_[in_]<response hex>_<n>`` (see ``_item_id``).
+_ITEM_ID = re.compile(r"[a-z]+_(?:in_)?([0-9a-f]{32})_[0-9]+")
+#: Output item types that are part of the conversation a later response continues.
+_KEPT = frozenset({"message", "function_call", "reasoning"})
+
+
+def stored_input(response_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the input items as stored: each with an id (the API lists input items by
+    id) and its content as parts."""
+    hexpart = response_id.removeprefix("resp_")
+    out = []
+    for n, item in enumerate(items):
+        kept = dict(item)
+        kept.setdefault("type", "message")
+        if "id" not in kept:
+            prefix = {"message": "msg", "function_call": "fc"}.get(kept["type"], "item")
+            kept["id"] = f"{prefix}_in_{hexpart}_{n}"
+        if kept["type"] == "message":
+            kept.setdefault("status", "completed")
+            if isinstance(kept.get("content"), str):
+                kind = "output_text" if kept.get("role") == "assistant" else "input_text"
+                kept["content"] = [{"type": kind, "text": kept["content"]}]
+        out.append(kept)
+    return out
+
+
+def response_of_item(item_id: str) -> str | None:
+    """Return the id of the response an item id ccgate made belongs to."""
+    match = _ITEM_ID.fullmatch(item_id)
+    return "resp_" + match.group(1) if match is not None else None
+
+
+def conversation_of(
+    stored_input: list[dict[str, Any]], body: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Return a stored response's part of a conversation: its input, then its output."""
+    return [*stored_input, *(i for i in body.get("output", []) if i.get("type") in _KEPT)]
 
 
 # -- events → output items ------------------------------------------------------------

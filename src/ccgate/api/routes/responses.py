@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -42,8 +41,6 @@ log = logging.getLogger("ccgate.api")
 
 #: How many stored responses one conversation may chain through ``previous_response_id``.
 CHAIN_MAX = 2000
-#: Output item types that are part of the conversation a later response continues.
-_KEPT = frozenset({"message", "function_call", "reasoning"})
 
 
 class _ResponseIdConvertor(Convertor[str]):
@@ -67,29 +64,6 @@ register_url_convertor("response_id", _ResponseIdConvertor())
 ResponseId = Annotated[str, Path(pattern=r"^resp_[A-Za-z0-9_-]{1,64}$")]
 
 
-def _with_ids(response_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each input item an id (the API lists input items by id)."""
-    hexpart = response_id.removeprefix("resp_")
-    out = []
-    for n, item in enumerate(items):
-        kept = dict(item)
-        kept.setdefault("type", "message")
-        if "id" not in kept:
-            prefix = {"message": "msg", "function_call": "fc"}.get(kept["type"], "item")
-            kept["id"] = f"{prefix}_in_{hexpart}_{n}"
-        if kept["type"] == "message":
-            kept.setdefault("status", "completed")
-            if isinstance(kept.get("content"), str):
-                kind = "output_text" if kept.get("role") == "assistant" else "input_text"
-                kept["content"] = [{"type": kind, "text": kept["content"]}]
-        out.append(kept)
-    return out
-
-
-#: An item id ccgate made: ``<kind>_[in_]<response hex>_<n>``.
-_ITEM_ID = re.compile(r"[a-z]+_(?:in_)?([0-9a-f]{32})_[0-9]+")
-
-
 async def _resolve(state: Any, namespace: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Replace each ``item_reference`` with the stored item it names (an input or output
     item of one of the caller's stored responses)."""
@@ -100,9 +74,9 @@ async def _resolve(state: Any, namespace: str, items: list[dict[str, Any]]) -> l
             continue
         ref = item.get("id")
         found = None
-        match = _ITEM_ID.fullmatch(ref) if isinstance(ref, str) else None
-        if match is not None:
-            record = await state.responses.get(namespace, "resp_" + match.group(1))
+        owner = wire.response_of_item(ref) if isinstance(ref, str) else None
+        if owner is not None:
+            record = await state.responses.get(namespace, owner)
             if record is not None:
                 stored = [*record.input, *record.body.get("output", [])]
                 found = next((s for s in stored if s.get("id") == ref), None)
@@ -126,8 +100,7 @@ async def _history(state: Any, namespace: str, previous: str) -> list[dict[str, 
         )
     items: list[dict[str, Any]] = []
     for record in chain:
-        items += record.input
-        items += [i for i in record.body.get("output", []) if i.get("type") in _KEPT]
+        items += wire.conversation_of(record.input, record.body)
     return items
 
 
@@ -162,7 +135,7 @@ async def create_response(
     created = time.time()
     echo = wire.Echo.of(body, requested)
     given = await _resolve(state, namespace, wire.input_items(body))
-    new_items = _with_ids(response_id, given)
+    new_items = wire.stored_input(response_id, given)
 
     async def store(events: list[AgentEvent]) -> None:
         if not body.store:
@@ -234,7 +207,7 @@ async def _background(
         namespace=client.namespace,
         previous_id=body.previous_response_id,
         status="queued",
-        input=_with_ids(response_id, given),
+        input=wire.stored_input(response_id, given),
         body=queued,
         created_at=created,
     )
