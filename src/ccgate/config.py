@@ -80,6 +80,32 @@ class Settings(BaseModel):
         "it is refused with 503 database_busy; what a finished turn records waits at most 1 s, "
         "then goes to the journal.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="redis:// URL shared by every replica: rate and quota counters, the response "
+        "cache and singleflight, key revocations, where each live turn and loop runs, and loop "
+        "leases; unset means one replica, all of that in this process.",
+    )
+    redis_prefix: str = Field(
+        "ccgate:",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key and channel ccgate uses (several gateways may "
+        "share one Redis).",
+    )
+    redis_outage: Literal["closed", "open"] = Field(
+        "closed",
+        description="When Redis cannot be reached: closed refuses requests that need the "
+        "shared counters (503 shared_state_unavailable); open admits them uncounted, with a "
+        "warning logged once a minute.",
+    )
+    replica_url: str | None = Field(
+        None,
+        description="How the other replicas reach this one (e.g. http://ccgate-2:8787), to "
+        "forward a request for a turn or loop running here; default http://<host>:<port> "
+        "(with a wildcard bind, this machine's name).",
+    )
     upstream_url: str | None = Field(
         None,
         description="Anthropic-compatible base URL the CLI talks to (ANTHROPIC_BASE_URL); "

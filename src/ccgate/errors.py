@@ -72,6 +72,7 @@ __all__ = [
     "RateLimited",
     "RequestTooLarge",
     "RouteNotFound",
+    "SharedStateUnavailable",
     "StructuredOutputFailed",
     "TurnTimeout",
     "Unavailable",
@@ -363,6 +364,12 @@ class DatabaseBusy(Unavailable):
     """Another process held the database's write lock longer than ``database_busy_timeout``."""
 
     code = "database_busy"
+
+
+class SharedStateUnavailable(Unavailable):
+    """The Redis the replicas share could not be reached (``redis_outage=closed``)."""
+
+    code = "shared_state_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -24,12 +24,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import httpx
 
 from ccgate import __version__
 from ccgate.access.accounting import Accounting, Ticket
@@ -48,6 +51,10 @@ from ccgate.claude.accounts import AccountRouter
 from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.launcher import clear_credential_files
 from ccgate.claude.workdirs import WorkerDirs
+from ccgate.cluster.blobs import SharedBlobs
+from ccgate.cluster.bus import Bus
+from ccgate.cluster.redis import Shared
+from ccgate.cluster.replicas import Peer, Replicas, replica_id
 from ccgate.config import Settings
 from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
@@ -57,7 +64,14 @@ from ccgate.engine.probe import AuthProbe
 from ccgate.engine.runner import Runner
 from ccgate.engine.sessions import ConversationSessions
 from ccgate.engine.sources import Answers
-from ccgate.errors import Conflict, DatabaseBusy, PlanLimited, QuotaExceeded, Unavailable
+from ccgate.errors import (
+    Conflict,
+    DatabaseBusy,
+    PlanLimited,
+    QuotaExceeded,
+    SharedStateUnavailable,
+    Unavailable,
+)
 from ccgate.loops.events import ChoiceRequested, LoopEvent
 from ccgate.loops.manager import LoopManager
 from ccgate.metrics import AccountGauge, Counters, Gauges, Metrics
@@ -155,6 +169,12 @@ class Gateway:
         self.upstream = ""
         #: The scripted model of ``--demo`` (its ``url`` and ``model``), when it runs.
         self.demo: Any = None
+        #: With ``redis_url``: the shared Redis, this replica among the others, the messages
+        #: they all hear, and the client that forwards requests to another replica.
+        self.shared: Shared | None = None
+        self.replicas: Replicas | None = None
+        self.bus: Bus | None = None
+        self.peers: httpx.AsyncClient | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -321,6 +341,9 @@ class Gateway:
         await database.migrate()
         hurried = database.hurried(AFTER_TURN_WAIT)
         journal = _journal(hurried, data / "journal.jsonl")
+        if settings.redis_url:
+            await self._join_replicas(settings.redis_url)
+        replicas = self.replicas
 
         config = runner_config(settings, upstream, key, self._environ)
         dirs = WorkerDirs(data)  # one set of config dirs for turns and loops alike
@@ -351,7 +374,7 @@ class Gateway:
                 elsewhere=lambda: self.loops.idle_processes(),
             )
             self.accounts.on_change(self.router.sync)
-        self.parked = ParkedTurns(tool_timeout=settings.tool_result_timeout)
+        self.parked = ParkedTurns(tool_timeout=settings.tool_result_timeout, placement=replicas)
         self.gate = Gate(
             settings.max_concurrent, settings.max_queue, make_room=self.parked.make_room
         )
@@ -384,11 +407,28 @@ class Gateway:
             continuation=settings.session_continuation,
             journal=journal,
         )
-        self.turns = TurnManager(self.runner, self.gate, self.sessions, self.parked)
-        self.cache = ResponseCache(settings.cache_ttl, settings.cache_max_entries)
+        self.turns = TurnManager(
+            self.runner,
+            self.gate,
+            self.sessions,
+            self.parked,
+            placement=replicas,
+            keepalive=settings.session_keepalive,
+        )
+        self.cache = ResponseCache(
+            settings.cache_ttl,
+            settings.cache_max_entries,
+            shared=SharedBlobs(self.shared, replicas.id)
+            if self.shared is not None and replicas is not None
+            else None,
+        )
         self.metrics = Metrics(self._gauges, per_key=settings.metrics_per_key)
         self.answers = Answers(
-            self.turns, self.cache, self.flights, lookup=self.metrics.cache_lookup
+            self.turns,
+            self.cache,
+            self.flights,
+            lookup=self.metrics.cache_lookup,
+            flight_wait=settings.request_timeout,
         )
         self.ledger = SqlUsageStore(database)
         self.responses = SqlResponseStore(database)
@@ -408,8 +448,15 @@ class Gateway:
             feed=self.feed,
         )
         self.keys = KeyManager(
-            SqlKeyStore(database), last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT))
+            SqlKeyStore(database),
+            last_used=SqlKeyStore(database.hurried(LAST_USE_WAIT)),
+            on_change=self._key_changed if self.bus is not None else None,
         )
+        if self.bus is not None:
+            keys = self.keys
+            self.bus.subscribe("keys", lambda data: keys.forget(data.get("id") if data else None))
+            await self.bus.start()
+            stack.push_async_callback(self.bus.aclose)
         self.signins = Signins(settings, SqlConsoleSessionStore(database), self.keys)
         # Requests the server cancelled at shutdown are still recording what they got, which
         # needs their turns' processes and the database: wait for them before those close.
@@ -431,6 +478,69 @@ class Gateway:
         if settings.plan_probe_interval > 0 and self.router is not None:
             self._spawn(self._probe_idle(settings.plan_probe_interval), "ccgate-plan-probes")
         log.info("gateway_started version=%s auth_mode=%s", __version__, settings.auth_mode)
+
+    async def _join_replicas(self, url: str) -> None:
+        """Connect to the shared Redis and take this replica's place among the others."""
+        settings, stack = self.settings, self._stack
+        shared = Shared(url, prefix=settings.redis_prefix, outage=settings.redis_outage)
+        stack.push_async_callback(shared.aclose)
+        if not await shared.ping():
+            log.warning("redis_unreachable_at_start outage=%s", settings.redis_outage)
+        self.shared = shared
+        self.replicas = Replicas(shared, id=replica_id(), url=self._replica_url())
+        await self.replicas.start()
+        stack.push_async_callback(self.replicas.aclose)
+        self.bus = Bus(shared)
+        # Forwarded requests may stream for as long as a turn or a watch lasts.
+        self.peers = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=2.0),
+            limits=httpx.Limits(max_keepalive_connections=32),
+        )
+        stack.push_async_callback(self.peers.aclose)
+
+    def _replica_url(self) -> str:
+        settings = self.settings
+        if settings.replica_url:
+            return settings.replica_url.rstrip("/")
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{settings.port}"
+
+    async def _key_changed(self, key_id: str) -> None:
+        """Tell every replica to forget a key it may have cached."""
+        assert self.bus is not None
+        try:
+            await self.bus.publish("keys", {"id": key_id})
+        except SharedStateUnavailable:
+            log.warning("key_change_not_shared key=%s (other replicas see it within 1 s)", key_id)
+
+    async def loop_home(self, loop_id: str, *, forwarded: bool) -> Peer | None:
+        """Return the replica that runs a loop (``None``: this one, which now holds its lease).
+
+        ``forwarded``: another replica sent the request here as the loop's owner.
+        """
+        replicas = self.replicas
+        if replicas is None or replicas.holds("loop", loop_id):
+            return None
+        try:
+            peer = await replicas.claim("loop", loop_id)
+        except SharedStateUnavailable:
+            assert self.shared is not None
+            if self.shared.tolerate("loop leases"):
+                return None
+            raise
+        if peer is not None and forwarded:
+            log.warning("loop_lease_race loop=%s holder=%s", loop_id, peer.id)
+            return None
+        return peer
+
+    async def take_loop(self, loop_id: str) -> None:
+        """Run a loop here: the replica that held it cannot be reached."""
+        if self.replicas is not None:
+            await self.replicas.steal("loop", loop_id)
 
     def _gauges(self) -> Gauges:
         return Gauges(

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ccgate.engine.cache import Flights, ResponseCache, cache_key
-from ccgate.engine.events import TextDelta, TurnEnd, TurnError
+from ccgate.engine.events import AgentEvent, TextDelta, TurnEnd, TurnError
 from ccgate.engine.turn import (
     Message,
     TextPart,
@@ -74,3 +74,48 @@ async def test_a_flight_shares_events_with_late_joiners() -> None:
     flights.land(cut)
     end = cut.events[-1]
     assert isinstance(end, TurnError) and "was cancelled" in end.message
+
+
+class MemoryAnswers:
+    """A SharedAnswers in memory: what two replicas' caches would share through Redis."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, bytes] = {}
+        self.flights: set[str] = set()
+
+    async def get(self, key: str) -> bytes | None:
+        return self.answers.get(key)
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        self.answers[key] = value
+
+    async def lead(self, key: str, ttl: float) -> bool:
+        if key in self.flights:
+            return False
+        self.flights.add(key)
+        return True
+
+    async def land(self, key: str) -> None:
+        self.flights.discard(key)
+
+    async def wait(self, key: str, timeout: float) -> bytes | None:
+        while key in self.flights and key not in self.answers:
+            await asyncio.sleep(0.01)
+        return self.answers.get(key)
+
+
+async def test_an_answer_kept_by_one_replica_is_a_hit_on_another() -> None:
+    shared = MemoryAnswers()
+    one, other = ResponseCache(10, shared=shared), ResponseCache(10, shared=shared)
+    events: list[AgentEvent] = [TextDelta("é\n\u2028 ok"), TurnEnd("end_turn")]
+    await one.keep("k", events, "ccs_1")
+    hit = await other.lookup("k")
+    assert hit is not None and list(hit.events) == events and hit.session_key == "ccs_1"
+    assert other.get("k") is not None  # kept here too from now on
+    assert await other.lookup("missing") is None
+    # What is not a finished answer is never shared; garbage in the shared cache is a miss.
+    await one.keep("w", [TurnEnd("tool_use", waiting_for=("t",))], "s")
+    assert "w" not in shared.answers
+    shared.answers["bad"] = b"s\nnot json"
+    assert await other.lookup("bad") is None
+    assert ResponseCache(0, shared=shared).shared is None  # no cache, nothing shared

@@ -25,11 +25,12 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from ccgate.access.accounting import Accounting, Ticket
 from ccgate.access.caller import Caller
 from ccgate.api.errors import error_for_turn
+from ccgate.api.forward import elsewhere, forward
+from ccgate.api.watched import SSEResponse, WatchedResponse
 from ccgate.engine.events import (
     AgentEvent,
     TextDelta,
@@ -49,6 +50,8 @@ from ccgate.gateway import Gateway
 __all__ = [
     "FrontDoor",
     "Renderer",
+    "SSEResponse",
+    "WatchedResponse",
     "answer",
     "collect_turn",
     "run_segment",
@@ -118,6 +121,11 @@ async def answer(state: Gateway, request: Request, caller: Caller, door: FrontDo
     caller.check_model(model)
     turn = door.to_turn(model)
     session = session_key(request, door.session_id)
+    peer = await elsewhere(state, request, caller.namespace, turn, session)
+    if peer is not None:
+        handed = await forward(state, request, peer)
+        if handed is not None:
+            return handed
     ticket = await state.admit(caller, door.endpoint, model, door.requested)
     if ticket.accounts is not None:
         turn = replace(turn, accounts=ticket.accounts)
@@ -450,47 +458,3 @@ async def _chain(
 
 def _is_content(event: AgentEvent) -> bool:
     return isinstance(event, TextDelta | ThinkingDelta | ToolCallStart)
-
-
-class SSEResponse(StreamingResponse):
-    """A streaming response that always watches for the client going away.
-
-    Starlette skips the watch on ASGI 2.4 servers and notices a disconnect only
-    at the next write; a turn that is thinking or stalled writes nothing for a
-    while, and its CLI process must end as soon as the client is gone.
-    ``on_close`` runs when the response is over however it ended, even if the
-    body never started (the client left before the first byte).
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        content: AsyncIterator[str],
-        headers: dict[str, str] | None,
-        on_close: Callable[[], Awaitable[None]],
-    ) -> None:
-        super().__init__(
-            content,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})},
-        )
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def respond() -> None:
-                    try:
-                        await self.stream_response(send)
-                    except OSError:
-                        pass
-                    finally:
-                        group.cancel_scope.cancel()
-
-                group.start_soon(respond)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._on_close()

@@ -26,7 +26,7 @@ def _shown(name: str, value: object) -> str:
         return "set (hidden)"
     if name == "upstream_url":
         return public_upstream(value if isinstance(value, str) else None)
-    if name == "database_url" and isinstance(value, str):
+    if name in ("database_url", "redis_url") and isinstance(value, str):
         return value.split("://", 1)[0] + "://… (hidden)"
     if value is None:
         return "—"

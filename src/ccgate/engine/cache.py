@@ -6,7 +6,19 @@ sequences, thinking budget). Only stateless requests qualify: no client
 tools, no session key named by the client. Entries hold a turn's neutral
 events, so a hit is rendered by either protocol, streamed or not; only turns
 that ended normally are kept, for ``ttl`` seconds, at most ``max_entries``
-(least recently used out first). Everything here lives in this process.
+(least recently used out first).
+
+With several replicas a :class:`SharedAnswers` (``cluster.blobs``, in Redis)
+extends both across them: an answer kept by one replica is a hit on every
+other, and an identical request arriving at another replica while the turn
+runs waits for that turn's answer instead of running its own. Its contract:
+
+- ``get``/``put`` read and keep an answer's bytes for ``ttl`` seconds;
+- ``lead(key, ttl)`` is True for exactly one caller among all replicas until
+  ``land(key)`` (or ``ttl`` passes, should the leader die);
+- ``wait(key, timeout)`` returns the answer once the leader kept one, and
+  ``None`` when the leader landed without one (the turn failed) or after
+  ``timeout``: the request then runs its own turn.
 """
 
 from __future__ import annotations
@@ -14,16 +26,52 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ccgate.engine.events import AgentEvent, TurnEnd, TurnError
+from ccgate.engine.events import AgentEvent, TurnEnd, TurnError, dump_events, load_events
 from ccgate.engine.sessions import fingerprints
 from ccgate.engine.turn import TurnRequest
 
-__all__ = ["CachedAnswer", "Flight", "Flights", "ResponseCache", "cache_key"]
+__all__ = [
+    "CachedAnswer",
+    "Flight",
+    "Flights",
+    "ResponseCache",
+    "SharedAnswers",
+    "cache_key",
+]
+
+
+class SharedAnswers(Protocol):
+    """Answers and flights every replica sees; see the module docstring for the contract."""
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the answer kept for ``key``."""
+        ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        """Keep ``value`` for ``ttl`` seconds."""
+        ...
+
+    async def lead(self, key: str, ttl: float) -> bool:
+        """Tell whether this caller runs the turn of ``key`` (no other replica does)."""
+        ...
+
+    async def land(self, key: str) -> None:
+        """End the flight of ``key`` this caller led."""
+        ...
+
+    async def wait(self, key: str, timeout: float) -> bytes | None:
+        """Return the answer of another replica's flight of ``key`` once kept."""
+        ...
+
+
+log = logging.getLogger("ccgate.engine")
 
 
 def cache_key(namespace: str, turn: TurnRequest) -> str | None:
@@ -58,12 +106,19 @@ class ResponseCache:
     """Finished answers by key, each for ``ttl`` seconds; the least recently used go first."""
 
     def __init__(
-        self, ttl: float, max_entries: int = 1000, *, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float,
+        max_entries: int = 1000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedAnswers | None = None,
     ) -> None:
         self.ttl = ttl
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, CachedAnswer] = OrderedDict()
+        #: The answers every replica sees (``None``: this process only).
+        self.shared = shared if ttl > 0 else None
 
     @property
     def enabled(self) -> bool:
@@ -84,15 +139,51 @@ class ResponseCache:
         self._entries.move_to_end(key)
         return answer
 
-    def put(self, key: str, events: list[AgentEvent], session_key: str) -> None:
-        """Keep the answer of a turn that ended normally."""
+    def put(self, key: str, events: list[AgentEvent], session_key: str) -> bool:
+        """Keep the answer of a turn that ended normally; tell whether it was kept."""
         end = events[-1] if events else None
         if not self.enabled or not isinstance(end, TurnEnd) or end.waiting_for:
-            return
+            return False
         self._entries[key] = CachedAnswer(tuple(events), session_key, self._clock())
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+        return True
+
+    async def lookup(self, key: str) -> CachedAnswer | None:
+        """Return a fresh answer for ``key`` from this process, else from the shared cache."""
+        answer = self.get(key)
+        if answer is not None or self.shared is None:
+            return answer
+        try:
+            blob = await self.shared.get(key)
+        except Exception:  # noqa: BLE001 - a cache that cannot be read is a miss
+            log.warning("shared_cache_unavailable", exc_info=True)
+            return None
+        return self.adopt(key, blob)
+
+    def adopt(self, key: str, blob: bytes | None) -> CachedAnswer | None:
+        """Keep (and return) an answer another replica made, as :meth:`keep` wrote it."""
+        if not blob:
+            return None
+        session_key, _, dumped = blob.partition(b"\n")
+        try:
+            events = list(load_events(dumped))
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not self.put(key, events, session_key.decode()):
+            return None
+        return self._entries[key]
+
+    async def keep(self, key: str, events: list[AgentEvent], session_key: str) -> None:
+        """Keep an answer here and, when shared, for every replica."""
+        if not self.put(key, events, session_key) or self.shared is None:
+            return
+        blob = session_key.encode() + b"\n" + dump_events(events)
+        try:
+            await self.shared.put(key, blob, self.ttl)
+        except Exception:  # noqa: BLE001 - the answer is kept here at least
+            log.warning("shared_cache_unavailable", exc_info=True)
 
 
 @dataclass(eq=False)

@@ -21,7 +21,9 @@ __all__ = [
     "AgentEvent",
     "CallSummary",
     "calls_of",
+    "dump_events",
     "last_usage",
+    "load_events",
     "ErrorKind",
     "StopReason",
     "TextDelta",
@@ -214,3 +216,46 @@ def last_usage(events: Iterable[AgentEvent]) -> Usage | None:
         if isinstance(event, Usage):
             found = event
     return found
+
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        TurnStarted,
+        TextDelta,
+        ThinkingDelta,
+        ToolCallStart,
+        ToolCallDelta,
+        ToolCallEnd,
+        ToolResult,
+        Usage,
+        TurnEnd,
+        TurnError,
+    )
+}
+
+
+def dump_events(events: Iterable[AgentEvent]) -> bytes:
+    """Return ``events`` as JSON (a cache other replicas read); :func:`load_events` undoes it."""
+    rows = []
+    for event in events:
+        row: dict[str, Any] = {"type": type(event).__name__}
+        for name in event.__slots__:
+            value = getattr(event, name)
+            row[name] = list(value) if isinstance(value, tuple) else value
+        rows.append(row)
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def load_events(data: bytes) -> tuple[AgentEvent, ...]:
+    """Return the events :func:`dump_events` wrote (ValueError when ``data`` is not that)."""
+    events: list[AgentEvent] = []
+    for row in json.loads(data):
+        fields = dict(row)
+        cls = _EVENT_TYPES.get(str(fields.pop("type", "")))
+        if cls is None:
+            raise ValueError("not a dump of agent events")
+        if "waiting_for" in fields:
+            fields["waiting_for"] = tuple(fields["waiting_for"])
+        events.append(cls(**fields))
+    return tuple(events)

@@ -21,6 +21,12 @@ A parked turn ends (its process stops, its slot is freed) when
 Results that arrive after that still reach the model: the request then goes
 through its session, which rebuilds the turn from the client's history
 (``engine.sessions``). Nothing here knows a wire protocol.
+
+With several replicas, a :class:`Placement` tells the others where a parked
+turn waits (``call`` ``<namespace>:<call id>``, for as long as it may wait)
+and where a conversation's process stays warm (``session``
+``<namespace>:<session key>``, for ``keepalive`` seconds), so a request that
+arrives elsewhere is forwarded here.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from ccgate.engine.events import (
     AgentEvent,
@@ -48,9 +55,21 @@ from ccgate.engine.sessions import ConversationSessions, SessionTurn, fingerprin
 from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import Message, Part, TextPart, ToolCallPart, TurnRequest
 
-__all__ = ["LiveTurn", "TurnManager", "ends_segment", "reply_message"]
+__all__ = ["LiveTurn", "Placement", "TurnManager", "ends_segment", "reply_message"]
 
 log = logging.getLogger("ccgate.engine")
+
+
+class Placement(Protocol):
+    """Where live work runs, for the other replicas (``cluster.replicas.Replicas``)."""
+
+    async def place(self, kind: str, name: str, ttl: float) -> None:
+        """Note that ``kind``/``name`` runs here for the next ``ttl`` seconds."""
+        ...
+
+    async def unplace(self, kind: str, name: str) -> None:
+        """Forget that ``kind``/``name`` runs here."""
+        ...
 
 
 def ends_segment(event: AgentEvent) -> bool:
@@ -116,8 +135,9 @@ class ParkedTurns:
     (:meth:`make_room`, which the gate calls).
     """
 
-    def __init__(self, *, tool_timeout: float) -> None:
+    def __init__(self, *, tool_timeout: float, placement: Placement | None = None) -> None:
         self._tool_timeout = tool_timeout
+        self._placement = placement
         #: Parked turns, oldest first; and the same by (namespace, call id) and session id.
         self._parked: dict[LiveTurn, None] = {}
         self._by_call: dict[tuple[str, str], LiveTurn] = {}
@@ -140,6 +160,10 @@ class ParkedTurns:
         live.timer = asyncio.get_running_loop().call_later(
             self._tool_timeout, self._drop, live, "tool_wait_expired"
         )
+        placement = self._placement
+        if placement is not None:
+            names = [f"{live.namespace}:{call}" for call in calls]
+            self._background(_each(placement.place, names, self._tool_timeout))
         log.info("turn_parked session=%s calls=%d", live.session_key, len(calls))
 
     def _unpark(self, live: LiveTurn) -> None:
@@ -152,6 +176,15 @@ class ParkedTurns:
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None
+        placement = self._placement
+        if placement is not None and live.waiting_for:
+            names = [f"{live.namespace}:{call}" for call in live.waiting_for]
+            self._background(_each(lambda kind, name, _: placement.unplace(kind, name), names, 0))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="ccgate-placement")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def claim(self, namespace: str, key: str | None, turn: TurnRequest) -> LiveTurn | None:
         """Return the parked turn whose calls ``turn`` answers in the same conversation."""
@@ -212,6 +245,17 @@ class ParkedTurns:
             await asyncio.wait(list(self._closing), timeout=15)
 
 
+async def _each(
+    call: Callable[[str, str, float], Awaitable[None]], names: list[str], ttl: float
+) -> None:
+    """Place (or unplace) each parked call; a Redis out of reach only costs the forwarding."""
+    try:
+        for name in names:
+            await call("call", name, ttl)
+    except Exception:  # noqa: BLE001 - the request is then served where it lands
+        log.warning("placement_failed", exc_info=True)
+
+
 class TurnManager:
     """Start turns, park those that wait for tool results, and continue them."""
 
@@ -221,11 +265,18 @@ class TurnManager:
         gate: Gate,
         sessions: ConversationSessions,
         parked: ParkedTurns,
+        *,
+        placement: Placement | None = None,
+        keepalive: float = 0.0,
     ) -> None:
+        """With a ``placement``, a finished turn's conversation is placed here for
+        ``keepalive`` seconds (while its process stays warm)."""
         self._runner = runner
         self._gate = gate
         self._sessions = sessions
         self._parked = parked
+        self._placement = placement if keepalive > 0 else None
+        self._keepalive = keepalive
 
     @property
     def parked(self) -> int:
@@ -271,6 +322,7 @@ class TurnManager:
                 return
             if isinstance(end, TurnEnd) and end.stop_reason in ("end_turn", "tool_use"):
                 await self._record(live, events)
+                await self._place(live)
             else:
                 # Failed, cut off, or stopped early by ccgate: the CLI's transcript and the
                 # client's view may differ, so the next request rebuilds from the client's.
@@ -279,6 +331,17 @@ class TurnManager:
             await live.close()
             raise
         await live.close()
+
+    async def _place(self, live: LiveTurn) -> None:
+        placement = self._placement
+        if placement is None:
+            return
+        try:
+            await placement.place(
+                "session", f"{live.namespace}:{live.session_key}", self._keepalive
+            )
+        except Exception:  # noqa: BLE001 - the next request resumes where it lands
+            log.warning("placement_failed", exc_info=True)
 
     async def _record(self, live: LiveTurn, events: list[AgentEvent]) -> None:
         usage = last_usage(events) or Usage()

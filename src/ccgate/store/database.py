@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -26,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ccgate.errors import ConfigError, DatabaseBusy
 
 __all__ = ["Database", "async_url", "is_lock_error"]
+
+#: The Postgres advisory lock ccgate's migrations hold (any fixed 64-bit number).
+_MIGRATE_LOCK = 0x63636761_7465  # "ccgate"
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -203,8 +206,18 @@ class Database:
         return self.engine.dialect.name
 
     async def migrate(self) -> None:
-        """Upgrade the schema to the newest migration (an older database is upgraded)."""
+        """Upgrade the schema to the newest migration (an older database is upgraded).
+
+        On Postgres the upgrade holds an advisory lock for its transaction, so
+        replicas starting at the same time migrate one after the other: the
+        first upgrades, the others then find the schema current and do nothing.
+        (SQLite serialises writers by itself.)
+        """
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK}
+                )
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:

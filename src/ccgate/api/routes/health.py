@@ -48,7 +48,12 @@ async def health(state: State) -> JSONResponse:
     status = "draining" if state.draining else "ok"
     plan = state.plan_summary()
     no_account = state.router is not None and plan["available"] == 0
-    if (probe.status() == "unhealthy" or no_account) and not state.draining:
+    replica = None
+    if state.replicas is not None and state.shared is not None:
+        redis = "ok" if await state.shared.ping() else "unreachable"
+        replica = {"id": state.replicas.id, "redis": redis}
+    lost = replica is not None and replica["redis"] != "ok"
+    if (probe.status() == "unhealthy" or no_account or lost) and not state.draining:
         status = "degraded"
     body = {
         "status": status,
@@ -70,6 +75,8 @@ async def health(state: State) -> JSONResponse:
         "upstream_auth": probe.status(),
         "accounts": plan,
     }
+    if replica is not None:
+        body["replica"] = replica
     return JSONResponse(body, status_code=503 if state.draining else 200)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import Response
 
 from ccgate.access.caller import Caller
 from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.auth import Client
+from ccgate.api.forward import forward, forwarded
 from ccgate.api.openapi import LOOP_ERROR
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
@@ -122,11 +123,29 @@ async def get_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]
 
 
 @router.delete("/{loop_id}", status_code=204, responses=_errors(403, 404))
-async def archive_loop(loop_id: str, state: State, client: Client) -> Response:
+async def archive_loop(loop_id: str, request: Request, state: State, client: Client) -> Response:
     """Archive a loop: its turn stops, its process ends, it takes no more messages."""
     record = await state.loops.owned(client.namespace, loop_id)
+    handed = await _elsewhere(state, request, record.id)
+    if handed is not None:
+        return handed
     await state.loops.archive(record)
     return Response(status_code=204)
+
+
+async def _elsewhere(state: Gateway, request: Request, loop_id: str) -> Response | None:
+    """Forward a request for a loop another replica runs (``None``: it runs here).
+
+    The loop's lease is taken here when no live replica holds it, or when the
+    one that did cannot be reached (it died: this replica takes the loop over).
+    """
+    peer = await state.loop_home(loop_id, forwarded=forwarded(request))
+    if peer is None:
+        return None
+    handed = await forward(state, request, peer)
+    if handed is None:
+        await state.take_loop(loop_id)
+    return handed
 
 
 def admission(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
@@ -178,6 +197,7 @@ async def _nothing() -> None:
 async def send_message(
     loop_id: str,
     body: wire.LoopMessage,
+    request: Request,
     state: State,
     client: Client,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
@@ -186,6 +206,9 @@ async def send_message(
     if state.draining:  # before anything else: an idempotency record is no answer either
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     record = await state.loops.owned(client.namespace, loop_id)
+    handed = await _elsewhere(state, request, record.id)
+    if handed is not None:
+        return handed
     size = len(body.content.encode())
     if size > wire.CONTENT_MAX:
         raise RequestTooLarge(
@@ -210,13 +233,16 @@ async def send_message(
     response_class=SSEResponse,
     responses={**_SSE, **_errors(403, 404)},
 )
-async def watch_loop(loop_id: str, state: State, client: Client) -> Response:
+async def watch_loop(loop_id: str, request: Request, state: State, client: Client) -> Response:
     """Watch everything the loop does, from now on (a running turn starts with a snapshot)."""
     record = await state.loops.owned(client.namespace, loop_id)
     if record.archived_at is not None:
         raise InvalidRequest(
             "this loop is archived: nothing more happens in it to watch", code="loop_archived"
         )
+    handed = await _elsewhere(state, request, record.id)
+    if handed is not None:
+        return handed
     watch, snapshot = state.loops.runtime(record).watch()
 
     async def events() -> AsyncIterator[str]:
@@ -253,12 +279,16 @@ async def answer_choice(
     loop_id: str,
     choice_id: str,
     body: Annotated[Any, Body(include_in_schema=False)],
+    request: Request,
     state: State,
     client: Client,
-) -> dict[str, Any]:
+) -> Any:
     """Answer a permission (``allow``, ``message``) or a question (``answers``)."""
     record = await state.loops.owned(client.namespace, loop_id)
     answer = wire.parse_choice(body)
+    handed = await _elsewhere(state, request, record.id)
+    if handed is not None:
+        return handed
     runtime = state.loops.running(record.id)
     if runtime is None:
         raise NotFound(f"no pending choice '{choice_id[:80]}'", code="choice_not_found")
@@ -272,9 +302,12 @@ async def answer_choice(
     response_model=wire.InterruptAccepted,
     responses=_errors(403, 404),
 )
-async def interrupt_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]:
+async def interrupt_loop(loop_id: str, request: Request, state: State, client: Client) -> Any:
     """Stop the running turn at once; queued messages then run."""
     record = await state.loops.owned(client.namespace, loop_id)
+    handed = await _elsewhere(state, request, record.id)
+    if handed is not None:
+        return handed
     runtime = state.loops.running(record.id)
     stopped = runtime.interrupt() if runtime is not None else False
     return {"loop_id": record.id, "interrupted": stopped}
