@@ -86,6 +86,7 @@ from ccgate.store.keys import SqlKeyStore
 from ccgate.store.loops import SqlLoopStore
 from ccgate.store.owners import process_owner
 from ccgate.store.records import LoopRecord
+from ccgate.store.redis_counters import RedisCounterStore
 from ccgate.store.responses import SqlResponseStore
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.usage import SqlUsageStore
@@ -340,10 +341,12 @@ class Gateway:
         stack.push_async_callback(database.close)
         await database.migrate()
         hurried = database.hurried(AFTER_TURN_WAIT)
-        journal = _journal(hurried, data / "journal.jsonl")
         if settings.redis_url:
             await self._join_replicas(settings.redis_url)
         replicas = self.replicas
+        # With replicas, the quota counters are in Redis (also for what the journal settles).
+        counters = RedisCounterStore(self.shared) if self.shared is not None else None
+        journal = _journal(hurried, data / "journal.jsonl", counters)
 
         config = runner_config(settings, upstream, key, self._environ)
         dirs = WorkerDirs(data)  # one set of config dirs for turns and loops alike
@@ -439,10 +442,10 @@ class Gateway:
             log.warning("background_responses_failed count=%d", stale)
         self.share = FairShare(meter, self.ledger.account_spend, enforce_at=settings.plan_share_at)
         self.accounting = Accounting(
-            Quotas(SqlAdmissionStore(database)),
+            Quotas(SqlAdmissionStore(database, counters=counters)),
             self.metrics,
             journal,
-            SqlAdmissionStore(hurried),
+            SqlAdmissionStore(hurried, counters=counters),
             owner=process_owner(),
             ledger=settings.usage_ledger,
             feed=self.feed,
@@ -470,8 +473,7 @@ class Gateway:
             await _catch_up(journal, self.accounting)
         except Exception:  # noqa: BLE001 - a locked database must not stop the start
             log.warning("bookkeeping_deferred", exc_info=True)
-        counters = SqlCounterStore(database)
-        self._spawn(self._sweep(counters), "ccgate-sweep")
+        self._spawn(self._sweep(SqlCounterStore(database)), "ccgate-sweep")
         self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
@@ -822,9 +824,9 @@ async def _follow_cli_models(runner: AccountRouter, catalogue: Catalogue) -> Non
     log.info("cli_models models=%s", ",".join(f"{m.value}={m.resolved}" for m in models))
 
 
-def _journal(hurried: Database, path: Path) -> Journal:
+def _journal(hurried: Database, path: Path, counters: RedisCounterStore | None = None) -> Journal:
     """Return the journal of what finished turns record, applied by stores in a hurry."""
-    admissions = SqlAdmissionStore(hurried)
+    admissions = SqlAdmissionStore(hurried, counters=counters)
     sessions = SqlSessionStore(hurried)
     loops = SqlLoopStore(hurried)
 

@@ -10,11 +10,13 @@ Tokens and dollars are known only afterwards, so a request still running
 holds one token and one micro-dollar against its key's limits: when a single
 unit is left, one request may use it, not two. That hold, and the count of
 running requests, live in this process; the counters themselves are shared
-through the database by every process.
+through the database by every process (through Redis when ccgate runs as
+several replicas: ``store.redis_counters``).
 
 A request's admission record (``store.admissions``), when the caller gives
-one, is stored in the same transaction as its count, so a request is never
-counted without a trace that leads to its ledger row.
+one, is stored in the same transaction as its count (with the counters in
+Redis: stored right after it, the count refunded if that fails), so a request
+is never counted without a trace that leads to its ledger row.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Quotas:
         """Admit one request of ``key`` (``None``: no key, no limits) or raise QuotaExceeded.
 
         ``pending`` is stored with the count (it learns the windows it is charged to).
-        May raise :class:`ccgate.errors.DatabaseBusy` (nothing is counted then).
+        May raise :class:`ccgate.errors.DatabaseBusy` or, with the counters in Redis,
+        :class:`ccgate.errors.SharedStateUnavailable` (nothing is counted then).
         """
         made = pending.id if pending is not None else None
         if key is None:

@@ -32,7 +32,7 @@ from ccgate.engine.turn import TurnRequest
 from ccgate.errors import SharedStateUnavailable
 from ccgate.gateway import Gateway
 
-__all__ = ["FORWARDED_BY", "elsewhere", "forward", "forwarded"]
+__all__ = ["FORWARDED_BY", "elsewhere", "forward", "forwarded", "to_loop_home"]
 
 log = logging.getLogger("ccgate.api")
 
@@ -108,3 +108,18 @@ async def elsewhere(
     except SharedStateUnavailable:
         return None
     return None
+
+
+async def to_loop_home(state: Gateway, request: Request, loop_id: str) -> Response | None:
+    """Forward a request for a loop another replica runs (``None``: it runs here).
+
+    The loop's lease is taken here when no live replica holds it, or when the
+    one that did cannot be reached (it died: this replica takes the loop over).
+    """
+    peer = await state.loop_home(loop_id, forwarded=forwarded(request))
+    if peer is None:
+        return None
+    handed = await forward(state, request, peer)
+    if handed is None:
+        await state.take_loop(loop_id)
+    return handed

@@ -9,8 +9,10 @@ with it:
 - ``replicas``: each replica's address, where each live turn runs, and the
   leases by which one replica at a time runs a loop;
 - ``bus``: messages every replica hears (a revoked key, say);
-- ``counters``: the quota counters, counted atomically by scripts;
 - ``blobs``: the shared response cache and singleflight.
+
+The quota counters in Redis are a store (``store.redis_counters``): they
+keep the store's contract, and take a :class:`~ccgate.cluster.redis.Shared`.
 
 Without ``redis_url`` none of this is built: one replica keeps it all in
 its own process, as before.

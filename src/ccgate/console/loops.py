@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from ccgate.access.caller import Caller
 from ccgate.access.signins import Viewer
 from ccgate.api.answer import PING_EVERY, SSEResponse
+from ccgate.api.forward import to_loop_home
 from ccgate.api.routes.loops import admission
 from ccgate.console import web
 from ccgate.console.view import PREFIX, fragment, render
@@ -187,8 +188,11 @@ async def loop_page(request: Request, loop_id: str) -> Response:
         gateway = web.gateway_of(request)
         try:
             record = await _loop(gateway, viewer, loop_id)
+            handed = await to_loop_home(gateway, request, record.id)
         except GatewayError:
             return _not_found(request, viewer)
+        if handed is not None:
+            return handed
         runtime = gateway.loops.running(record.id)
         items: list[str] = []
         if runtime is not None:
@@ -225,6 +229,12 @@ async def loop_events(request: Request, loop_id: str) -> Response:
         return Response("no such loop", status_code=404, media_type="text/plain")
     if record.archived_at is not None:
         return Response("archived", status_code=204)
+    try:
+        handed = await to_loop_home(gateway, request, record.id)
+    except GatewayError as exc:
+        return Response(exc.message, status_code=exc.status, media_type="text/plain")
+    if handed is not None:
+        return handed
     runtime = gateway.loops.runtime(record)
     watch, _ = runtime.watch()
     current = runtime.current  # read with the watch begun: nothing falls between them
@@ -290,6 +300,9 @@ async def _act(request: Request, loop_id: str, act: LoopAction) -> Response:
         gateway = web.gateway_of(request)
         try:
             record = await _loop(gateway, viewer, loop_id)
+            handed = await to_loop_home(gateway, request, record.id)
+            if handed is not None:
+                return handed
             done = await act(gateway, record, form)
         except GatewayError as exc:
             return _refused(request, exc.status, web.sentence(exc.message), loop_id)

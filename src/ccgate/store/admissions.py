@@ -23,18 +23,30 @@ SQLite and Postgres):
   its row and charge unconditionally.
 - ``checkpoint`` marks an owner's admissions as seen now and stores what some
   of them have spent so far; ``pending`` lists every admission.
+
+With counters kept apart (``SqlAdmissionStore(database, counters=...)``: the
+Redis the replicas share, ``store.redis_counters``), the count and the record
+cannot share a transaction. ``admit`` then counts first (one Redis round trip)
+and stores the record after; if storing it fails, the count is refunded, so a
+request is still never counted without its record (only for the moment in
+between). ``settle`` charges the counters last in its transaction: if the
+charge fails (Redis down, ``redis_outage=closed``) the transaction is rolled
+back and the settlement waits in the journal like any other (only a commit
+that failed after the charge went through would let a retry charge twice).
+The ledger row and the admission's deletion stay in the database.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ccgate.store.counters import Limit, Window, charge_on, count_on
+from ccgate.store.counters import CounterStore, Limit, Window, charge_on, count_on
 from ccgate.store.database import Database
 from ccgate.store.tables import admissions
 from ccgate.store.usage import UsageRecord, record_on
@@ -42,11 +54,14 @@ from ccgate.store.usage import UsageRecord, record_on
 __all__ = [
     "INTERRUPTED",
     "AdmissionStore",
+    "ApartCounterStore",
     "Pending",
     "Progress",
     "Settlement",
     "SqlAdmissionStore",
 ]
+
+log = logging.getLogger("ccgate.store")
 
 #: The ledger status of a request whose process died before it ended.
 INTERRUPTED = "interrupted"
@@ -179,11 +194,24 @@ def _interrupted_record(pending: Pending) -> UsageRecord:
     )
 
 
-class SqlAdmissionStore:
-    """An :class:`AdmissionStore` on SQLAlchemy Core (SQLite or Postgres)."""
+class ApartCounterStore(CounterStore, Protocol):
+    """Counters kept apart from the database (Redis), which can take a count back."""
 
-    def __init__(self, database: Database) -> None:
+    async def refund(self, namespace: str, windows: list[Window]) -> None:
+        """Take back one request ``admit`` counted in ``windows``."""
+        ...
+
+
+class SqlAdmissionStore:
+    """An :class:`AdmissionStore` on SQLAlchemy Core (SQLite or Postgres).
+
+    ``counters``: where requests are counted and charged instead of the database's
+    ``quota_counters`` (see the module docstring); ``None``: in the same transactions.
+    """
+
+    def __init__(self, database: Database, *, counters: ApartCounterStore | None = None) -> None:
         self._db = database
+        self._counters = counters
 
     async def admit(
         self,
@@ -193,12 +221,40 @@ class SqlAdmissionStore:
         limits: list[Limit],
     ) -> Limit | None:
         """Count a request in ``windows`` and store ``pending``, unless a limit is reached."""
+        if self._counters is not None:
+            return await self._admit_apart(self._counters, namespace, pending, windows, limits)
         async with self._db.write() as conn:
             reached = await count_on(conn, self._db.dialect, namespace, windows, limits)
             if reached is not None or pending is None:
                 return reached
             seen = pending.seen_at or pending.admitted_at
             await conn.execute(insert(admissions).values(**_values(replace(pending, seen_at=seen))))
+        return None
+
+    async def _admit_apart(
+        self,
+        counters: ApartCounterStore,
+        namespace: str,
+        pending: Pending | None,
+        windows: list[Window],
+        limits: list[Limit],
+    ) -> Limit | None:
+        reached = await counters.admit(namespace, windows, limits)
+        if reached is not None or pending is None:
+            return reached
+        seen = pending.seen_at or pending.admitted_at
+        try:
+            async with self._db.write() as conn:
+                await conn.execute(
+                    insert(admissions).values(**_values(replace(pending, seen_at=seen)))
+                )
+        except BaseException:
+            # Not stored (a locked database, a cancelled request): not counted either.
+            try:
+                await counters.refund(namespace, windows)
+            except Exception:  # noqa: BLE001 - the first failure is the one to raise
+                log.error("quota_refund_failed namespace=%s", namespace, exc_info=True)
+            raise
         return None
 
     async def settle(self, settlement: Settlement) -> bool:
@@ -216,6 +272,15 @@ class SqlAdmissionStore:
     async def _close(self, conn: AsyncConnection, settlement: Settlement) -> None:
         if settlement.record is not None:
             await record_on(conn, settlement.record)
+        if self._counters is not None:
+            # Last: a charge that fails rolls the transaction back (the journal retries).
+            await self._counters.charge(
+                settlement.namespace,
+                list(settlement.windows),
+                tokens=settlement.tokens,
+                cost_usd=settlement.cost_usd,
+            )
+            return
         await charge_on(
             conn,
             self._db.dialect,

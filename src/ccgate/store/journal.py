@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ccgate.errors import DatabaseBusy
+from ccgate.errors import DatabaseBusy, SharedStateUnavailable
 
 __all__ = ["Apply", "Journal", "Replayed"]
 
@@ -137,7 +137,7 @@ class Journal:
             try:
                 await self._appliers[kind](payload)
                 return True
-            except DatabaseBusy:
+            except (DatabaseBusy, SharedStateUnavailable):
                 self._busy = True
                 log.warning("journal_kept kind=%s reason=database_busy", kind)
             except Exception:  # noqa: BLE001 - kept and retried; a lost write is worse
@@ -218,7 +218,7 @@ class Journal:
                 await apply(entry.payload)
                 applied += 1
                 continue
-            except DatabaseBusy:
+            except (DatabaseBusy, SharedStateUnavailable):
                 busy = True
                 left.append(entry)
                 continue

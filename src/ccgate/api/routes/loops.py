@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from ccgate.access.caller import Caller
 from ccgate.api.answer import PING_EVERY, SSEResponse
 from ccgate.api.auth import Client
-from ccgate.api.forward import forward, forwarded
+from ccgate.api.forward import to_loop_home
 from ccgate.api.openapi import LOOP_ERROR
 from ccgate.api.routing import GatewayRoute
 from ccgate.api.state import State
@@ -126,26 +126,11 @@ async def get_loop(loop_id: str, state: State, client: Client) -> dict[str, Any]
 async def archive_loop(loop_id: str, request: Request, state: State, client: Client) -> Response:
     """Archive a loop: its turn stops, its process ends, it takes no more messages."""
     record = await state.loops.owned(client.namespace, loop_id)
-    handed = await _elsewhere(state, request, record.id)
+    handed = await to_loop_home(state, request, record.id)
     if handed is not None:
         return handed
     await state.loops.archive(record)
     return Response(status_code=204)
-
-
-async def _elsewhere(state: Gateway, request: Request, loop_id: str) -> Response | None:
-    """Forward a request for a loop another replica runs (``None``: it runs here).
-
-    The loop's lease is taken here when no live replica holds it, or when the
-    one that did cannot be reached (it died: this replica takes the loop over).
-    """
-    peer = await state.loop_home(loop_id, forwarded=forwarded(request))
-    if peer is None:
-        return None
-    handed = await forward(state, request, peer)
-    if handed is None:
-        await state.take_loop(loop_id)
-    return handed
 
 
 def admission(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..., Any]:
@@ -206,7 +191,7 @@ async def send_message(
     if state.draining:  # before anything else: an idempotency record is no answer either
         raise Unavailable("ccgate is shutting down and takes no new turns; retry shortly")
     record = await state.loops.owned(client.namespace, loop_id)
-    handed = await _elsewhere(state, request, record.id)
+    handed = await to_loop_home(state, request, record.id)
     if handed is not None:
         return handed
     size = len(body.content.encode())
@@ -240,7 +225,7 @@ async def watch_loop(loop_id: str, request: Request, state: State, client: Clien
         raise InvalidRequest(
             "this loop is archived: nothing more happens in it to watch", code="loop_archived"
         )
-    handed = await _elsewhere(state, request, record.id)
+    handed = await to_loop_home(state, request, record.id)
     if handed is not None:
         return handed
     watch, snapshot = state.loops.runtime(record).watch()
@@ -286,7 +271,7 @@ async def answer_choice(
     """Answer a permission (``allow``, ``message``) or a question (``answers``)."""
     record = await state.loops.owned(client.namespace, loop_id)
     answer = wire.parse_choice(body)
-    handed = await _elsewhere(state, request, record.id)
+    handed = await to_loop_home(state, request, record.id)
     if handed is not None:
         return handed
     runtime = state.loops.running(record.id)
@@ -305,7 +290,7 @@ async def answer_choice(
 async def interrupt_loop(loop_id: str, request: Request, state: State, client: Client) -> Any:
     """Stop the running turn at once; queued messages then run."""
     record = await state.loops.owned(client.namespace, loop_id)
-    handed = await _elsewhere(state, request, record.id)
+    handed = await to_loop_home(state, request, record.id)
     if handed is not None:
         return handed
     runtime = state.loops.running(record.id)
