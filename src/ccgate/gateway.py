@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -89,6 +90,7 @@ from ccgate.store.records import LoopRecord
 from ccgate.store.redis_counters import RedisCounterStore
 from ccgate.store.responses import SqlResponseStore
 from ccgate.store.sessions import SqlSessionStore
+from ccgate.store.transcripts import SqlTranscriptStore
 from ccgate.store.usage import SqlUsageStore
 
 __all__ = ["QUIET_ENDS", "Gateway", "runner_config"]
@@ -349,6 +351,9 @@ class Gateway:
         journal = _journal(hurried, data / "journal.jsonl", counters)
 
         config = runner_config(settings, upstream, key, self._environ)
+        if replicas is not None:
+            # Any replica resumes any conversation (or loop): transcripts go to the database.
+            config = replace(config, transcripts=SqlTranscriptStore(database))
         dirs = WorkerDirs(data)  # one set of config dirs for turns and loops alike
         self.feed = Feed()
         self.alerts = PlanAlerts(settings.plan_warnings)

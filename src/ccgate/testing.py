@@ -109,7 +109,7 @@ class ScriptedRunner:
         """Return a fresh session id: nothing is started ahead."""
         return str(uuid.uuid4())
 
-    def has_session(self, cli_session_id: str) -> bool:
+    async def has_session(self, cli_session_id: str) -> bool:
         """Tell whether a turn ran in the session, or it was seeded, since its release."""
         return cli_session_id in self.sessions
 

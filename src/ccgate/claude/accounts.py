@@ -22,6 +22,12 @@ runs (``accounts.routing``):
 
 Every plan report of an account's CLIs goes to the meter, attributed to that
 account (each CLI runs on exactly one credential).
+
+With ``RunnerConfig.transcripts`` the accounts' runners share transcripts with
+the other replicas through one :class:`~ccgate.claude.shared.SharedTranscripts`
+(they share the local files too): a transcript rewound after a refusal is
+shared again, and a session fetched from the store ends any account's warm
+process of it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from ccgate.claude.launch import Launch
 from ccgate.claude.plan import reading_of
 from ccgate.claude.process import RunnerConfig
 from ccgate.claude.runner import ClaudeRunner
+from ccgate.claude.shared import Found, SharedTranscripts
 from ccgate.claude.transcript import (
     ACCOUNT_REFUSALS,
     rewind_transcript,
@@ -124,6 +131,7 @@ class AccountRouter:
         #: Each conversation's (Claude Code session's) account.
         self._sticky: dict[str, str] = {}
         self._neutral_cwd = WorkerDirs(config.data_dir).neutral_cwd
+        self._shared = SharedTranscripts(config.transcripts)
         self._stopping: str | None = None
         self.routed = Routed()
 
@@ -178,7 +186,7 @@ class AccountRouter:
             ]
             return (self._elsewhere() if self._elsewhere else []) + others
 
-        runner = ClaudeRunner(config, dirs=dirs, elsewhere=elsewhere)
+        runner = ClaudeRunner(config, dirs=dirs, elsewhere=elsewhere, shared=self._shared)
         runner.pool.start()
         return _Account(upstream, runner, Launch(config, dirs))
 
@@ -247,9 +255,14 @@ class AccountRouter:
                 return session
         return str(uuid.uuid4())
 
-    def has_session(self, cli_session_id: str) -> bool:
-        """Tell whether the conversation's transcript exists (every account reads it)."""
-        return self._transcript(cli_session_id).exists()
+    async def has_session(self, cli_session_id: str) -> bool:
+        """Tell whether the conversation's transcript is here, or was fetched from the shared
+        store (every account reads it)."""
+        found = await self._shared.ready(cli_session_id, self._transcript(cli_session_id))
+        if found is Found.FETCHED:
+            for held in self._accounts.values():  # a warm process holds an older state
+                held.runner.release_process(cli_session_id)
+        return found is not Found.ABSENT
 
     def seed_session(
         self,
@@ -259,8 +272,8 @@ class AccountRouter:
         *,
         results: Message | None = None,
     ) -> None:
-        """Write a new session's transcript from the client's history."""
-        write_transcript(
+        """Write a new session's transcript from the client's history (and share it)."""
+        path = write_transcript(
             self._config.data_dir,
             self._neutral_cwd,
             cli_session_id,
@@ -268,12 +281,14 @@ class AccountRouter:
             model,
             results=results,
         )
+        self._shared.upload_soon(cli_session_id, path)
 
     def release(self, cli_session_id: str) -> None:
         """Forget a conversation: its warm process (on whichever account) and transcript go."""
         for held in self._accounts.values():
             held.runner.release_process(cli_session_id)
         self._transcript(cli_session_id).unlink(missing_ok=True)
+        self._shared.forget(cli_session_id)
         self._sticky.pop(cli_session_id, None)
 
     def _transcript(self, cli_session_id: str) -> Path:
@@ -385,6 +400,7 @@ class AccountRouter:
             if session is not None and path is not None:
                 held.runner.release_process(session)
                 rewind_transcript(path, mark)
+                await self._shared.upload(session, path)
             kind = last.kind if isinstance(last, TurnError) else "?"
             log.info("account_refused account=%s kind=%s; trying another", held.upstream.name, kind)
 
@@ -451,6 +467,7 @@ class AccountRouter:
         await asyncio.gather(*(r.aclose() for r in runners), return_exceptions=True)
         if self._retired:
             await asyncio.gather(*self._retired, return_exceptions=True)
+        await self._shared.aclose()
 
 
 def _barred(turn: TurnRequest, accounts: dict[str, _Account]) -> frozenset[str]:

@@ -16,6 +16,11 @@ queue. Confinement, all by Claude Code's own means:
   variables or the upstream credential (``claude.environment``);
 - every tool call that needs permission under the permission mode goes to
   ``chooser`` (``can_use_tool``): a person or program decides.
+
+With ``RunnerConfig.transcripts`` the loop's session transcript is shared with
+the other replicas (``claude.shared``): stored after every turn and when the
+process ends, and fetched before an agent starts, so a loop taken over by
+another replica resumes its session there.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ccgate.claude.process import (
     send_signal,
     short,
 )
+from ccgate.claude.shared import Found, SharedTranscripts
 from ccgate.claude.transcript import ACCOUNT_REFUSALS, rewind_transcript, transcript_path
 from ccgate.claude.translate import Translator
 from ccgate.claude.workdirs import WorkerDirs, user_credentials
@@ -106,6 +112,7 @@ class ClaudeAgents:
         self._config = config
         self._launch = Launch(config, dirs)
         self._launches = launches
+        self._shared = SharedTranscripts(config.transcripts)
 
     async def start(self, spec: AgentSpec, chooser: Chooser) -> ClaudeAgent:
         """Start an agent; it resumes the loop's session when Claude Code kept it."""
@@ -118,9 +125,13 @@ class ClaudeAgents:
         data_dir = self._config.data_dir
         # Besides what the loop hides: ccgate's data dir and the operator's login.
         deny = {*spec.deny_read, data_dir, user_credentials().parent}
-        resume = transcript_path(data_dir, spec.workspace, spec.session_id).exists()
+        path = transcript_path(data_dir, spec.workspace, spec.session_id)
+        # A loop is never rebuilt: a local file the store cannot give (it was written
+        # before transcripts were shared, or the store failed) is resumed as it is.
+        resume = await self._shared.ready(spec.session_id, path) is not Found.ABSENT
+        resume = resume or path.exists()
         launch = self._launches(spec.model) if self._launches is not None else self._launch
-        agent = ClaudeAgent(launch, spec, chooser, resume=resume, deny=deny)
+        agent = ClaudeAgent(launch, spec, chooser, resume=resume, deny=deny, shared=self._shared)
         await agent.start()
         return agent
 
@@ -136,10 +147,13 @@ class ClaudeAgent:
         *,
         resume: bool,
         deny: set[Path],
+        shared: SharedTranscripts | None = None,
     ) -> None:
         self._launch = launch
         self._config = launch.config
+        self._shared = shared if shared is not None else SharedTranscripts(None)
         self._spec = spec
+        self._transcript = transcript_path(launch.config.data_dir, spec.workspace, spec.session_id)
         self._chooser = chooser
         self._resume = resume
         self._deny = tuple(sorted(deny))
@@ -278,6 +292,8 @@ class ClaudeAgent:
                 finally:
                     with contextlib.suppress(Exception):
                         await client.disconnect()
+                    # The process flushed its transcript as it ended.
+                    await self._shared.upload(self._spec.session_id, self._transcript)
         except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
@@ -311,9 +327,7 @@ class ClaudeAgent:
             if turn.permission_mode != self._mode:
                 await client.set_permission_mode(turn.permission_mode)  # type: ignore[arg-type]
                 self._mode = turn.permission_mode
-            transcript = transcript_path(
-                self._config.data_dir, self._spec.workspace, self._spec.session_id
-            )
+            transcript = self._transcript
             mark = transcript.stat().st_size if transcript.exists() else None
             await client.query(turn.content)
             pump = asyncio.ensure_future(self._pump(client, turn))
@@ -329,6 +343,8 @@ class ClaudeAgent:
             pump.result()
             if self._refused:
                 rewind_transcript(transcript, mark)
+            # The session as the loop's next turn resumes it, wherever that runs.
+            await self._shared.upload(self._spec.session_id, transcript)
         except Exception as exc:  # noqa: BLE001 - the process failed mid-turn
             tail = f": {self.stderr_tail[-1][:300]}" if self.stderr_tail else ""
             await turn.out.put(TurnError("cli_crashed", f"Claude Code failed: {short(exc)}{tail}"))

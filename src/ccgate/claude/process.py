@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ccgate.claude.environment import Credential
+from ccgate.store.transcripts import TranscriptStore
 
 __all__ = [
     "CLIExited",
@@ -58,6 +59,9 @@ class RunnerConfig:
     on_plan: Callable[[dict[str, Any]], None] | None = None
     #: How many answers the model may give in one turn to match a structured output schema.
     structured_output_attempts: int = 3
+    #: Where session transcripts are shared with the other replicas (``claude.shared``);
+    #: ``None``: they stay this replica's files.
+    transcripts: TranscriptStore | None = None
 
 
 def cli_settings_env(workdir: Path, config: RunnerConfig) -> dict[str, str]:

@@ -8,6 +8,11 @@ under the data dir), a neutral empty working directory, ``setting_sources=[]``,
 no built-in tools, the client's system prompt instead of Claude Code's, and an
 environment from which ccgate's own secrets are blanked.
 
+With ``RunnerConfig.transcripts`` a session's transcript is shared with the
+other replicas (``claude.shared``): stored after every turn the next may resume
+(before the client sees its end), written back here before a session that
+another replica advanced is resumed.
+
 A process serves one conversation (Claude Code session). After a turn that
 ended cleanly it stays alive for ``session_keepalive`` seconds, so the
 conversation's next turn runs on it without a start-up; new conversations take
@@ -58,6 +63,7 @@ from ccgate.claude.process import (
     short,
 )
 from ccgate.claude.prompt import user_message_content
+from ccgate.claude.shared import Found, SharedTranscripts
 from ccgate.claude.transcript import transcript_path, write_transcript
 from ccgate.claude.translate import Translator, moves_on
 from ccgate.claude.warm import CliProcess, Job, ProcessConfig, ProcessState
@@ -102,9 +108,14 @@ class ClaudeRunner:
         dirs: WorkerDirs | None = None,
         memory: SystemMemory | None = None,
         elsewhere: Callable[[], list[IdleProcess]] | None = None,
+        shared: SharedTranscripts | None = None,
     ) -> None:
+        """``shared`` is where transcripts are shared, when several runners share them
+        (``claude.accounts``); by default the runner shares through ``config.transcripts``."""
         self._config = config
         self._dirs = dirs or WorkerDirs(config.data_dir)
+        self._own_shared = shared is None
+        self._shared = shared if shared is not None else SharedTranscripts(config.transcripts)
         self._pool = ProcessPool(
             keepalive=config.session_keepalive,
             max_spares=config.pool_max_processes,
@@ -162,9 +173,13 @@ class ClaudeRunner:
                 return claimed
         return str(uuid.uuid4())
 
-    def has_session(self, cli_session_id: str) -> bool:
-        """Tell whether Claude Code kept the session's transcript (a turn may resume it)."""
-        return self._transcript(cli_session_id).exists()
+    async def has_session(self, cli_session_id: str) -> bool:
+        """Tell whether the session's transcript is here, or was fetched from the shared
+        store (a turn may resume it)."""
+        found = await self._shared.ready(cli_session_id, self._transcript(cli_session_id))
+        if found is Found.FETCHED:
+            self._pool.release(cli_session_id)  # a warm process holds an older state
+        return found is not Found.ABSENT
 
     def seed_session(
         self,
@@ -174,8 +189,8 @@ class ClaudeRunner:
         *,
         results: Message | None = None,
     ) -> None:
-        """Write a new session's transcript from the client's history."""
-        write_transcript(
+        """Write a new session's transcript from the client's history (and share it)."""
+        path = write_transcript(
             self._config.data_dir,
             self._dirs.neutral_cwd,
             cli_session_id,
@@ -183,11 +198,13 @@ class ClaudeRunner:
             model,
             results=results,
         )
+        self._shared.upload_soon(cli_session_id, path)
 
     def release(self, cli_session_id: str) -> None:
         """Forget a session's CLI state: its warm process ends, its transcript goes."""
         self._pool.release(cli_session_id)
         self._transcript(cli_session_id).unlink(missing_ok=True)
+        self._shared.forget(cli_session_id)
 
     def release_process(self, cli_session_id: str) -> None:
         """End the session's warm process, keeping its transcript (it moves elsewhere)."""
@@ -218,6 +235,8 @@ class ClaudeRunner:
         tasks = [p.task for p in self._procs if p.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=15)
+        if self._own_shared:
+            await self._shared.aclose()
 
     async def run(
         self, turn: TurnRequest, box: ToolResultBox | None = None
@@ -226,8 +245,19 @@ class ClaudeRunner:
         events: AsyncGenerator[AgentEvent, None] = self._run_raw(turn, box)
         if turn.stop_sequences:
             events = apply_stop_sequences(events, turn.stop_sequences)
+        plan = turn.session
         try:
             async for event in events:
+                if (
+                    plan is not None
+                    and isinstance(event, TurnEnd)
+                    and event.stop_reason in ("end_turn", "tool_use")
+                ):
+                    # The session as the next turn resumes it, shared before the client
+                    # sees this turn end (so before the conversation records it).
+                    await self._shared.upload(
+                        plan.cli_session_id, self._transcript(plan.cli_session_id)
+                    )
                 yield event
         finally:
             await events.aclose()

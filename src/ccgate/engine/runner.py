@@ -26,15 +26,19 @@ Contract of a :class:`Runner`:
 What a runner keeps of a conversation (a Claude Code session) between its
 turns is :class:`SessionStates`, part of the contract:
 
-- ``has_session(session_id)``: the runner holds the session's state, so a turn
-  with ``SessionPlan(resume=True)`` continues it with only the new message;
+- ``has_session(session_id)`` (async): the runner holds the session's state,
+  so a turn with ``SessionPlan(resume=True)`` continues it with only the new
+  message. A runner whose sessions are shared by several replicas answers for
+  the shared state (and makes it its own before answering True); one that
+  cannot tell answers False, and the session is rebuilt from the client's
+  history;
 - ``seed_session(session_id, history, model, results=...)``: make a new
   session's state from the client's history (a conversation that starts with
   history, or one rebuilt after an edit); ``results`` ends it with the
   deferred last call of the client's tools (see ``SessionPlan.deferred_call``);
 - ``release(session_id)``: the session's state is discarded (a failed or cut
   turn, a rebuilt, deleted or expired session): no later turn may run on a
-  process that holds it, and ``has_session`` is False from then on.
+  process that holds it, and this runner's ``has_session`` is False from then on.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class SessionStates(Protocol):
         """Return the session id of a new conversation starting with ``turn``."""
         ...
 
-    def has_session(self, cli_session_id: str) -> bool:
+    async def has_session(self, cli_session_id: str) -> bool:
         """Tell whether the runner holds the session's state (a turn may resume it)."""
         ...
 

@@ -188,7 +188,7 @@ class ConversationSessions:
             return False
         if await self._store.head(record.id) != history_fp:
             return False
-        return self._states.has_session(record.cli_session_id)
+        return await self._states.has_session(record.cli_session_id)
 
     async def _bind(
         self,

@@ -16,6 +16,10 @@ and Postgres):
   messages that prefix holds.
 - ``expire(before)`` deletes sessions idle since before ``before`` and returns
   them, so their transcripts can be removed too.
+- A session's shared transcript (``store.transcripts``, keyed by its
+  ``cli_session_id``) goes with it: ``expire``, ``delete`` and ``delete_all``
+  delete it, and ``repoint`` the one of the Claude Code session it leaves, in
+  the same transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from ccgate.store.database import Database
 from ccgate.store.records import SessionRecord
-from ccgate.store.tables import session_fingerprints, sessions
+from ccgate.store.tables import session_fingerprints, sessions, transcripts
 
 __all__ = ["SessionExists", "SessionRecord", "SessionStore", "SqlSessionStore"]
 
@@ -245,11 +249,18 @@ class SqlSessionStore:
     async def repoint(self, session_id: str, cli_session_id: str, model: str) -> None:
         """Point a session at a new Claude Code session (its history was rebuilt)."""
         async with self._db.write() as conn:
+            left = (
+                await conn.execute(
+                    select(sessions.c.cli_session_id).where(sessions.c.id == session_id)
+                )
+            ).scalar_one_or_none()
             await conn.execute(
                 update(sessions)
                 .where(sessions.c.id == session_id)
                 .values(cli_session_id=cli_session_id, model=model)
             )
+            if left is not None and left != cli_session_id:
+                await conn.execute(delete(transcripts).where(transcripts.c.session_id == left))
 
     async def head(self, session_id: str) -> str | None:
         """Return the fingerprint of the session's longest recorded conversation."""
@@ -275,6 +286,8 @@ class SqlSessionStore:
                     delete(session_fingerprints).where(session_fingerprints.c.session_id.in_(ids))
                 )
                 await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
+                cli_ids = [r.cli_session_id for r in rows]
+                await conn.execute(delete(transcripts).where(transcripts.c.session_id.in_(cli_ids)))
         return rows
 
     async def delete(self, namespace: str, key: str) -> SessionRecord | None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -36,6 +37,7 @@ __all__ = [
     "responses",
     "session_fingerprints",
     "sessions",
+    "transcripts",
     "usage_records",
 ]
 
@@ -250,3 +252,17 @@ responses = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_responses_namespace_created_at", responses.c.namespace, responses.c.created_at)
+
+#: Claude Code's session transcripts, shared by every replica (``store.transcripts``).
+transcripts = Table(
+    "transcripts",
+    metadata,
+    # The Claude Code session id (a conversation's ``cli_session_id``, a loop's session).
+    Column("session_id", String(64), primary_key=True),
+    # The transcript's JSONL, zlib-compressed.
+    Column("content", LargeBinary, nullable=False),
+    # Its uncompressed size in bytes and SHA-256 (hex): which version this is.
+    Column("size", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
