@@ -50,7 +50,7 @@ from ccgate.accounts.share import FairShare
 from ccgate.claude import RunnerConfig
 from ccgate.claude.accounts import AccountRouter
 from ccgate.claude.agent import ClaudeAgents
-from ccgate.claude.launcher import clear_credential_files
+from ccgate.claude.launcher import clear_credential_files, reap_orphans
 from ccgate.claude.workdirs import WorkerDirs
 from ccgate.cluster.blobs import SharedBlobs
 from ccgate.cluster.bus import Bus
@@ -336,6 +336,9 @@ class Gateway:
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
         data.chmod(0o700)  # ccgate's own: nobody else reads keys or transcripts
         clear_credential_files(data)
+        orphans = reap_orphans(data)
+        if orphans:
+            log.warning("orphans_reaped count=%d pids=%s", len(orphans), orphans)
 
         database = Database(
             settings.effective_database_url, busy_timeout=settings.database_busy_timeout

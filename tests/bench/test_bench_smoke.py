@@ -6,11 +6,14 @@ those that scan ``/proc`` for processes they left must report none.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from redis import RedisError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: What a script prints when its final ``/proc`` scan found nothing left behind.
@@ -111,3 +114,28 @@ def test_console() -> None:
     assert len(lines_with(out, "kept up")) + len(lines_with(out, "dropped")) == 4
     assert lines_with(out, "feed lag") and lines_with(out, "server memory")
     assert lines_with(out, "leftover check") == lines_with(out, NOTHING_LEFT)
+
+
+@pytest.mark.server
+@pytest.mark.postgres
+def test_replicas() -> None:
+    from bench.replicas import DEFAULT_POSTGRES, DEFAULT_REDIS, haproxy_binary, redis_version
+
+    if haproxy_binary() is None:
+        pytest.skip("haproxy is not installed (scripts/install-lb installs it)")
+    parts = urlsplit(DEFAULT_POSTGRES)
+    try:
+        socket.create_connection((parts.hostname or "", parts.port or 5432), 2).close()
+        redis_version(DEFAULT_REDIS)
+    except (OSError, RedisError) as exc:
+        pytest.skip(f"Postgres or Redis not reachable: {exc}")
+    out = run_quick("replicas")
+    # the figures table: concurrency, config, ok, fail, p50, p99, req/s, vs N=1, ...
+    rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("4 ")}
+    assert rows == {("4", "direct"), ("4", "N=1"), ("4", "N=2")}, rows
+    assert lines_with(out, "vs N=1") and lines_with(out, "srv CPU")
+    assert len(lines_with(out, "2xx answers by replica")) == 2  # haproxy's N=1 and N=2
+    assert lines_with(out, "postgres ledger") and lines_with(out, "direct SQLite ledger")
+    assert lines_with(out, "dropped")
+    leftovers = lines_with(out, "leftover check")  # the replicas', then haproxy's
+    assert len(leftovers) == 2 and all(NOTHING_LEFT in line for line in leftovers), leftovers

@@ -3,6 +3,7 @@ on a descriptor; an agent's environment."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,8 +20,10 @@ from ccgate.claude.launcher import (
     CREDENTIAL_FD,
     clear_credential_files,
     credential_file,
+    reap_orphans,
     tethered,
 )
+from tests.gateway_testing import wait_until
 
 needs_setpriv = pytest.mark.skipif(
     shutil.which("setpriv") is None or not sys.platform.startswith("linux"),
@@ -167,3 +170,39 @@ def test_which_credential_an_agent_uses() -> None:
     )
     assert agent_credential(None, {}) is None  # the CLI's own login
     assert cli_environment({}, None) == {}
+
+
+@pytest.mark.server
+def test_what_a_killed_cli_left_running_is_reaped_at_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(data_dir / "workers" / "w1")}
+    # A process the CLI started, orphaned when the CLI was killed: its parent is init now.
+    out = subprocess.run(
+        ["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = int(out.stdout.strip())
+    stranger = subprocess.Popen(["sleep", "60"], env=env)  # not an orphan: ours, alive
+    try:
+        parent = Path(f"/proc/{orphan}/stat").read_text().rpartition(")")[2].split()[1]
+        if parent != "1":
+            pytest.skip(f"orphans are adopted by pid {parent} here (a subreaper), not init")
+        assert reap_orphans(data_dir) == [orphan]
+        assert wait_until(lambda: not Path(f"/proc/{orphan}").exists() or _zombie(orphan))
+        assert stranger.poll() is None
+        assert reap_orphans(tmp_path / "other") == []
+    finally:
+        stranger.kill()
+        stranger.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True

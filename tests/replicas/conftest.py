@@ -516,15 +516,26 @@ def _haproxy_config(balancer: Balancer, replicas: list[Replica]) -> str:
     return HAPROXY_TEMPLATE.format(port=balancer.port, socket=balancer.socket, servers=servers)
 
 
+def _described(pid: int) -> str:
+    """Return a process's parent and command line, for a failure message."""
+    try:
+        parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:300]
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} (parent {parent}): {command.decode(errors='replace')}"
+
+
 def _no_cli_left(replicas: list[Replica]) -> None:
-    left: dict[int, list[int]] = {}
+    left: dict[int, list[str]] = {}
     for replica in replicas:
         pids = wait_for_no_processes(replica.data_dir)
+        described = [_described(pid) for pid in pids]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if pids:
-            left[replica.index] = pids
+            left[replica.index] = described
     assert not left, f"CLI processes outlived their replicas (replica: pids): {left}"
 
 

@@ -314,3 +314,37 @@ def test_a_key_revoked_on_one_replica_is_refused_by_all_within_a_second(
     print(f"refused after (s): {refused_after}")
     assert len(refused_after) == len(cluster.replicas), refused_after
     assert max(refused_after.values()) <= 1.0, refused_after
+
+
+def test_a_loop_whose_replica_died_is_taken_over_with_its_session(
+    cluster: Cluster, model: ScriptedModel
+) -> None:
+    key = cluster.create_key("takeover")
+    with _loop_client(cluster, 1, key) as owner, _loop_client(cluster, 2, key) as heir:
+        made = owner.post("/v1/loops", json={"title": "heirloom"})
+        assert made.status_code == 201, made.text
+        loop_id = made.json()["id"]
+        headers = {"idempotency-key": "first-message"}
+        first = owner.post(
+            f"/v1/loops/{loop_id}/messages", json={"content": "remember-me"}, headers=headers
+        )
+        assert first.status_code == 200 and "event: done" in first.text
+        # The same message with the same key, sent to another replica, replays the turn.
+        again = heir.post(
+            f"/v1/loops/{loop_id}/messages", json={"content": "remember-me"}, headers=headers
+        )
+        assert again.status_code == 200
+        assert again.headers["x-turn-id"] == first.headers["x-turn-id"]
+        assert again.text.count("event: done") == 1
+        cluster.kill(1)  # the loop's replica dies (kill -9)
+        after = heir.post(f"/v1/loops/{loop_id}/messages", json={"content": "still-there?"})
+        assert after.status_code == 200, after.text
+        assert "event: done" in after.text and "You said: still-there?" in after.text
+    # Replica 2 resumed the loop's session: the model saw the turn run on replica 1.
+    seen = _user_texts(model.conversation_requests()[-1].body)
+    mine = [w for t in seen for w in ("remember-me", "still-there?") if w in t]
+    assert mine == ["remember-me", "still-there?"], seen
+    assert "lease_taken_over" in cluster.replicas[2].log.read_text()
+    assert _ledger(cluster, "takeover", 2) == ["ok", "ok"]
+    cluster.start(1)
+    assert wait_until(cluster.replicas[1].alive, within=5)

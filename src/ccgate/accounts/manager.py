@@ -201,21 +201,31 @@ class Accounts:
     # -- changing ---------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read the accounts (making the settings' account on the first start) and their plans."""
+        """Read the accounts (making the settings' account on the first start) and their plans.
+
+        Replicas starting at once on a new database may all try to make the
+        settings' account: one does, the others find it made and read it.
+        """
         records = await self._store.list_accounts()
         if not any(r.source == "settings" for r in records):
             name = DEFAULT_NAME
             taken = {r.name for r in records}
             while name in taken:
                 name += "_"
-            made = await self._store.create(
-                name,
-                self._settings.kind,
-                secret_hint=hint(self._settings.secret) if self._settings.secret else None,
-                source="settings",
-            )
-            records.append(made)
-            log.info("account_created name=%s kind=%s source=settings", name, made.kind)
+            try:
+                made = await self._store.create(
+                    name,
+                    self._settings.kind,
+                    secret_hint=hint(self._settings.secret) if self._settings.secret else None,
+                    source="settings",
+                )
+            except AccountExists:
+                records = await self._store.list_accounts()
+            else:
+                records.append(made)
+                log.info("account_created name=%s kind=%s source=settings", name, made.kind)
+        if not any(r.source == "settings" for r in records):
+            raise AccountExists(DEFAULT_NAME)  # made by hand in the meantime: say so at start
         else:
             ours = next(r for r in records if r.source == "settings")
             shown = hint(self._settings.secret) if self._settings.secret else None

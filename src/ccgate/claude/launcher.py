@@ -24,16 +24,24 @@ CLI (same pid, same arguments, same environment otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CREDENTIAL_FD", "clear_credential_files", "credential_file", "tethered"]
+__all__ = [
+    "CREDENTIAL_FD",
+    "clear_credential_files",
+    "credential_file",
+    "reap_orphans",
+    "tethered",
+]
 
 #: The descriptor on which the launcher hands the CLI its credential.
 CREDENTIAL_FD = 3
@@ -96,3 +104,35 @@ def clear_credential_files(data_dir: Path) -> None:
     folder = data_dir.expanduser() / "run"
     for path in folder.glob("credential-*") if folder.is_dir() else ():
         path.unlink(missing_ok=True)
+
+
+def reap_orphans(data_dir: Path) -> list[int]:
+    """Kill what a killed ccgate's Claude Code processes left running; return their pids.
+
+    The kernel kills a CLI when its ccgate dies (``--pdeathsig``), but not what
+    that CLI started: a loop's sandbox keeps a ``socat`` proxy, say, which the
+    CLI would have stopped had it exited by itself. Such a process was made with
+    this data dir's config dir in its environment and, its CLI gone, is now a
+    child of init (parent 1): those, and only those, are killed (Linux only).
+    """
+    proc = Path("/proc")
+    if not sys.platform.startswith("linux") or not proc.is_dir():
+        return []
+    marker = f"CLAUDE_CONFIG_DIR={data_dir.expanduser()}".encode()
+    reaped = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) < 2 or fields[0] == "Z" or fields[1] != "1":
+            continue
+        if any(var.startswith(marker) for var in environ.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                reaped.append(int(entry.name))
+    return reaped
