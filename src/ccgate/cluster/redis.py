@@ -32,6 +32,8 @@ Outage = Literal["closed", "open"]
 OUTAGES: tuple[Outage, ...] = ("closed", "open")
 #: Seconds a Redis call may take before it counts as an outage.
 TIMEOUT = 1.0
+#: The Retry-After of a request refused because Redis does not answer.
+RETRY_AFTER = 2.0
 #: How often an outage tolerated with ``redis_outage=open`` is logged at most.
 _WARN_EVERY = 60.0
 
@@ -65,7 +67,8 @@ class Shared:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise SharedStateUnavailable(
                 "the Redis the replicas share does not answer "
-                f"({type(exc).__name__}); requests that need it wait until it is back"
+                f"({type(exc).__name__}); requests that need it wait until it is back",
+                retry_after=RETRY_AFTER,
             ) from None
 
     def tolerate(self, what: str) -> bool:
