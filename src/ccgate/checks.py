@@ -13,9 +13,10 @@ from ccgate.claude.agent import sandbox_missing
 from ccgate.claude.binary import cli_version, find_cli
 from ccgate.claude.environment import cli_environment
 from ccgate.claude.workdirs import user_credentials
+from ccgate.cluster.redis import Shared
 from ccgate.config import Settings
 
-__all__ = ["Check", "claude_cli", "credentials", "data_dir", "database", "sandbox"]
+__all__ = ["Check", "claude_cli", "credentials", "data_dir", "database", "redis", "sandbox"]
 
 
 @dataclass
@@ -106,3 +107,24 @@ async def claude_cli(settings: Settings) -> Check:
     except (OSError, TimeoutError) as exc:
         return Check("claude cli", False, f"{path} does not run: {exc}")
     return Check("claude cli", True, f"{version} at {path}")
+
+
+async def redis(settings: Settings) -> Check | None:
+    """Check that the Redis of several replicas answers (``None``: one replica, no Redis)."""
+    if not settings.redis_url:
+        return None
+    try:
+        shared = Shared(settings.redis_url, prefix=settings.redis_prefix)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is this check's failure
+        return Check("redis", False, f"redis_url is not usable: {exc}")
+    try:
+        if not await shared.ping():
+            return Check(
+                "redis",
+                False,
+                "the Redis of redis_url does not answer within 1 s: start it, or check the "
+                "URL (host, port, password, database number)",
+            )
+        return Check("redis", True, f"answers; keys under {settings.redis_prefix!r}")
+    finally:
+        await shared.aclose()

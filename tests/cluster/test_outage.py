@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccgate.config import load_settings
+from ccgate import checks
+from ccgate.config import Settings, load_settings
 from ccgate.testing import ScriptedRunner
+from tests.cluster.conftest import REDIS_URL
 from tests.gateway_testing import Gateway, start_gateway
 
 pytestmark = pytest.mark.server
@@ -73,3 +75,17 @@ def test_requests_are_refused_or_served_uncounted_and_health_says_why(gateway: G
         assert client.delete(f"/admin/keys/{key_id}", headers=admin).status_code == 200
         refused = client.get("/v1/models", headers=key)
         assert refused.status_code == 401
+
+
+async def test_the_doctor_checks_the_redis_of_the_replicas(tmp_path: Path) -> None:
+    def settings(**more: str) -> Settings:
+        return load_settings({"data_dir": str(tmp_path), **more}, {})
+
+    assert await checks.redis(settings()) is None  # one replica: nothing to check
+    missing = await checks.redis(settings(redis_url=NOWHERE))
+    assert missing is not None and not missing.ok and "does not answer" in missing.detail
+    found = await checks.redis(settings(redis_url=REDIS_URL, redis_prefix="doctor:"))
+    assert found is not None
+    if not found.ok:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    assert "doctor:" in found.detail

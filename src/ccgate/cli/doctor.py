@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from ccgate.checks import Check, claude_cli, credentials, data_dir, database, sandbox
+from ccgate.checks import Check, claude_cli, credentials, data_dir, database, redis, sandbox
 from ccgate.config import Settings
 from ccgate.gateway import Gateway
 
@@ -53,6 +53,9 @@ async def run_doctor(settings: Settings, *, probe: bool = True) -> int:
         credentials(settings),
         sandbox(),
     ]
+    shared = await redis(settings)
+    if shared is not None:
+        checks.append(shared)
     for check in checks:
         _print(check)
     cli = await claude_cli(settings)

@@ -65,6 +65,9 @@ async def settings_page(request: Request) -> Response:
             checks.sandbox(),
             await checks.claude_cli(settings),
         ]
+        shared = await checks.redis(settings)
+        if shared is not None:
+            found.append(shared)
         probe = gateway.probe.as_dict()
         hooks = gateway.webhooks
         deliveries = [
