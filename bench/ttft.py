@@ -1,9 +1,9 @@
-"""Time to first token and total time of a short streamed reply: ccgate's warm paths vs a cold CLI.
+"""Time to first token and total time of a short streamed reply: ccgate vs a cold CLI and a relay.
 
 Every variant talks to the same scripted model (``ccgate.demo``) on this machine, so
-the figures isolate what starting Claude Code costs and what ccgate's warm processes
-save. Four variants, measured in one run, interleaved round-robin so machine noise hits
-all of them alike:
+the figures isolate what starting Claude Code costs, what ccgate's warm processes
+save, and what ccgate adds over merely forwarding bytes. Five variants, measured in one
+run, interleaved round-robin so machine noise hits all of them alike:
 
 (a) ``direct claude -p (cold)`` -- the CLI bundled with claude-agent-sdk, spawned per
     request with ``--output-format stream-json --include-partial-messages`` (what every
@@ -18,17 +18,39 @@ all of them alike:
     first turn kept warm (``session_keepalive``).
 (d) ``ccgate new conversation, pool off`` -- as (b) against a second server started with
     ``--pool-max-processes 0``: every new conversation starts its CLI.
+(r) ``pure relay (no CLI)`` -- the floor any HTTP gateway in front of this model pays: a
+    minimal pass-through relay (:class:`Relay`, in this file) run as its own process,
+    ``python -m bench.ttft --serve-relay <model url>``, on the same server stack as
+    ccgate (uvicorn with its default asyncio loop and h11). It forwards the client's
+    request (method, path, query, headers minus hop-by-hop ones and ``Host`` /
+    ``Content-Length``, the body byte for byte) with an ``httpx.AsyncClient`` to the same
+    scripted model the CLIs of this run call, and streams the upstream's status, headers
+    and raw body back chunk by chunk as they arrive; it parses nothing. The client sends
+    it the Anthropic Messages request (b) sends ccgate -- same user text, model name,
+    system prompt, ``max_tokens`` and ``stream: true`` -- through the same function
+    (:func:`run_messages`), so TTFT and total are measured on the same client code path.
+    (The CLI behind ccgate sends the model its own, larger request for the same user text;
+    the scripted model answers both alike: the same text in the same chunks.)
 
-TTFT = the first ``content_block_delta`` carrying a ``text_delta``; total =
+TTFT (b, c, d, r) = the first ``content_block_delta`` carrying a ``text_delta``; total =
 ``message_stop``. Warm-up runs of each variant come first and are not counted (they
 also make (b)'s configuration hot). At the end the servers' ``/health`` pool figures
-(hits, misses, evictions) are printed. The script reports; it never asserts on timings
-and exits 0 once the benchmark ran.
+(hits, misses, evictions) are printed, then the table and the ratios of the medians of
+(b), (c), (d) against (a) and against (r). The script reports; it never asserts on
+timings and exits 0 once the benchmark ran.
+
+``--upstream-delay S`` makes the scripted model wait S seconds before its first token in
+every variant alike: the prompt gets a ``[[demo: stall=S]]`` directive, and the scripted
+model sleeps S seconds after a stream's ``ping`` event, before the first content block.
+With 0 (the default) the model answers at once and the ratios against (r) show the
+gateway's overhead magnified; with a real model's time to first token (e.g. 0.5) they
+show what a user would notice.
 
 Usage (from the project root, with the project's venv)::
 
     python -m bench.ttft                # 15 counted runs per variant
     python -m bench.ttft --runs 30
+    python -m bench.ttft --upstream-delay 0.5
     python -m bench.ttft --quick        # 3 runs, 1 warm-up: a smoke test, not a measurement
 """
 
@@ -37,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -45,15 +68,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from bench.procs import bundled_cli, check_leftovers, cli_version
 from bench.report import clip, fmt_summary, print_environment, ratio, summary_ms
 from bench.report import print_table as report_table
-from bench.serve import Gateway, base_env
+from bench.serve import REPO_ROOT, Gateway, ServerProcess, base_env, free_port
 from ccgate.demo import DemoServer, ScriptedModel
+
+if TYPE_CHECKING:
+    from starlette.types import Message, Receive, Scope, Send
 
 DEFAULT_PROMPT = "benchmark ping [[demo: chunks=4]]"
 DEFAULT_MODEL = "sonnet"
@@ -69,7 +95,25 @@ DIRECT = "(a) direct claude -p (cold)"
 POOL = "(b) ccgate new conversation, pool on"
 SECOND = "(c) ccgate 2nd turn of a conversation"
 NO_POOL = "(d) ccgate new conversation, pool off"
-VARIANTS = (DIRECT, POOL, SECOND, NO_POOL)
+RELAY = "(r) pure relay (no CLI)"
+VARIANTS = (DIRECT, POOL, SECOND, NO_POOL, RELAY)
+
+#: Hop-by-hop headers (RFC 9110 7.6.1): a relay does not forward them, either way.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+#: Request headers the relay's HTTP client sets itself for the upstream.
+CLIENT_SET = frozenset({b"host", b"content-length"})
 
 
 @dataclass(frozen=True)
@@ -280,11 +324,121 @@ class DirectCLI:
         return Sample(ttft, total, "".join(text))
 
 
+# --------------------------------------------------------------------------- relay side
+
+
+class Relay:
+    """Variant (r): a minimal ASGI pass-through relay to ``upstream``; it parses nothing.
+
+    Every request but ``GET /health`` (its readiness check, answered here) is forwarded:
+    method, path and query, headers minus hop-by-hop ones (and ``Host`` and
+    ``Content-Length``, which the HTTP client sets), the body as received. The upstream's
+    status and headers (minus hop-by-hop ones) come back, then its raw body, each chunk
+    sent on as soon as it arrives. An unreachable upstream is a bare 502.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET" and scope["path"] == "/health":
+            await _respond(send, 200, b'{"status":"ok"}', b"application/json")
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = self.client.build_request(
+            scope["method"],
+            self.upstream + scope["path"] + (f"?{query}" if query else ""),
+            headers=[
+                (k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP | CLIENT_SET
+            ],
+            content=bytes(body),
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await _respond(send, 502, f"relay: {exc!r}".encode(), b"text/plain")
+            return
+        try:
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    """Send a whole small response."""
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type)],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_relay(upstream: str, port: int) -> int:
+    """Run :class:`Relay` on 127.0.0.1:``port`` until SIGTERM (the ``--serve-relay`` mode).
+
+    uvicorn as ccgate runs it (default loop and HTTP implementation, no proxy headers),
+    without its own ``date`` and ``server`` headers: the upstream's are passed on.
+    """
+    import uvicorn
+
+    uvicorn.run(
+        Relay(upstream),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
+    return 0
+
+
+class RelayProcess(ServerProcess):
+    """The relay of variant (r) as a subprocess (its own interpreter, as ccgate has)."""
+
+    def __init__(self, upstream_url: str, data_dir: Path, env: dict[str, str]) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.ttft", "--serve-relay", upstream_url]
+        argv += ["--relay-port", str(port)]
+        log_path = data_dir.parent / "relay.log"
+        super().__init__(argv, port, data_dir, env, cwd=REPO_ROOT, log_path=log_path)
+
+
 # --------------------------------------------------------------------------- report
 
 
 def print_table(results: Results) -> None:
-    """Print per-variant statistics and the ratios against the cold CLI."""
+    """Print per-variant statistics and the ratios against the cold CLI and the relay."""
     head = ["variant", "n", "fail", "TTFT med", "p90", "min", "total med", "p90", "min"]
     rows: list[list[str]] = []
     medians: dict[str, tuple[float | None, float | None]] = {}
@@ -313,6 +467,20 @@ def print_table(results: Results) -> None:
             f"ratio {name} {variant[4:] + ':':<36} median TTFT {ratio(med_ttft, direct_ttft)}   "
             f"median total {ratio(med_total, direct_total)}"
         )
+    print()
+    relay_ttft, relay_total = medians[RELAY]
+    for variant, name in ((POOL, "b/r"), (SECOND, "c/r"), (NO_POOL, "d/r")):
+        med_ttft, med_total = medians[variant]
+        print(
+            f"ratio {name} {variant[4:] + ':':<36} median TTFT {ratio(med_ttft, relay_ttft)} "
+            f"({added(med_ttft, relay_ttft)})   "
+            f"median total {ratio(med_total, relay_total)} ({added(med_total, relay_total)})"
+        )
+
+
+def added(a: float | None, b: float | None) -> str:
+    """Format a - b (milliseconds) as ``+12 ms``, or ``-`` when either is missing."""
+    return f"{a - b:+.0f} ms" if a is not None and b is not None else "-"
 
 
 def print_failures(results: Results) -> None:
@@ -328,7 +496,8 @@ def print_plan(health: dict[str, Any], args: argparse.Namespace) -> None:
     print_environment(
         [
             ("claude CLI", cli_version()),
-            ("prompt", f"{args.prompt!r}, model {args.model!r}"),
+            ("prompt", f"{args.sent_prompt!r}, model {args.model!r}"),
+            ("upstream delay", f"{args.upstream_delay:g} s before the first token (stall)"),
             ("runs", f"{args.runs} per variant, after {args.warmup} warm-up(s) of each"),
         ],
         ccgate_version=health.get("version"),
@@ -343,7 +512,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ttft",
         description="TTFT and total time of a short streamed reply: ccgate's warm paths vs a "
-        "cold claude -p.",
+        "cold claude -p and a pure relay.",
     )
     parser.add_argument(
         "--runs",
@@ -359,7 +528,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs of each variant")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name sent on both sides")
+    parser.add_argument(
+        "--upstream-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="the scripted model waits S seconds before its first token, in every variant "
+        "(a [[demo: stall=S]] directive in the prompt; default 0)",
+    )
+    parser.add_argument(
+        "--serve-relay",
+        metavar="UPSTREAM_URL",
+        help="internal: only run the relay of variant (r), forwarding to UPSTREAM_URL",
+    )
+    parser.add_argument(
+        "--relay-port", type=int, default=0, help="internal: the port of --serve-relay"
+    )
     args = parser.parse_args(argv)
+    if not math.isfinite(args.upstream_delay) or args.upstream_delay < 0:
+        parser.error("--upstream-delay must be a non-negative number of seconds")
+    args.sent_prompt = args.prompt
+    if args.upstream_delay > 0:
+        args.sent_prompt += f" [[demo: stall={args.upstream_delay:g}]]"
     if args.runs is None:
         args.runs = QUICK_RUNS if args.quick else MIN_RUNS
     if args.runs < 1 or (args.runs < MIN_RUNS and not args.quick):
@@ -393,15 +583,15 @@ def pool_report(client: httpx.Client, name: str, gateway: Gateway) -> None:
 
 
 def benchmark(args: argparse.Namespace, root: Path) -> Results:
-    """Start the model and both gateways, run warm-ups and counted runs; return the samples."""
+    """Start the model, the gateways and the relay; run warm-ups and counted runs; return them."""
     env = base_env()
     demo = DemoServer(ScriptedModel()).start_in_thread()
-    gateways: list[Gateway] = []
+    servers: list[tuple[str, ServerProcess]] = []
     try:
         print(f"scripted model:   {demo.url}")
         direct = DirectCLI(the_cli(), demo.url, root, env)
         pooled = Gateway(demo.url, root / "pool-on", env, log_path=root / "pool-on.log")
-        gateways.append(pooled)
+        servers.append(("ccgate server", pooled))
         unpooled = Gateway(
             demo.url,
             root / "pool-off",
@@ -409,27 +599,32 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
             extra_env={"CCGATE_POOL_MAX_PROCESSES": "0"},
             log_path=root / "pool-off.log",
         )
-        gateways.append(unpooled)
+        servers.append(("ccgate server", unpooled))
+        relay = RelayProcess(demo.url, root / "relay", env)
+        servers.append(("relay", relay))
         with httpx.Client(timeout=httpx.Timeout(RUN_TIMEOUT), trust_env=False) as client:
             health = pooled.wait_healthy(client)
             unpooled.wait_healthy(client)
+            relay.wait_healthy(client)
             print(f"ccgate servers:   {pooled.url} (pool on), {unpooled.url} (pool off)")
+            print(f"pure relay:       {relay.url} -> {demo.url}")
             print()
             print_plan(health, args)
             counter = iter(range(1_000_000))
 
             def new_conversation(url: str) -> Sample:
-                text = f"{args.prompt} request {next(counter)}"
+                text = f"{args.sent_prompt} request {next(counter)}"
                 return run_messages(
                     client, url, [{"role": "user", "content": text}], args.model, SYSTEM
                 )
 
-            conversations = Conversations(client, pooled.url, args.prompt, args.model)
+            conversations = Conversations(client, pooled.url, args.sent_prompt, args.model)
             runners: dict[str, Callable[[], Sample]] = {
-                DIRECT: lambda: direct.run(args.prompt, args.model),
+                DIRECT: lambda: direct.run(args.sent_prompt, args.model),
                 POOL: lambda: new_conversation(pooled.url),
                 SECOND: conversations.run,
                 NO_POOL: lambda: new_conversation(unpooled.url),
+                RELAY: lambda: new_conversation(relay.url),
             }
             for _ in range(args.warmup):
                 for variant in VARIANTS:
@@ -454,14 +649,16 @@ def benchmark(args: argparse.Namespace, root: Path) -> Results:
             print()
             return results
     finally:
-        for gateway in gateways:
-            print(f"ccgate server stop: {gateway.stop()}")
+        for name, server in servers:
+            print(f"{name} stop: {server.stop()}")
         demo.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the report; return the exit code."""
     args = parse_args(argv)
+    if args.serve_relay:
+        return serve_relay(args.serve_relay, args.relay_port)
     root = Path(tempfile.mkdtemp(prefix="ccgate-bench-")).resolve()
     results: Results | None = None
     try:

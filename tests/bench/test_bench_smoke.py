@@ -56,7 +56,9 @@ def test_overhead() -> None:
 def test_ttft() -> None:
     out = run_quick("ttft")
     assert lines_with(out, "TTFT med")
-    assert len(lines_with(out, "median TTFT")) == 3  # the ratios b/a, c/a, d/a
+    assert lines_with(out, "(r) pure relay")  # the relay's row in the table
+    assert len(lines_with(out, "median TTFT")) == 6  # the ratios b/a, c/a, d/a, b/r, c/r, d/r
+    assert lines_with(out, "relay stop")
     assert lines_with(out, NOTHING_LEFT)
 
 
