@@ -87,7 +87,7 @@ from ccgate.store.keys import SqlKeyStore
 from ccgate.store.loops import SqlLoopStore
 from ccgate.store.owners import process_owner
 from ccgate.store.records import LoopRecord
-from ccgate.store.redis_counters import RedisCounterStore
+from ccgate.store.redis_counters import RedisCounterStore, RedisRunning
 from ccgate.store.responses import SqlResponseStore
 from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.transcripts import SqlTranscriptStore
@@ -449,8 +449,12 @@ class Gateway:
         if stale:
             log.warning("background_responses_failed count=%d", stale)
         self.share = FairShare(meter, self.ledger.account_spend, enforce_at=settings.plan_share_at)
+        quotas = Quotas(
+            SqlAdmissionStore(database, counters=counters),
+            running=RedisRunning(self.shared) if self.shared is not None else None,
+        )
         self.accounting = Accounting(
-            Quotas(SqlAdmissionStore(database, counters=counters)),
+            quotas,
             self.metrics,
             journal,
             SqlAdmissionStore(hurried, counters=counters),
@@ -483,6 +487,8 @@ class Gateway:
             log.warning("bookkeeping_deferred", exc_info=True)
         self._spawn(self._sweep(SqlCounterStore(database)), "ccgate-sweep")
         self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
+        if self.shared is not None:
+            self._spawn(_keep_places(quotas), "ccgate-running-places")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
         if settings.plan_probe_interval > 0 and self.router is not None:
@@ -874,6 +880,16 @@ async def _keep_books(journal: Journal, accounting: Accounting, accounts: Accoun
             await accounts.refresh()
         except Exception:  # noqa: BLE001 - tried again next interval
             log.info("bookkeeping_deferred", exc_info=True)
+
+
+async def _keep_places(quotas: Quotas) -> None:
+    """Renew this replica's places among each key's running requests (``max_concurrent``)."""
+    while True:
+        await asyncio.sleep(BOOKKEEPING_EVERY)
+        try:
+            await quotas.renew()
+        except Exception:  # noqa: BLE001 - tried again next interval
+            log.warning("running_places_not_renewed", exc_info=True)
 
 
 def settings_credential(

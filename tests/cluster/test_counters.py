@@ -25,7 +25,7 @@ from ccgate.store.admissions import Pending, Settlement, SqlAdmissionStore
 from ccgate.store.counters import Limit, SqlCounterStore, Totals, Window
 from ccgate.store.database import Database
 from ccgate.store.keys import KeyRecord, Quota
-from ccgate.store.redis_counters import GRACE, RedisCounterStore
+from ccgate.store.redis_counters import GRACE, RedisCounterStore, RedisRunning
 from ccgate.store.usage import SqlUsageStore, UsageRecord
 from tests.cluster.conftest import Replica
 
@@ -307,3 +307,51 @@ async def test_quotas_on_redis_counters_refuse_past_the_limit(
         await quotas.admit(key, key.id, _pending("adm_9"))
     assert caught.value.param == "requests_per_minute"
     assert await admissions.pending() == []
+
+
+# --- max_concurrent across replicas --------------------------------------------------------
+
+
+async def test_max_concurrent_counts_the_requests_running_on_every_replica(
+    redis: Shared, replica: Replica, database: Database
+) -> None:
+    """Two replicas' Quotas share one running count; a dead replica's places lapse."""
+    key = KeyRecord("key_c", "carol", "h" * 64, "ccg_x…", quota=Quota(max_concurrent=2))
+    store = SqlAdmissionStore(database)
+    here = Quotas(store, running=RedisRunning(redis))
+    there = Quotas(store, running=RedisRunning(replica(), lifetime=1.0))
+    first = await here.admit(key, key.id)
+    second = await there.admit(key, key.id)
+    with pytest.raises(QuotaExceeded) as caught:
+        await here.admit(key, key.id)
+    assert caught.value.param == "max_concurrent" and "2 are running" in caught.value.message
+    await here.settle(first, tokens=1, cost_usd=0.0)  # ends: its place is given back
+    for _ in range(50):
+        if await redis.client.zcard(RedisRunning(redis).key(key.id)) == 1:
+            break
+        await asyncio.sleep(0.02)
+    third = await there.admit(key, key.id)
+    # "there" dies: it stops renewing, and its two places lapse after their lifetime (1 s).
+    assert second.hold is not None and third.hold is not None
+    await asyncio.sleep(1.3)
+    fourth = await here.admit(key, key.id)
+    await here.renew()  # renewing keeps only what still runs here
+    assert await redis.client.zcard(RedisRunning(redis).key(key.id)) == 1
+    await here.settle(fourth, tokens=0, cost_usd=0.0)
+
+
+async def test_a_place_is_given_back_when_the_count_refuses(
+    redis: Shared, database: Database
+) -> None:
+    key = KeyRecord(
+        "key_d", "dave", "h" * 64, "ccg_x…", quota=Quota(max_concurrent=5, requests_per_minute=1)
+    )
+    quotas = Quotas(SqlAdmissionStore(database), running=RedisRunning(redis))
+    await quotas.admit(key, key.id)
+    with pytest.raises(QuotaExceeded):
+        await quotas.admit(key, key.id)  # the minute's limit: no place kept for it
+    for _ in range(50):
+        if await redis.client.zcard(RedisRunning(redis).key(key.id)) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis.client.zcard(RedisRunning(redis).key(key.id)) == 1

@@ -348,3 +348,27 @@ def test_a_loop_whose_replica_died_is_taken_over_with_its_session(
     assert _ledger(cluster, "takeover", 2) == ["ok", "ok"]
     cluster.start(1)
     assert wait_until(cluster.replicas[1].alive, within=5)
+
+
+def test_max_concurrent_counts_what_runs_on_every_replica(cluster: Cluster) -> None:
+    key = cluster.create_key("concurrent", max_concurrent=2)
+
+    def ask(n: int) -> int:
+        with cluster.openai(key) as client:
+            try:
+                client.chat.completions.create(
+                    model="sonnet",
+                    messages=[
+                        {"role": "user", "content": f"slow-{n} [[demo: chunks=4 delay=0.5]]"}
+                    ],
+                )
+            except openai.RateLimitError as exc:
+                assert "max_concurrent" in str(exc)
+                return 429
+        return 200
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(ask, range(6)))
+    # Six at once over three replicas: two run, four are told to retry.
+    assert statuses.count(200) == 2 and statuses.count(429) == 4, statuses
+    assert _ledger(cluster, "concurrent", 2) == ["ok", "ok"]

@@ -11,7 +11,11 @@ holds one token and one micro-dollar against its key's limits: when a single
 unit is left, one request may use it, not two. That hold, and the count of
 running requests, live in this process; the counters themselves are shared
 through the database by every process (through Redis when ccgate runs as
-several replicas: ``store.redis_counters``).
+several replicas: ``store.redis_counters``). With several replicas a
+:class:`RunningStore` (``store.redis_counters.RedisRunning``) counts the
+running requests of ``max_concurrent`` across all of them: each holds a
+place there, renewed while it runs (:meth:`Quotas.renew`) and given back
+when it ends; a dead replica's places lapse by themselves.
 
 A request's admission record (``store.admissions``), when the caller gives
 one, is stored in the same transaction as its count (with the counters in
@@ -23,9 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from ccgate.errors import QuotaExceeded
 from ccgate.store.admissions import AdmissionStore, Pending, Settlement
@@ -33,11 +40,30 @@ from ccgate.store.counters import Limit, Measure, Window
 from ccgate.store.keys import KeyRecord
 from ccgate.store.usage import UsageRecord
 
-__all__ = ["Admission", "Quotas", "windows_at"]
+__all__ = ["Admission", "Quotas", "RunningStore", "windows_at"]
 
 #: What a running request holds against the token and dollar limits of its key.
 _HOLD_TOKENS = 1
 _HOLD_USD = 1e-6
+
+
+log = logging.getLogger("ccgate.access")
+
+
+class RunningStore(Protocol):
+    """Running requests per namespace, shared by replicas; see the module docstring."""
+
+    async def hold(self, namespace: str, token: str, ceiling: int) -> int | None:
+        """Hold a place (``None``), unless ``ceiling`` run already (return how many)."""
+        ...
+
+    async def release(self, namespace: str, token: str) -> None:
+        """Give a place back."""
+        ...
+
+    async def renew(self, held: dict[str, list[str]]) -> None:
+        """Keep the places of requests still running (namespace -> tokens)."""
+        ...
 
 
 def windows_at(now: float) -> tuple[Window, Window, Window]:
@@ -79,16 +105,28 @@ class Admission:
     settled: bool = False
     #: The id of its admission record, when one was stored.
     id: str | None = None
+    #: Its place among the running requests shared by replicas, when it holds one.
+    hold: str | None = None
 
 
 class Quotas:
     """Admit requests against their key's quota and charge what they spent."""
 
-    def __init__(self, store: AdmissionStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: AdmissionStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        running: RunningStore | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._running: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._shared = running
+        #: The places this replica holds in ``running``, by namespace.
+        self._holds: dict[str, set[str]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def running(self, namespace: str) -> int:
         """Return how many admitted requests of a namespace have not settled."""
@@ -112,16 +150,16 @@ class Quotas:
         async with lock:
             quota = key.quota
             running = self.running(namespace)
-            if quota.max_concurrent is not None and running >= quota.max_concurrent:
-                if quota.max_concurrent == 0:
-                    raise _never("max_concurrent")
-                raise QuotaExceeded(
-                    f"this key may run {quota.max_concurrent} request(s) at once "
-                    f"(max_concurrent) and {running} are running; retry when one has finished",
-                    limit="max_concurrent",
-                    retry_after=1,
-                    should_retry=True,
-                )
+            hold = None
+            if quota.max_concurrent == 0:
+                raise _never("max_concurrent")
+            if quota.max_concurrent is not None and self._shared is not None:
+                hold = uuid.uuid4().hex
+                busy = await self._shared.hold(namespace, hold, quota.max_concurrent)
+                if busy is not None:
+                    raise _too_many(quota.max_concurrent, busy)
+            elif quota.max_concurrent is not None and running >= quota.max_concurrent:
+                raise _too_many(quota.max_concurrent, running)
             now = self._clock()
             minute, day, month = windows_at(now)
             wanted: list[tuple[str, Window, Measure, float | None, float]] = [
@@ -142,12 +180,46 @@ class Quotas:
                 if ceiling is not None
             ]
             stored = replace(pending, windows=(day, month)) if pending is not None else None
-            reached = await self._store.admit(namespace, stored, [minute, day, month], limits)
+            try:
+                reached = await self._store.admit(namespace, stored, [minute, day, month], limits)
+            except BaseException:
+                self._give_back(namespace, hold)
+                raise
             if reached is not None:
+                self._give_back(namespace, hold)
                 raise _exceeded(reached, now)
             # Read again: requests may have settled while the counters were written.
             self._running[namespace] = self.running(namespace) + 1
-        return Admission(namespace, [day, month], counted=True, id=made)
+            if hold is not None:
+                self._holds.setdefault(namespace, set()).add(hold)
+        return Admission(namespace, [day, month], counted=True, id=made, hold=hold)
+
+    def _give_back(self, namespace: str, hold: str | None) -> None:
+        """Release a shared place in the background (a request that ends must not wait)."""
+        if hold is None or self._shared is None:
+            return
+        held = self._holds.get(namespace)
+        if held is not None:
+            held.discard(hold)
+            if not held:
+                del self._holds[namespace]
+        task = asyncio.get_running_loop().create_task(
+            self._release(namespace, hold), name="ccgate-release-place"
+        )
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, namespace: str, hold: str) -> None:
+        assert self._shared is not None
+        try:
+            await self._shared.release(namespace, hold)
+        except Exception:  # noqa: BLE001 - the place lapses by itself
+            log.warning("running_place_not_released namespace=%s", namespace, exc_info=True)
+
+    async def renew(self) -> None:
+        """Keep this replica's places among the running requests (call every few seconds)."""
+        if self._shared is not None and self._holds:
+            await self._shared.renew({ns: sorted(held) for ns, held in self._holds.items()})
 
     def settlement(
         self,
@@ -166,6 +238,7 @@ class Quotas:
         if admission.settled:
             return
         admission.settled = True
+        self._give_back(admission.namespace, admission.hold)
         if not admission.counted:
             return
         left = self._running.get(admission.namespace, 1) - 1
@@ -191,6 +264,16 @@ class Quotas:
                 await self._store.settle(settlement)
         finally:
             self.release(admission)
+
+
+def _too_many(ceiling: int, running: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"this key may run {ceiling} request(s) at once "
+        f"(max_concurrent) and {running} are running; retry when one has finished",
+        limit="max_concurrent",
+        retry_after=1,
+        should_retry=True,
+    )
 
 
 def _never(limit: str) -> QuotaExceeded:

@@ -57,7 +57,7 @@ from redis.asyncio import Redis
 from ccgate.errors import SharedStateUnavailable
 from ccgate.store.counters import Limit, Totals, Window
 
-__all__ = ["GRACE", "RedisCounterStore", "SharedRedis"]
+__all__ = ["GRACE", "HOLD_LIFETIME", "RedisCounterStore", "RedisRunning", "SharedRedis"]
 
 log = logging.getLogger("ccgate.store")
 
@@ -271,3 +271,80 @@ class RedisCounterStore:
     async def sweep(self, kind: str, before: int) -> int:
         """Do nothing and return 0: every window's hash expires by itself (module docstring)."""
         return 0
+
+
+# KEYS[1] the namespace's running set; ARGV[1] token, ARGV[2] ceiling, ARGV[3] lifetime (s).
+# Drop holds whose replica stopped renewing them, then hold one more unless at the ceiling
+# (returns -1) or say how many run (>= 0). Redis's own clock: replicas' clocks may differ.
+_HOLD = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+local running = redis.call('ZCARD', KEYS[1])
+if running >= tonumber(ARGV[2]) then return running end
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return -1
+"""
+
+# KEYS[1] a running set; ARGV[1] lifetime (s), ARGV[2..] tokens still running: renew them.
+_RENEW = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', t + tonumber(ARGV[1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000))
+return 0
+"""
+
+#: How long a running request's hold lasts unless its replica renews it.
+HOLD_LIFETIME = 30.0
+
+
+class RedisRunning:
+    """Requests running at once per namespace, counted across replicas (``max_concurrent``).
+
+    Each running request holds a member of ``<prefix>running:{<namespace>}``, a
+    sorted set scored by when the hold lapses. Its replica renews its holds
+    (:meth:`renew`, every few seconds) and releases each when its request ends; a
+    replica that dies stops renewing, and its holds lapse after ``lifetime``
+    seconds, so a killed replica's requests stop counting by themselves.
+    """
+
+    def __init__(self, shared: SharedRedis, *, lifetime: float = HOLD_LIFETIME) -> None:
+        self._shared = shared
+        self._lifetime = lifetime
+        client = shared.client
+        self._hold = client.register_script(_HOLD)
+        self._renew = client.register_script(_RENEW)
+
+    def key(self, namespace: str) -> str:
+        """Return the Redis key of a namespace's running requests."""
+        return self._shared.key("running", "{" + quote(namespace, safe="") + "}")
+
+    async def hold(self, namespace: str, token: str, ceiling: int) -> int | None:
+        """Hold a place for one more running request: ``None`` when held, else how many
+        run (the ceiling is reached). Raises SharedStateUnavailable when Redis does not
+        answer, unless the outage policy lets the request go on (then ``None``)."""
+        try:
+            running = await self._shared.run(
+                self._hold(keys=[self.key(namespace)], args=[token, ceiling, self._lifetime])
+            )
+        except SharedStateUnavailable:
+            if self._shared.tolerate("running requests"):
+                return None  # redis_outage=open: not held, not limited
+            raise
+        return None if int(running) < 0 else int(running)
+
+    async def release(self, namespace: str, token: str) -> None:
+        """Give a request's place back."""
+        await self._shared.run(self._shared.client.zrem(self.key(namespace), token))
+
+    async def renew(self, held: dict[str, list[str]]) -> None:
+        """Keep the places of requests still running here (namespace -> tokens)."""
+        for namespace, tokens in held.items():
+            if tokens:
+                await self._shared.run(
+                    self._renew(keys=[self.key(namespace)], args=[self._lifetime, *tokens])
+                )
