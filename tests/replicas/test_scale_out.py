@@ -372,3 +372,29 @@ def test_max_concurrent_counts_what_runs_on_every_replica(cluster: Cluster) -> N
     # Six at once over three replicas: two run, four are told to retry.
     assert statuses.count(200) == 2 and statuses.count(429) == 4, statuses
     assert _ledger(cluster, "concurrent", 2) == ["ok", "ok"]
+
+
+def test_an_interrupt_sent_to_another_replica_stops_the_loop_turn(cluster: Cluster) -> None:
+    key = cluster.create_key("interrupt")
+    with _loop_client(cluster, 0, key) as owner, _loop_client(cluster, 1, key) as other:
+        made = owner.post("/v1/loops", json={"title": "stoppable"})
+        assert made.status_code == 201, made.text
+        loop_id = made.json()["id"]
+        names: list[str] = []
+        content = "long answer [[demo: chunks=40 delay=0.25]]"
+        with owner.stream(
+            "POST", f"/v1/loops/{loop_id}/messages", json={"content": content}
+        ) as response:
+            assert response.status_code == 200
+            for name, _ in _events(response):
+                names.append(name)
+                if name == "assistant_delta" and names.count(name) == 1:
+                    stopped = other.post(f"/v1/loops/{loop_id}/interrupt")
+                    assert stopped.status_code == 202, stopped.text
+                    assert stopped.json()["interrupted"] is True
+                    assert stopped.headers.get("x-ccgate-forwarded-by")
+                if name in ("done", "interrupted", "error"):
+                    break
+    assert names[-1] == "interrupted", names
+    assert names.count("assistant_delta") < 40
+    assert _ledger(cluster, "interrupt", 1) == ["interrupted"]
