@@ -441,7 +441,7 @@ class Gateway:
             lookup=self.metrics.cache_lookup,
             flight_wait=settings.request_timeout,
         )
-        self.ledger = SqlUsageStore(database)
+        self.ledger = SqlUsageStore(database, before_read=journal.flush)
         self.responses = SqlResponseStore(database)
         stale = await self.responses.fail_unfinished(
             "ccgate restarted before this background response finished; ask again"
@@ -473,6 +473,8 @@ class Gateway:
             await self.bus.start()
             stack.push_async_callback(self.bus.aclose)
         self.signins = Signins(settings, SqlConsoleSessionStore(database), self.keys)
+        # Then what they recorded is written (behind their answers) before the database closes.
+        stack.push_async_callback(journal.aclose)
         # Requests the server cancelled at shutdown are still recording what they got, which
         # needs their turns' processes and the database: wait for them before those close.
         stack.push_async_callback(self._recorded)
@@ -850,6 +852,9 @@ def _journal(hurried: Database, path: Path, counters: RedisCounterStore | None =
     def call(method: Callable[..., Awaitable[object]]) -> Apply:
         return lambda payload: method(**payload)
 
+    async def settle_many(payloads: list[dict[str, Any]]) -> None:
+        await admissions.settle_many([Settlement.from_json(p) for p in payloads])
+
     return Journal(
         path,
         {
@@ -858,6 +863,7 @@ def _journal(hurried: Database, path: Path, counters: RedisCounterStore | None =
             "loop_turn": call(loops.record_turn),
             "loop_finish": call(loops.finish),
         },
+        batches={"settle": settle_many},
     )
 
 

@@ -92,6 +92,7 @@ async def test_a_checkpoint_keeps_what_a_running_request_spent(
     expected = estimate_cost(SONNET, Usage(input_tokens=100, output_tokens=10))
     assert pending.progress.cost_usd == pytest.approx(expected)
     await accounting.close(ticket, [Usage(input_tokens=100, output_tokens=12), TurnEnd()])
+    await accounting.flush()  # written behind the answer
     assert await SqlAdmissionStore(database).pending() == []
 
 
@@ -122,6 +123,7 @@ async def test_a_killed_process_s_requests_get_one_interrupted_row_each(
     # Closing the cut request late (its process was not dead after all) adds nothing.
     await dead.close(cut, [TurnEnd()])
     await dead.close(early, [TurnEnd()])
+    await dead.flush()
     assert len(await SqlUsageStore(database).recent(KEY.id)) == 1
     assert len(await SqlUsageStore(database).recent("local")) == 1
 

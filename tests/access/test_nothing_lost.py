@@ -69,6 +69,12 @@ def _ledger(data_dir: Path, namespace: str) -> list[dict[str, Any]]:
         return [dict(r) for r in rows]
 
 
+def _ledger_of(data_dir: Path, namespace: str, rows: int) -> list[dict[str, Any]]:
+    """Return the namespace's ledger once it has ``rows`` rows (written behind the answers)."""
+    assert wait_until(lambda: len(_ledger(data_dir, namespace)) >= rows, within=30)
+    return _ledger(data_dir, namespace)
+
+
 def _admissions(data_dir: Path) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(data_dir / "ccgate.db", timeout=30)) as db:
         db.row_factory = sqlite3.Row
@@ -173,7 +179,7 @@ def test_a_locked_database_before_a_turn_is_a_503_in_each_protocol(
     with _oai(gateway.url, made["key"]) as oai:
         reply = oai.chat.completions.create(model="sonnet", messages=_user("free"))
     assert reply.choices[0].message.content == "You said: free"
-    [row] = _ledger(data_dir, made["id"])
+    [row] = _ledger_of(data_dir, made["id"], 1)
     assert row["status"] == "ok"
     assert _counters(data_dir, made["id"]) == (1, _tokens(row))
 
@@ -256,10 +262,15 @@ def test_a_lock_taken_during_a_turn_delays_the_bookkeeping_not_the_answer(
             assert '"finish_reason":"stop"' in ending[-2]
         elif stream:
             assert ending[-2:] == ["event: message_stop", 'data: {"type":"message_stop"}']
-        # While the lock is held, the turn's bookkeeping waits in the journal, private.
+
+        # While the lock is held, the turn's bookkeeping waits in the journal, private (the
+        # settlement gets there behind the answer, once the database kept it waiting).
+        def kinds() -> list[str]:
+            return [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
+
+        assert wait_until(lambda: "settle" in kinds(), within=30)
         assert stat.S_IMODE(journal.stat().st_mode) == 0o600
-        kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
-        assert "settle" in kinds and "session_turn" in kinds
+        assert "session_turn" in kinds()
         assert _ledger(data_dir, made["id"]) == []
         assert len(_admissions(data_dir)) == 1
     # The lock gone, the journal is replayed: one row, the tokens charged, nothing owed.
@@ -484,7 +495,7 @@ def test_kill_9_mid_turn_leaves_exactly_one_interrupted_row(
         with _oai(url, made["key"]) as oai:
             reply = oai.chat.completions.create(model="sonnet", messages=_user("again"))
         assert reply.choices[0].message.content == "You said: again"
-        rows = _ledger(data_dir, made["id"])
+        rows = _ledger_of(data_dir, made["id"], 2)
         assert [r["status"] for r in rows] == ["interrupted", "ok"]
         assert _counters(data_dir, made["id"]) == (2, sum(_tokens(r) for r in rows))
     finally:

@@ -175,6 +175,7 @@ async def test_accounting_records_once_and_estimates_what_was_cut(
     ]
     await accounting.close(ticket, events)
     await accounting.close(ticket, events)
+    await accounting.flush()  # written behind the answer
     records = await SqlUsageStore(database).recent(key.id)
     assert len(records) == 1
     record = records[0]
@@ -196,6 +197,7 @@ async def test_a_cached_answer_costs_nothing_but_counts(database: Database, tmp_
     ticket: Ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
     ticket.cached = True
     await accounting.close(ticket, [Usage(input_tokens=50, output_tokens=5), TurnEnd()])
+    await accounting.flush()
     [record] = await SqlUsageStore(database).recent(key.id)
     assert record.cached and record.status == "ok" and record.cost_usd == 0
     assert (record.input_tokens, record.output_tokens) == (0, 0)
@@ -216,6 +218,7 @@ async def test_accounting_without_a_ledger_still_charges(
     await accounting.close(
         ticket, [Usage(input_tokens=3, output_tokens=4, cost_usd=0.5), TurnEnd()]
     )
+    await accounting.flush()
     _, day, _ = windows_at(time.time())
     totals = await SqlCounterStore(database).totals(key.id, day)
     assert (totals.tokens, totals.cost_usd) == (7, 0.5)
@@ -254,3 +257,39 @@ async def test_running_requests_are_counted_exactly_while_others_settle(
 
     await asyncio.gather(*(one() for _ in range(60)))
     assert quotas.running(key.id) == 0
+
+
+async def test_a_charge_still_being_written_counts_against_the_limits(
+    database: Database, tmp_path: Path
+) -> None:
+    store = SqlAdmissionStore(database)
+    opened = asyncio.Event()
+
+    async def settle_many(payloads: list[dict[str, object]]) -> None:
+        await opened.wait()  # the database takes its time
+        await store.settle_many([Settlement.from_json(p) for p in payloads])
+
+    async def settle(payload: dict[str, object]) -> None:
+        await store.settle(Settlement.from_json(payload))
+
+    journal = Journal(
+        tmp_path / "journal.jsonl", {"settle": settle}, batches={"settle": settle_many}
+    )
+    quotas = Quotas(store)
+    accounting = Accounting(quotas, _metrics(), journal, store, owner="test/1/1", ledger=True)
+    sonnet = Catalogue.load().resolve("sonnet")
+    key = _key(tokens_per_day=100)
+    ticket = await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    await accounting.close(ticket, [Usage(input_tokens=90, output_tokens=20), TurnEnd()])
+    # Answered, its charge not yet in the counters: the next request is refused all the same.
+    _, day, _ = windows_at(time.time())
+    assert (await SqlCounterStore(database).totals(key.id, day)).tokens == 0
+    with pytest.raises(QuotaExceeded) as refused:
+        await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    assert "tokens_per_day" in str(refused.value)
+    opened.set()
+    await accounting.flush()
+    assert (await SqlCounterStore(database).totals(key.id, day)).tokens == 110
+    with pytest.raises(QuotaExceeded):
+        await accounting.admit(Caller(key.id, key), "/v1/messages", sonnet, "sonnet")
+    await journal.aclose()

@@ -98,6 +98,29 @@ async def test_settle_writes_the_row_and_the_charge_once(
     assert await SqlCounterStore(database).totals("key_a", MONTH) == totals
 
 
+async def test_settle_many_settles_each_once_in_one_transaction(
+    admissions: SqlAdmissionStore, database: Database
+) -> None:
+    for made in ("adm_1", "adm_2", "adm_3"):
+        await admissions.admit("key_a", _pending(made), [DAY, MONTH], [])
+    assert await admissions.settle(_settlement("adm_2")) is True
+    batch = [
+        _settlement("adm_1", 30),
+        _settlement("adm_2", 40),  # settled already: nothing more
+        _settlement("adm_3", 50),
+        _settlement(None, 60),  # no admission: always
+    ]
+    assert await admissions.settle_many(batch) == [True, False, True, True]
+    assert await admissions.settle_many(batch[:3]) == [False, False, False]  # a replay
+    assert await admissions.pending() == []
+    rows = await SqlUsageStore(database).recent("key_a")
+    assert sorted(r.input_tokens + r.output_tokens for r in rows) == [30, 30, 50, 60]
+    totals = await SqlCounterStore(database).totals("key_a", DAY)
+    assert (totals.requests, totals.tokens) == (3, 30 + 30 + 50 + 60)
+    assert totals.cost_usd == pytest.approx(4 * 0.25)
+    assert await admissions.settle_many([]) == []
+
+
 async def test_a_settlement_without_an_admission_always_applies(
     admissions: SqlAdmissionStore, database: Database
 ) -> None:

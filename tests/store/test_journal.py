@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +132,126 @@ async def test_a_write_that_cannot_even_be_kept_does_not_raise(
     table.busy = True
     assert await journal.keep("write", {"n": 1}) is False
     assert "journal_write_failed" in caplog.text
+
+
+# --- written behind the answer: defer, flush, spools ----------------------------------------
+
+
+class Batches(Table):
+    """A stand-in database that also takes writes in batches (one transaction each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Any]] = []
+
+    async def write_many(self, payloads: list[dict[str, Any]]) -> None:
+        if self.busy:
+            raise DatabaseBusy("locked")
+        self.batches.append([p["n"] for p in payloads])
+        self.rows.extend(p["n"] for p in payloads)
+
+
+def _behind(path: Path, table: Batches) -> Journal:
+    return Journal(
+        path / "journal.jsonl", {"write": table.write}, batches={"write": table.write_many}
+    )
+
+
+def _spools(path: Path) -> list[Path]:
+    return sorted(path.glob("journal.*.spool"))
+
+
+async def test_deferred_writes_are_applied_in_batches_and_flush_waits_for_them(
+    tmp_path: Path,
+) -> None:
+    table = Batches()
+    journal = _behind(tmp_path, table)
+    told: list[int] = []
+    for n in range(5):
+        journal.defer("write", {"n": n}, ref=f"adm_{n}", done=functools.partial(told.append, n))
+    # Nothing waited for the table: the writes are in this process's spool, private.
+    assert table.rows == []
+    [spool] = _spools(tmp_path)
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600
+    assert [json.loads(line)["payload"]["n"] for line in spool.read_text().splitlines()] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    await journal.flush()
+    assert table.rows == [0, 1, 2, 3, 4] and table.batches == [[0, 1, 2, 3, 4]]
+    assert told == [0, 1, 2, 3, 4]
+    assert _spools(tmp_path) == [] and not journal.path.exists()
+    await journal.flush()  # nothing left: returns at once
+    await journal.aclose()
+
+
+async def test_a_busy_database_sends_deferred_writes_to_the_journal_file(tmp_path: Path) -> None:
+    table = Batches()
+    journal = _behind(tmp_path, table)
+    table.busy = True
+    journal.defer("write", {"n": 1}, ref="adm_1")
+    journal.defer("write", {"n": 2}, ref="adm_2")
+    await journal.flush()
+    assert table.rows == [] and _spools(tmp_path) == []
+    assert journal.waiting == 2 and journal.refs() == {"adm_1", "adm_2"}
+    table.busy = False
+    assert await journal.replay() == Replayed(applied=2)
+    assert table.rows == [1, 2]
+    await journal.aclose()
+
+
+async def test_a_kind_without_a_batch_applier_is_applied_one_by_one(tmp_path: Path) -> None:
+    table = Table()
+    journal = _journal(tmp_path, table)
+    journal.defer("write", {"n": 1})
+    journal.defer("write", {"n": 2})
+    await journal.flush()
+    assert table.rows == [1, 2] and _spools(tmp_path) == []
+    await journal.aclose()
+
+
+_WRITER = """
+import asyncio, os, sys
+from pathlib import Path
+from ccgate.store.journal import Journal
+
+async def never(payloads):
+    await asyncio.Event().wait()  # the database never answers: the writes stay in the spool
+
+async def main():
+    journal = Journal(Path(sys.argv[1]) / "journal.jsonl", {}, batches={"write": never})
+    for n in range(3):
+        journal.defer("write", {"n": n}, ref=f"adm_{n}")
+    print("deferred", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_s_spool_is_adopted_and_applied(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "deferred"
+        table = Batches()
+        journal = _behind(tmp_path, table)
+        # While its process lives, its spool is its own.
+        assert await journal.replay() == Replayed()
+        assert table.rows == [] and len(_spools(tmp_path)) == 1
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+    # Killed with its writes unapplied: the next replay takes them over, in order.
+    assert await journal.replay() == Replayed(applied=3)
+    assert table.rows == [0, 1, 2]
+    assert _spools(tmp_path) == [] and journal.waiting == 0

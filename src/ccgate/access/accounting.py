@@ -8,9 +8,11 @@ client leaving or by a shutdown — :meth:`Accounting.close` runs once for it:
 it settles the admission with a usage record (what the turn spent as far as it
 is known; output that was streamed but not yet counted is estimated at four
 characters a token) and the charge of its tokens and dollars to the key's
-quota, through the journal (``store.journal``) so a locked database delays
-them instead of losing them, and feeds the metrics and the live feed
-(``access.feed``), which also sees it start. Cost follows from the
+quota, through the journal (``store.journal``): written behind the answer, in
+a batch with other requests' (the journal's spool keeps it from a ``kill -9``;
+until it is written its charge counts as reserved against the key's limits),
+and kept in the journal's file while the database is locked; and it feeds
+the metrics and the live feed (``access.feed``), which also sees it start. Cost follows from the
 tokens at the model's prices (``models.json``): Claude Code reports only a
 session's running total.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -226,14 +229,20 @@ class Accounting:
         self._all_closed.clear()
         return ticket
 
-    async def drain(self, timeout: float) -> int:
-        """Wait (at most ``timeout`` seconds) until every admitted request is closed.
+    async def flush(self) -> None:
+        """Wait until what closed requests recorded is written (or kept in the journal)."""
+        await self._journal.flush()
 
-        Return how many are not: their admissions are reconciled at the next start.
+    async def drain(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` seconds) until every admitted request is closed and
+        what it recorded is written.
+
+        Return how many are not closed: their admissions are reconciled at the next start.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._all_closed.wait()
+                await self._journal.flush()
         return self._unclosed
 
     async def close(
@@ -281,7 +290,17 @@ class Accounting:
             record=record if self._ledger else None,
         )
         try:
-            if admission.id is not None or settlement.windows or settlement.record is not None:
+            if admission.id is not None:
+                # Written behind the answer, in a batch with others (safe to repeat: it
+                # closes its admission once). Until then, its charge counts as reserved.
+                self._quotas.owe(settlement)
+                self._journal.defer(
+                    "settle",
+                    settlement.to_json(),
+                    ref=admission.id,
+                    done=functools.partial(self._quotas.paid, settlement),
+                )
+            elif settlement.windows or settlement.record is not None:
                 # Applied now, or kept in the journal while the database is locked.
                 await self._journal.keep("settle", settlement.to_json(), ref=admission.id)
         finally:

@@ -127,6 +127,9 @@ class Quotas:
         #: The places this replica holds in ``running``, by namespace.
         self._holds: dict[str, set[str]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
+        #: Tokens and cost of requests that ended but whose charge is still being written
+        #: (behind their answers), by namespace: limits count them as reserved.
+        self._owed: dict[str, tuple[int, float]] = {}
 
     def running(self, namespace: str) -> int:
         """Return how many admitted requests of a namespace have not settled."""
@@ -162,16 +165,23 @@ class Quotas:
                 raise _too_many(quota.max_concurrent, running)
             now = self._clock()
             minute, day, month = windows_at(now)
+            owed_tokens, owed_usd = self._owed.get(namespace, (0, 0.0))
             wanted: list[tuple[str, Window, Measure, float | None, float]] = [
                 ("requests_per_minute", minute, "requests", quota.requests_per_minute, 0.0),
                 ("requests_per_day", day, "requests", quota.requests_per_day, 0.0),
-                ("tokens_per_day", day, "tokens", quota.tokens_per_day, _HOLD_TOKENS * running),
+                (
+                    "tokens_per_day",
+                    day,
+                    "tokens",
+                    quota.tokens_per_day,
+                    _HOLD_TOKENS * running + owed_tokens,
+                ),
                 (
                     "budget_usd_per_month",
                     month,
                     "cost_usd",
                     quota.budget_usd_per_month,
-                    _HOLD_USD * running,
+                    _HOLD_USD * running + owed_usd,
                 ),
             ]
             limits = [
@@ -232,6 +242,27 @@ class Quotas:
         """Return what closes an admitted request: its ledger ``record`` and its charge."""
         windows = tuple(admission.windows) if admission.counted else ()
         return Settlement(admission.id, admission.namespace, windows, tokens, cost_usd, record)
+
+    def owe(self, settlement: Settlement) -> None:
+        """Count a settlement being written as spent until :meth:`paid` (exact limits)."""
+        if settlement.windows and (settlement.tokens or settlement.cost_usd):
+            tokens, usd = self._owed.get(settlement.namespace, (0, 0.0))
+            self._owed[settlement.namespace] = (
+                tokens + settlement.tokens,
+                usd + settlement.cost_usd,
+            )
+
+    def paid(self, settlement: Settlement) -> None:
+        """Forget what :meth:`owe` counted: the settlement is in the counters (or the journal)."""
+        if not settlement.windows or not (settlement.tokens or settlement.cost_usd):
+            return
+        tokens, usd = self._owed.get(settlement.namespace, (0, 0.0))
+        tokens -= settlement.tokens
+        usd -= settlement.cost_usd
+        if tokens <= 0 and usd <= 1e-12:
+            self._owed.pop(settlement.namespace, None)
+        else:
+            self._owed[settlement.namespace] = (tokens, usd)
 
     def release(self, admission: Admission) -> None:
         """Let an admitted request go (it no longer runs); only the first call counts."""

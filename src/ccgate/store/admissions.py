@@ -20,7 +20,8 @@ SQLite and Postgres):
   it, appends the ledger row (unless the admission says the ledger is off)
   and charges tokens and cost to its windows; later calls change nothing and
   return ``False`` / ``None``. A settlement without an admission id writes
-  its row and charge unconditionally.
+  its row and charge unconditionally. ``settle_many`` settles several in one
+  transaction, each as ``settle`` would (the journal's batches).
 - ``checkpoint`` marks an owner's admissions as seen now and stores what some
   of them have spent so far; ``pending`` lists every admission.
 
@@ -38,18 +39,19 @@ The ledger row and the admission's deletion stay in the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
+from sqlalchemy.sql.dml import ReturningDelete
 
 from ccgate.store.counters import CounterStore, Limit, Window, charge_on, count_on
-from ccgate.store.database import Database
+from ccgate.store.database import Database, Writer
 from ccgate.store.tables import admissions
-from ccgate.store.usage import UsageRecord, record_on
+from ccgate.store.usage import UsageRecord, record_many_on
 
 __all__ = [
     "INTERRUPTED",
@@ -161,6 +163,10 @@ class AdmissionStore(Protocol):
         """Close an admission with its ledger row and charge; False if it was closed already."""
         ...
 
+    async def settle_many(self, settlements: list[Settlement]) -> list[bool]:
+        """Settle several admissions at once; say which were still open (``settle`` each)."""
+        ...
+
     async def checkpoint(self, owner: str, progress: dict[str, Progress], now: float) -> None:
         """Mark ``owner``'s admissions seen at ``now``; store the progress of some."""
         ...
@@ -228,7 +234,7 @@ class SqlAdmissionStore:
             if reached is not None or pending is None:
                 return reached
             seen = pending.seen_at or pending.admitted_at
-            await conn.execute(insert(admissions).values(**_values(replace(pending, seen_at=seen))))
+            await conn.execute(_open(), _values(replace(pending, seen_at=seen)))
         return None
 
     async def _admit_apart(
@@ -245,9 +251,7 @@ class SqlAdmissionStore:
         seen = pending.seen_at or pending.admitted_at
         try:
             async with self._db.write() as conn:
-                await conn.execute(
-                    insert(admissions).values(**_values(replace(pending, seen_at=seen)))
-                )
+                await conn.execute(_open(), _values(replace(pending, seen_at=seen)))
         except BaseException:
             # Not stored (a locked database, a cancelled request): not counted either.
             try:
@@ -259,36 +263,66 @@ class SqlAdmissionStore:
 
     async def settle(self, settlement: Settlement) -> bool:
         """Close an admission with its ledger row and charge; False if it was closed already."""
-        async with self._db.write() as conn:
-            if settlement.admission_id is not None:
-                gone = await conn.execute(
-                    delete(admissions).where(admissions.c.id == settlement.admission_id)
-                )
-                if not gone.rowcount:
-                    return False
-            await self._close(conn, settlement)
-        return True
+        [done] = await self.settle_many([settlement])
+        return done
 
-    async def _close(self, conn: AsyncConnection, settlement: Settlement) -> None:
-        if settlement.record is not None:
-            await record_on(conn, settlement.record)
+    async def settle_many(self, settlements: list[Settlement]) -> list[bool]:
+        """Settle several admissions in one transaction; say which were still open.
+
+        With the counters kept apart, each is settled in a transaction of its own
+        (a charge there cannot be rolled back with the others).
+        """
         if self._counters is not None:
-            # Last: a charge that fails rolls the transaction back (the journal retries).
-            await self._counters.charge(
-                settlement.namespace,
-                list(settlement.windows),
-                tokens=settlement.tokens,
-                cost_usd=settlement.cost_usd,
-            )
-            return
-        await charge_on(
+            return [await self._settle_apart(self._counters, s) for s in settlements]
+        async with self._db.write() as conn:
+            done = await self._close_open(conn, settlements)
+            charges: dict[tuple[str, tuple[Window, ...]], list[float]] = {}
+            for settlement, closed in zip(settlements, done, strict=True):
+                if closed and settlement.windows:
+                    spent = charges.setdefault((settlement.namespace, settlement.windows), [0, 0])
+                    spent[0] += settlement.tokens
+                    spent[1] += settlement.cost_usd
+            for (namespace, windows), (tokens, cost_usd) in charges.items():
+                await charge_on(
+                    conn,
+                    self._db.dialect,
+                    namespace,
+                    list(windows),
+                    tokens=int(tokens),
+                    cost_usd=cost_usd,
+                )
+        return done
+
+    async def _close_open(self, conn: Writer, settlements: list[Settlement]) -> list[bool]:
+        """Delete the admissions and write the ledger rows of those still open."""
+        ids = [s.admission_id for s in settlements if s.admission_id is not None]
+        gone: set[str] = set()
+        if ids:
+            result = await conn.execute(_close(), {"ids": ids})
+            gone = {str(row[0]) for row in result}
+        done = [s.admission_id is None or s.admission_id in gone for s in settlements]
+        await record_many_on(
             conn,
-            self._db.dialect,
-            settlement.namespace,
-            list(settlement.windows),
-            tokens=settlement.tokens,
-            cost_usd=settlement.cost_usd,
+            [
+                s.record
+                for s, closed in zip(settlements, done, strict=True)
+                if closed and s.record is not None
+            ],
         )
+        return done
+
+    async def _settle_apart(self, counters: ApartCounterStore, settlement: Settlement) -> bool:
+        async with self._db.write() as conn:
+            [closed] = await self._close_open(conn, [settlement])
+            if closed:
+                # Last: a charge that fails rolls the transaction back (the journal retries).
+                await counters.charge(
+                    settlement.namespace,
+                    list(settlement.windows),
+                    tokens=settlement.tokens,
+                    cost_usd=settlement.cost_usd,
+                )
+        return closed
 
     async def checkpoint(self, owner: str, progress: dict[str, Progress], now: float) -> None:
         """Mark ``owner``'s admissions seen at ``now``; store the progress of some."""
@@ -319,6 +353,19 @@ class SqlAdmissionStore:
             record if pending.ledger else None,
         )
         return record if await self.settle(settlement) else None
+
+
+@functools.cache
+def _open() -> Insert:
+    """The statement that stores an admission (built once)."""
+    return insert(admissions)
+
+
+@functools.cache
+def _close() -> ReturningDelete[tuple[str]]:
+    """The statement that deletes admissions by id and says which it found (built once)."""
+    c = admissions.c
+    return delete(admissions).where(c.id.in_(bindparam("ids", expanding=True))).returning(c.id)
 
 
 def _values(pending: Pending) -> dict[str, Any]:

@@ -16,16 +16,27 @@ and Postgres):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ColumnElement
 
-from ccgate.store.database import Database
+from ccgate.store.database import Database, Writer
 from ccgate.store.tables import quota_counters
 
 __all__ = [
@@ -111,19 +122,74 @@ def _keys(namespace: str, windows: list[Window]) -> ColumnElement[bool]:
     )
 
 
-async def _ensure(
-    conn: AsyncConnection, dialect: str, namespace: str, windows: list[Window]
-) -> None:
+@functools.cache
+def _where(n: int) -> ColumnElement[bool]:
+    """Match a namespace's ``n`` windows by bound parameters (see :func:`_bind`); built once."""
+    c = quota_counters.c
+    return and_(
+        c.namespace == bindparam("k_ns"),
+        or_(
+            *(
+                and_(c.window == bindparam(f"k_w{i}"), c.start == bindparam(f"k_s{i}"))
+                for i in range(n)
+            )
+        ),
+    )
+
+
+def _bind(namespace: str, windows: list[Window]) -> dict[str, Any]:
+    bound: dict[str, Any] = {"k_ns": namespace}
+    for i, window in enumerate(windows):
+        bound[f"k_w{i}"] = window.kind
+        bound[f"k_s{i}"] = window.start
+    return bound
+
+
+# The statements of every admission and charge, built once per number of windows: SQLAlchemy
+# then neither rebuilds them nor recomputes their cache keys per request.
+
+
+@functools.cache
+def _read(n: int) -> Select[Any]:
+    c = quota_counters.c
+    return (
+        select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
+        .where(_where(n))
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _count(n: int) -> Update:
+    return update(quota_counters).where(_where(n)).values(requests=quota_counters.c.requests + 1)
+
+
+@functools.cache
+def _add(n: int) -> Update:
+    c = quota_counters.c
+    return (
+        update(quota_counters)
+        .where(_where(n))
+        .values(
+            tokens=c.tokens + bindparam("add_tokens", type_=Integer),
+            cost_usd=c.cost_usd + bindparam("add_usd", type_=Float),
+        )
+    )
+
+
+async def _ensure(conn: Writer, dialect: str, namespace: str, windows: list[Window]) -> None:
     rows = [{"namespace": namespace, "window": w.kind, "start": w.start} for w in windows]
     if not rows:
         return
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
     # A write first: on SQLite it takes the database's write lock for the transaction.
-    await conn.execute(make(quota_counters).values(rows).on_conflict_do_nothing())
+    if dialect == "postgresql":
+        await conn.execute(pg_insert(quota_counters).values(rows).on_conflict_do_nothing())
+    else:
+        await conn.execute(insert(quota_counters).prefix_with("OR IGNORE"), rows)
 
 
 async def count_on(
-    conn: AsyncConnection,
+    conn: Writer,
     dialect: str,
     namespace: str,
     windows: list[Window],
@@ -133,30 +199,23 @@ async def count_on(
     every = list(dict.fromkeys([*windows, *(limit.window for limit in limits)]))
     if not every:
         return None
-    c = quota_counters.c
     await _ensure(conn, dialect, namespace, every)
-    query = (
-        select(c.window, c.start, c.requests, c.tokens, c.cost_usd)
-        .where(_keys(namespace, every))
-        .with_for_update()
-    )
+    rows = await conn.execute(_read(len(every)), _bind(namespace, every))
     seen = {
         Window(r.window, int(r.start)): Totals(int(r.requests), int(r.tokens), float(r.cost_usd))
-        for r in await conn.execute(query)
+        for r in rows
     }
     for limit in limits:
         value = seen.get(limit.window, Totals()).value(limit.measure)
         if value + limit.reserved >= limit.ceiling:
             return limit  # nothing counted (the empty rows made above may stay)
     if windows:
-        await conn.execute(
-            update(quota_counters).where(_keys(namespace, windows)).values(requests=c.requests + 1)
-        )
+        await conn.execute(_count(len(windows)), _bind(namespace, windows))
     return None
 
 
 async def charge_on(
-    conn: AsyncConnection,
+    conn: Writer,
     dialect: str,
     namespace: str,
     windows: list[Window],
@@ -168,9 +227,9 @@ async def charge_on(
     if not windows or (not tokens and not cost_usd):
         return
     c = quota_counters.c
-    add = update(quota_counters).values(tokens=c.tokens + tokens, cost_usd=c.cost_usd + cost_usd)
     # The rows exist since the request was admitted, unless a sweep removed them.
-    done = await conn.execute(add.where(_keys(namespace, windows)))
+    bound = {**_bind(namespace, windows), "add_tokens": tokens, "add_usd": cost_usd}
+    done = await conn.execute(_add(len(windows)), bound)
     if (done.rowcount or 0) < len(windows):
         await _ensure(conn, dialect, namespace, windows)
         await conn.execute(

@@ -4,6 +4,13 @@ Writes wait a bounded time for a lock another process holds (SQLite's write
 lock during a backup or ``ccgate keys create``, a Postgres lock): past
 ``busy_timeout`` seconds they raise :class:`ccgate.errors.DatabaseBusy`
 instead of an error of the driver.
+
+On SQLite a write transaction runs on a connection of the event loop's own
+thread when it can: it begins with ``BEGIN IMMEDIATE`` without waiting, so it
+either holds the write lock at once (and then never waits: a local write takes
+microseconds) or finds another process holding it and goes the regular way, on
+the driver's worker thread, which waits for the lock. Each statement through
+the worker thread costs several thread hand-offs; the in-loop way costs none.
 """
 
 from __future__ import annotations
@@ -16,16 +23,16 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ccgate.errors import ConfigError, DatabaseBusy
 
-__all__ = ["Database", "async_url", "is_lock_error"]
+__all__ = ["Database", "InlineConnection", "Writer", "async_url", "is_lock_error"]
 
 #: The Postgres advisory lock ccgate's migrations hold (any fixed 64-bit number).
 _MIGRATE_LOCK = 0x63636761_7465  # "ccgate"
@@ -54,6 +61,34 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class Writer(Protocol):
+    """A connection in a write transaction: an ``AsyncConnection``, or an
+    :class:`InlineConnection` (the same calls, run at once in the event loop's thread)."""
+
+    async def execute(self, statement: Any, parameters: Any = None) -> CursorResult[Any]:
+        """Run a statement (SQLAlchemy Core) with its parameters (a dict, or a list of them)."""
+        ...
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[Any]:
+        """Run SQL text as the driver takes it."""
+        ...
+
+
+class InlineConnection:
+    """A :class:`Writer` over a synchronous connection: its calls complete without waiting."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def execute(self, statement: Any, parameters: Any = None) -> CursorResult[Any]:
+        """Run a statement at once."""
+        return self._connection.execute(statement, parameters)
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[Any]:
+        """Run SQL text at once."""
+        return self._connection.exec_driver_sql(statement, parameters)
+
+
 def _private_file(path: Path) -> None:
     """Create the database file readable by its owner only (SQLite gives its journal files
     the database file's mode), and tighten an existing one."""
@@ -74,6 +109,24 @@ def _sqlite_pragmas(busy_ms: int) -> Any:
         cursor.close()
 
     return configure
+
+
+def _inline_engine(url: str, options: dict[str, Any]) -> Engine:
+    """Return a synchronous engine whose transactions take SQLite's write lock at once or fail."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url, **options)
+    configure = _sqlite_pragmas(0)
+
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        configure(dbapi_connection, record)
+        dbapi_connection.isolation_level = None  # transactions begin as said below
+
+    def begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "begin", begin)
+    return engine
 
 
 def _with_lock_timeout(options: dict[str, Any], busy_ms: int) -> dict[str, Any]:
@@ -131,8 +184,11 @@ class Database:
         #: Every engine of this database and its hurried views, closed together.
         self._engines = [self.engine]
         self._writer: asyncio.Lock | None = None
+        #: SQLite: the engine of write transactions in the event loop's thread.
+        self._inline: Engine | None = None
         if self.engine.dialect.name == "sqlite":
             self._writer = asyncio.Lock()
+            self._inline = _inline_engine(self.url, engine_options)
 
     def _engine(self, wait: float) -> AsyncEngine:
         """Return an engine whose connections wait ``wait`` seconds for a lock."""
@@ -161,8 +217,22 @@ class Database:
             retry_after=1,
         )
 
+    def _begin_inline(self) -> Connection | None:
+        """Begin a write transaction in this thread; ``None`` if another process holds the lock."""
+        if self._inline is None:
+            return None
+        connection = self._inline.connect()
+        try:
+            connection.begin()
+        except DBAPIError as exc:
+            connection.close()
+            if is_lock_error(exc):
+                return None
+            raise
+        return connection
+
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Writer]:
         """Run a write transaction (committed at the end of the block, rolled back on error).
 
         Raise :class:`ccgate.errors.DatabaseBusy` when a lock is not granted in time.
@@ -180,6 +250,17 @@ class Database:
             except TimeoutError:
                 raise self._busy() from None
             try:
+                inline = self._begin_inline()
+                if inline is not None:
+                    try:
+                        yield InlineConnection(inline)
+                        inline.commit()
+                    except BaseException:
+                        inline.rollback()
+                        raise
+                    finally:
+                        inline.close()
+                    return
                 async with self.engine.begin() as conn:
                     # Time spent queueing counts: wait only what is left for SQLite's lock.
                     left = deadline - time.monotonic()
@@ -224,3 +305,5 @@ class Database:
         """Close every pooled connection (of the hurried views too)."""
         for engine in self._engines:
             await engine.dispose()
+        if self._inline is not None:
+            self._inline.dispose()

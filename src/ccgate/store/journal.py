@@ -18,16 +18,33 @@ keeps failing for another reason than a busy database is moved, after
 
 Several processes sharing a data dir share the journal: ``journal.lock``
 (``flock``) orders their appends and replays.
+
+**Written behind the answer.** :meth:`Journal.defer` takes a write that can be
+applied in a batch (a request's settlement: its ledger row and quota charge)
+without waiting for the database: the write is appended to a *spool* file of
+this process (``journal.<pid>-<id>.spool``, held with an ``flock`` while its
+process lives; the bytes are in the kernel before ``defer`` returns, so a
+``kill -9`` does not lose them) and queued for the writer, which applies
+everything queued in one transaction and then deletes the spool. New writes go
+to a new spool meanwhile. A batch the database does not take goes the way of
+:meth:`Journal.keep` (applied one by one, or kept in ``journal.jsonl``).
+:meth:`Journal.flush` waits until everything deferred so far is applied (the
+ledger's readers call it, so a read sees every answered request). A spool whose
+process died (its ``flock`` is free) is moved into ``journal.jsonl`` by the next
+:meth:`Journal.replay` of any process on the data dir, and applied with it;
+deferred writes are therefore applied at least once, and must be safe to repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,12 +53,16 @@ from typing import Any
 
 from ccgate.errors import DatabaseBusy, SharedStateUnavailable
 
-__all__ = ["Apply", "Journal", "Replayed"]
+__all__ = ["Apply", "ApplyMany", "Done", "Journal", "Replayed"]
 
 log = logging.getLogger("ccgate.store")
 
 #: Applies one kind of write to the database (raises DatabaseBusy when it cannot now).
 Apply = Callable[[dict[str, Any]], Awaitable[object]]
+#: Applies several writes of one kind in one transaction (all or none).
+ApplyMany = Callable[[list[dict[str, Any]]], Awaitable[object]]
+#: Told once a deferred write is applied (or kept in the journal's file).
+Done = Callable[[], None]
 
 
 @dataclass
@@ -92,6 +113,51 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+class _Spool:
+    """A file of deferred writes, ``flock``-ed by its process until they are applied."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = _open_private(path, os.O_WRONLY | os.O_APPEND)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never contended
+
+    def write(self, line: bytes) -> None:
+        # No fsync: a killed process's writes are in the kernel; an OS crash is the database's
+        # own risk too (synchronous=NORMAL).
+        _write_all(self._fd, line)
+
+    def discard(self) -> None:
+        """Delete the file (its writes are applied), then let its lock go."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+
+
+def _orphans(directory: Path, pattern: str) -> Iterator[tuple[Path, bytes]]:
+    """Yield the spools whose process is gone (their lock is free), with their contents.
+
+    Each is deleted once yielded and read; the caller keeps the contents first.
+    """
+    for path in sorted(directory.glob(pattern)):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process lives and writes it
+            if os.fstat(fd).st_nlink == 0:
+                continue  # applied and deleted by its process meanwhile
+            with os.fdopen(os.dup(fd), "rb") as file:
+                yield path, file.read()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+
 def _append_to(path: Path, lines: list[bytes]) -> None:
     fd = _open_private(path, os.O_WRONLY | os.O_APPEND)
     try:
@@ -105,9 +171,27 @@ class Journal:
     """Apply writes now, or keep them in a file and apply them later; never lose one."""
 
     def __init__(
-        self, path: Path, appliers: Mapping[str, Apply], *, max_attempts: int = 100
+        self,
+        path: Path,
+        appliers: Mapping[str, Apply],
+        *,
+        batches: Mapping[str, ApplyMany] | None = None,
+        max_attempts: int = 100,
     ) -> None:
         self.path = path
+        self._batches = dict(batches or {})
+        self._spool_glob = f"{path.stem}.*.spool"
+        #: The spool new deferred writes go to (made on the first), and what waits for the
+        #: writer: each write with whom to tell once it is applied.
+        self._spool: _Spool | None = None
+        self._queue: list[tuple[_Entry, Done | None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        #: Writes deferred and writes done with, ever: ``flush`` waits for the second to
+        #: reach what the first was when it was called.
+        self._deferred = 0
+        self._settled = 0
+        self._progress = asyncio.Condition()
         self._lock_path = path.with_name(path.stem + ".lock")
         self._failed_path = path.with_name(path.stem + ".failed" + path.suffix)
         self._appliers = dict(appliers)
@@ -153,6 +237,110 @@ class Journal:
             log.error("journal_write_failed kind=%s path=%s", kind, self.path, exc_info=True)
         return False
 
+    def defer(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        ref: str | None = None,
+        done: Done | None = None,
+    ) -> None:
+        """Queue a write for the writer; it is in this process's spool when this returns.
+
+        Writes of a kind with a batch applier are applied together; others one by
+        one, as :meth:`keep` would. ``done`` is called once the write is
+        applied or kept in the journal's file. Never raises: a spool that cannot be
+        written is logged (the write is still queued, only not safe from a kill).
+        """
+        entry = _Entry(kind, payload, ref, time.time())
+        try:
+            if self._spool is None:
+                name = f"{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.spool"
+                self._spool = _Spool(self.path.with_name(name))
+            self._spool.write(entry.line())
+        except OSError:
+            log.error("journal_spool_failed kind=%s path=%s", kind, self.path, exc_info=True)
+        self._queue.append((entry, done))
+        self._deferred += 1
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_behind(), name="ccgate-journal-writer"
+            )
+
+    async def flush(self) -> None:
+        """Wait until every write deferred before this call is applied (or kept)."""
+        target = self._deferred
+        if self._settled >= target:
+            return
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._settled >= target)
+
+    async def aclose(self) -> None:
+        """Apply what is deferred, then stop the writer."""
+        if self._writer is None:
+            return
+        await self.flush()
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+
+    async def _write_behind(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                spool, self._spool = self._spool, None  # what comes meanwhile: a new spool
+                try:
+                    await self._apply(batch)
+                    if spool is not None:
+                        spool.discard()  # cancelled before: it stays, for the next start
+                finally:
+                    for _, done in batch:
+                        if done is not None:
+                            try:
+                                done()
+                            except Exception:  # noqa: BLE001 - the write itself is done
+                                log.error("journal_done_failed", exc_info=True)
+                    async with self._progress:
+                        self._settled += len(batch)
+                        self._progress.notify_all()
+
+    async def _apply(self, batch: list[tuple[_Entry, Done | None]]) -> None:
+        """Apply a batch, kind by kind in one transaction each; else keep its writes."""
+        kinds: dict[str, list[_Entry]] = {}
+        for entry, _ in batch:
+            kinds.setdefault(entry.kind, []).append(entry)
+        for kind, entries in kinds.items():
+            if not self._busy and kind in self._batches:
+                try:
+                    await self._batches[kind]([e.payload for e in entries])
+                    continue
+                except (DatabaseBusy, SharedStateUnavailable):
+                    self._busy = True  # keep() puts them in the file without a second wait
+                    log.warning(
+                        "journal_kept kind=%s size=%d reason=database_busy", kind, len(entries)
+                    )
+                except Exception:  # noqa: BLE001 - each write goes the way of keep()
+                    log.warning(
+                        "journal_batch_failed kind=%s size=%d", kind, len(entries), exc_info=True
+                    )
+            for entry in entries:
+                await self.keep(entry.kind, entry.payload, ref=entry.ref)
+
+    def _adopt_orphans(self) -> int:
+        """Move the spools of dead processes into the file (the journal's lock is held)."""
+        adopted = 0
+        for path, raw in _orphans(self.path.parent, self._spool_glob):
+            lines = [line + b"\n" for line in raw.splitlines() if line.strip()]
+            if lines:
+                _append_to(self.path, lines)
+                adopted += len(lines)
+                log.warning("journal_spool_adopted path=%s entries=%d", path.name, len(lines))
+        return adopted
+
     def _append(self, lines: list[bytes], path: Path) -> None:
         with _locked(self._lock_path, wait=True):
             _append_to(path, lines)
@@ -194,12 +382,13 @@ class Journal:
         Skipped (nothing done) while another process replays the same file.
         """
         async with self._local:
-            if not self.path.exists():
-                self._waiting, self._busy, self._refs = 0, False, set()
-                return Replayed()
             with _locked(self._lock_path, wait=False) as granted:
                 if not granted:
                     return Replayed(left=self._waiting)
+                await asyncio.to_thread(self._adopt_orphans)
+                if not self.path.exists():
+                    self._waiting, self._busy, self._refs = 0, False, set()
+                    return Replayed()
                 return await self._replay_locked()
 
     async def _replay_locked(self) -> Replayed:

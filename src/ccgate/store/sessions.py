@@ -24,11 +24,23 @@ and Postgres):
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import Protocol
 
-from sqlalchemy import Float, Integer, String, delete, insert, literal, select, update
+from sqlalchemy import (
+    Float,
+    Insert,
+    Integer,
+    String,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -124,6 +136,46 @@ def _record(row: object) -> SessionRecord:
     )
 
 
+# A finished turn's statements, built once (SQLAlchemy then reuses their compiled form).
+
+
+@functools.cache
+def _add_fingerprint(dialect: str) -> Insert:
+    """The fingerprint row, with the session's namespace, unless the session is gone or
+    already holds this fingerprint (a retried request): one statement."""
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    c = sessions.c
+    return (
+        make(session_fingerprints)
+        .from_select(
+            ["namespace", "fingerprint", "session_id", "message_count", "created_at"],
+            select(
+                c.namespace,
+                bindparam("t_fp", type_=String),
+                c.id,
+                bindparam("t_count", type_=Integer),
+                bindparam("t_at", type_=Float),
+            ).where(c.id == bindparam("t_sid")),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+@functools.cache
+def _count_turn() -> Update:
+    c = sessions.c
+    return (
+        update(sessions)
+        .where(c.id == bindparam("t_sid"))
+        .values(
+            turns=c.turns + 1,
+            input_tokens=c.input_tokens + bindparam("t_in", type_=Integer),
+            output_tokens=c.output_tokens + bindparam("t_out", type_=Integer),
+            last_used_at=bindparam("t_at", type_=Float),
+        )
+    )
+
+
 class SqlSessionStore:
     """A :class:`SessionStore` on SQLAlchemy Core (SQLite or Postgres)."""
 
@@ -155,7 +207,7 @@ class SqlSessionStore:
         }
         try:
             async with self._db.write() as conn:
-                await conn.execute(insert(sessions).values(**values))
+                await conn.execute(insert(sessions), values)
         except IntegrityError:
             raise SessionExists(f"session {key!r} exists") from None
         return SessionRecord(**values)  # type: ignore[arg-type]
@@ -189,38 +241,19 @@ class SqlSessionStore:
     ) -> bool:
         """Count a finished turn and remember the conversation's new fingerprint."""
         stamp = time.time() if now is None else now
-        make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
-        c = sessions.c
-        # One statement: the fingerprint row, with the session's namespace, unless the
-        # session is gone or already holds this fingerprint (a retried request).
-        add = (
-            make(session_fingerprints)
-            .from_select(
-                ["namespace", "fingerprint", "session_id", "message_count", "created_at"],
-                select(
-                    c.namespace,
-                    literal(fingerprint, String),
-                    c.id,
-                    literal(message_count, Integer),
-                    literal(stamp, Float),
-                ).where(c.id == session_id),
-            )
-            .on_conflict_do_nothing()
-        )
+        bound = {
+            "t_sid": session_id,
+            "t_fp": fingerprint,
+            "t_count": message_count,
+            "t_at": stamp,
+            "t_in": input_tokens,
+            "t_out": output_tokens,
+        }
         async with self._db.write() as conn:
-            added = await conn.execute(add)
+            added = await conn.execute(_add_fingerprint(self._db.dialect), bound)
             if not added.rowcount:
                 return False
-            await conn.execute(
-                update(sessions)
-                .where(c.id == session_id)
-                .values(
-                    turns=c.turns + 1,
-                    input_tokens=c.input_tokens + input_tokens,
-                    output_tokens=c.output_tokens + output_tokens,
-                    last_used_at=stamp,
-                )
-            )
+            await conn.execute(_count_turn(), bound)
         return True
 
     async def match(

@@ -12,18 +12,22 @@ Postgres):
   requests, failed requests, tokens and cost.
 - ``recent`` returns a namespace's newest rows first; ``between`` the rows of a
   namespace (or of all) made in ``[since, until)``, oldest first, at most ``limit``.
+
+A finished request's row is written behind its answer (``store.journal``):
+:class:`SqlUsageStore` is given the journal's ``flush`` as ``before_read``, so a
+read in the same process sees every request that has been answered.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import case, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ccgate.store.database import Database
+from ccgate.store.database import Database, Writer
 from ccgate.store.records import COUNTS, UsageRecord, UsageSummary
 from ccgate.store.tables import usage_records
 
@@ -34,6 +38,7 @@ __all__ = [
     "UsageRecord",
     "UsageStore",
     "UsageSummary",
+    "record_many_on",
     "record_on",
     "utc_day",
 ]
@@ -82,11 +87,20 @@ class UsageStore(Protocol):
         ...
 
 
-async def record_on(conn: AsyncConnection, record: UsageRecord) -> None:
-    """Within ``conn``'s transaction, append one record."""
+def _row(record: UsageRecord) -> dict[str, Any]:
     stamp = record.created_at or time.time()
-    values = {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
-    await conn.execute(insert(usage_records).values(**values))
+    return {**asdict(record), "created_at": stamp, "day": utc_day(stamp)}
+
+
+async def record_on(conn: Writer, record: UsageRecord) -> None:
+    """Within ``conn``'s transaction, append one record."""
+    await conn.execute(insert(usage_records).values(**_row(record)))
+
+
+async def record_many_on(conn: Writer, records: list[UsageRecord]) -> None:
+    """Within ``conn``'s transaction, append several records in one statement."""
+    if records:
+        await conn.execute(insert(usage_records), [_row(record) for record in records])
 
 
 _GROUPS = {
@@ -97,10 +111,21 @@ _GROUPS = {
 
 
 class SqlUsageStore:
-    """A :class:`UsageStore` on SQLAlchemy Core (SQLite or Postgres)."""
+    """A :class:`UsageStore` on SQLAlchemy Core (SQLite or Postgres).
 
-    def __init__(self, database: Database) -> None:
+    ``before_read``: awaited before every read (the journal's ``flush``: rows written
+    behind their answers are in the database before they are looked for).
+    """
+
+    def __init__(
+        self, database: Database, *, before_read: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._db = database
+        self._before_read = before_read
+
+    async def _read(self) -> None:
+        if self._before_read is not None:
+            await self._before_read()
 
     async def account_spend(self, account: str, since: float) -> dict[str, tuple[float, int]]:
         """Return each namespace's cost and tokens on ``account`` since ``since``."""
@@ -111,6 +136,7 @@ class SqlUsageStore:
             .where(c.account == account, c.created_at >= since)
             .group_by(c.namespace)
         )
+        await self._read()
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query))
         return {row[0]: (float(row[1] or 0.0), int(row[2] or 0)) for row in rows}
@@ -149,6 +175,7 @@ class SqlUsageStore:
             query = query.where(c.created_at >= since)
         if until is not None:
             query = query.where(c.created_at < until)
+        await self._read()
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query.order_by(group)))
         return [
@@ -179,6 +206,7 @@ class SqlUsageStore:
         )
         if namespace is not None:
             query = query.where(c.namespace == namespace)
+        await self._read()
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query))
         names = set(UsageRecord.__dataclass_fields__)
@@ -193,6 +221,7 @@ class SqlUsageStore:
             .order_by(c.created_at.desc(), c.id.desc())
             .limit(limit)
         )
+        await self._read()
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query))
         names = set(UsageRecord.__dataclass_fields__)
