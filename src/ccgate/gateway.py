@@ -43,7 +43,7 @@ from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
 from ccgate.access.signins import Signins
 from ccgate.accounts.alerts import PlanAlerts
-from ccgate.accounts.manager import Accounts, SettingsCredential
+from ccgate.accounts.manager import Accounts, SettingsCredential, Upstream
 from ccgate.accounts.meter import PlanMeter, PlanState, when
 from ccgate.accounts.secrets import SecretBox
 from ccgate.accounts.share import FairShare
@@ -55,7 +55,7 @@ from ccgate.claude.workdirs import WorkerDirs
 from ccgate.cluster.blobs import SharedBlobs
 from ccgate.cluster.bus import Bus
 from ccgate.cluster.redis import Shared
-from ccgate.cluster.replicas import Peer, Replicas, replica_id
+from ccgate.cluster.replicas import Peer, Replicas, hosts, replica_id
 from ccgate.config import Settings
 from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
@@ -93,7 +93,7 @@ from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.transcripts import SqlTranscriptStore
 from ccgate.store.usage import SqlUsageStore
 
-__all__ = ["QUIET_ENDS", "Gateway", "runner_config"]
+__all__ = ["QUIET_ENDS", "Gateway", "runner_config", "watch_logins"]
 
 #: How a request may end without a ``turn.failed`` webhook: answered, waiting for the
 #: client's tools, running, or ended by the client or a person.
@@ -106,6 +106,8 @@ log = logging.getLogger("ccgate")
 #: requests checkpointed and the admissions of dead processes reconciled.
 AFTER_TURN_WAIT = 1.0
 BOOKKEEPING_EVERY = 5.0
+#: How often a replica looks for a ``login`` account used from several hosts.
+LOGIN_HOSTS_EVERY = 30.0
 #: How long noting a key's last use may wait for the database before it is skipped.
 LAST_USE_WAIT = 0.1
 #: How long a shutdown waits for requests to record what they got (those left are found
@@ -491,6 +493,8 @@ class Gateway:
         self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
         if self.shared is not None:
             self._spawn(_keep_places(quotas), "ccgate-running-places")
+        if replicas is not None:
+            self._spawn(watch_logins(replicas.alive, self.accounts.upstreams), "ccgate-login-hosts")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
         if settings.plan_probe_interval > 0 and self.router is not None:
@@ -896,6 +900,34 @@ async def _keep_places(quotas: Quotas) -> None:
             await quotas.renew()
         except Exception:  # noqa: BLE001 - tried again next interval
             log.warning("running_places_not_renewed", exc_info=True)
+
+
+async def watch_logins(
+    alive: Callable[[], Awaitable[list[Peer]]],
+    upstreams: Callable[[], list[Upstream]],
+    every: float = LOGIN_HOSTS_EVERY,
+) -> None:
+    """Warn while a ``login`` account serves replicas on several hosts: each host's Claude Code
+    refreshes that login's token with its own copy of a refresh token that works once.
+
+    ``alive``: the live replicas; ``upstreams``: the enabled accounts. Logged once per change.
+    """
+    told: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    while True:
+        try:
+            logins = tuple(sorted(u.name for u in upstreams() if u.kind == "login"))
+            seen = tuple(hosts(await alive())) if logins else ()
+            now = (logins, seen) if len(seen) > 1 else None
+            if now is not None and now != told:
+                log.warning(
+                    "login_account_on_several_hosts accounts=%s hosts=%s",
+                    ",".join(logins),
+                    ",".join(seen),
+                )
+            told = now
+        except Exception:  # noqa: BLE001 - looked at again next interval
+            log.debug("login_hosts_unknown", exc_info=True)
+        await asyncio.sleep(every)
 
 
 def settings_credential(

@@ -12,18 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ccgate.cluster.redis import Shared
+from ccgate.cluster.redis import DELETE_IF_HOLDS, Shared
 
 __all__ = ["POLL", "SharedBlobs"]
 
 #: Seconds between a follower's looks at the leader's flight.
 POLL = 0.05
-
-# KEYS[1] a key, ARGV[1] a value: delete the key if it holds the value.
-_DROP_IF = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class SharedBlobs:
@@ -32,7 +26,7 @@ class SharedBlobs:
     def __init__(self, shared: Shared, owner: str) -> None:
         self._shared = shared
         self._owner = owner
-        self._drop_if = shared.client.register_script(_DROP_IF)
+        self._drop_if = shared.client.register_script(DELETE_IF_HOLDS)
 
     def _answer(self, key: str) -> str:
         return self._shared.key("answer", key)

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccgate.errors import ConfigError, SharedStateUnavailable
 
-__all__ = ["OUTAGES", "TIMEOUT", "Outage", "Shared"]
+__all__ = ["DELETE_IF_HOLDS", "OUTAGES", "TIMEOUT", "Outage", "Shared"]
 
 log = logging.getLogger("ccgate.cluster")
 
@@ -36,6 +36,12 @@ TIMEOUT = 1.0
 RETRY_AFTER = 2.0
 #: How often an outage tolerated with ``redis_outage=open`` is logged at most.
 _WARN_EVERY = 60.0
+#: A Lua script: delete ``KEYS[1]`` if it holds ``ARGV[1]`` (a lease or a flight that only
+#: its holder may end); return 1 if it was deleted, else 0.
+DELETE_IF_HOLDS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class Shared:

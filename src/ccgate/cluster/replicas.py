@@ -30,9 +30,9 @@ import os
 import socket
 from dataclasses import dataclass
 
-from ccgate.cluster.redis import Shared
+from ccgate.cluster.redis import DELETE_IF_HOLDS, Shared
 
-__all__ = ["HEARTBEAT_TTL", "Peer", "Replicas", "replica_id"]
+__all__ = ["HEARTBEAT_TTL", "Peer", "Replicas", "hosts", "replica_id"]
 
 log = logging.getLogger("ccgate.cluster")
 
@@ -73,16 +73,15 @@ end
 return lost
 """
 
-# KEYS[1] a key, ARGV[1] our id: delete it if it is ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def replica_id() -> str:
     """Return a name for this replica: its host, process id and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def hosts(peers: list[Peer]) -> list[str]:
+    """Return the hosts the replicas ``peers`` run on (from their :func:`replica_id`)."""
+    return sorted({peer.id.rsplit("-", 2)[0] for peer in peers})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +107,7 @@ class Replicas:
         self._find = client.register_script(_FIND)
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(DELETE_IF_HOLDS)
 
     @property
     def _replica_prefix(self) -> str:
