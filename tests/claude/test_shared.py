@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from ccgate.accounts.manager import Upstream
 from ccgate.accounts.meter import PlanMeter
@@ -35,6 +36,7 @@ from ccgate.engine.turn import Message, SessionPlan, TextPart, TurnRequest
 from ccgate.loops.agent import AgentSpec, Decision
 from ccgate.store.database import Database
 from ccgate.store.sessions import SqlSessionStore
+from ccgate.store.tables import transcript_parts
 from ccgate.store.transcripts import SqlTranscriptStore, digest_of
 from tests.gateway_testing import cli_processes
 
@@ -48,6 +50,7 @@ class _Flaky:
         self.rows: dict[str, bytes] = {}
         self.down = False
         self.saves = 0
+        self.appended: list[bytes] = []
 
     def _check(self) -> None:
         if self.down:
@@ -58,6 +61,18 @@ class _Flaky:
         self.saves += 1
         self.rows[session_id] = content
         return digest_of(content)
+
+    async def append(
+        self, session_id: str, base: str, tail: bytes, digest: str, *, now: float | None = None
+    ) -> bool:
+        self._check()
+        found = self.rows.get(session_id)
+        if found is None or digest_of(found) != base:
+            return False
+        self.rows[session_id] = found + tail
+        assert digest_of(self.rows[session_id]) == digest
+        self.appended.append(tail)
+        return True
 
     async def load(self, session_id: str) -> bytes | None:
         self._check()
@@ -98,6 +113,36 @@ async def test_uploads_skip_unchanged_files_and_retry_after_a_failure(
     store.down = False
     await shared.upload(SESSION, path)  # unchanged since, but never stored: sent again
     assert store.rows[SESSION] == b"one\ntwo\n"
+
+
+@pytest.mark.unit
+async def test_a_grown_file_stores_only_what_it_added(tmp_path: Path) -> None:
+    store = _Flaky()
+    shared = SharedTranscripts(store)
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"one\n")
+    await shared.upload(SESSION, path)
+    path.write_bytes(b"one\ntwo\n")
+    await shared.upload(SESSION, path)
+    path.write_bytes(b"one\ntwo\nthree\n")
+    await shared.upload(SESSION, path)
+    assert (store.saves, store.appended) == (1, [b"two\n", b"three\n"])
+    assert store.rows[SESSION] == b"one\ntwo\nthree\n"
+    # A file that changed otherwise (a rewound transcript) is stored whole.
+    path.write_bytes(b"one\nTWO\nthree\nfour\n")
+    await shared.upload(SESSION, path)
+    assert store.saves == 2 and store.rows[SESSION] == b"one\nTWO\nthree\nfour\n"
+    # Another replica stored a newer version meanwhile: the append is refused, saved whole.
+    store.rows[SESSION] = b"elsewhere\n"
+    path.write_bytes(b"one\nTWO\nthree\nfour\nfive\n")
+    await shared.upload(SESSION, path)
+    assert store.saves == 3 and store.rows[SESSION] == b"one\nTWO\nthree\nfour\nfive\n"
+    # A fetched version is a base to grow from, too.
+    other = tmp_path / "fetched.jsonl"
+    assert await shared.ready(SESSION, other) is Found.FETCHED
+    other.write_bytes(other.read_bytes() + b"six\n")
+    await shared.upload(SESSION, other)
+    assert store.appended[-1] == b"six\n" and store.saves == 3
 
 
 @pytest.mark.unit
@@ -363,6 +408,10 @@ async def test_a_conversation_resumes_on_whichever_replica_takes_its_turn(
     assert _seen(model)[-1] == ("user", "question 4")
     sessions = {r.headers.get("x-claude-code-session-id") for r in model.conversation_requests()}
     assert len(sessions) == 1
+    # Claude Code appends a turn's lines: the later turns stored only what they added.
+    async with b.database.engine.connect() as conn:
+        parts = (await conn.execute(select(func.count()).select_from(transcript_parts))).scalar()
+    assert parts is not None and parts >= 1
 
 
 async def _deny(_tool: str, _input: dict[str, Any], _call: str) -> Decision:

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from ccgate.store.database import Database
 from ccgate.store.sessions import SqlSessionStore
-from ccgate.store.tables import transcripts
-from ccgate.store.transcripts import SqlTranscriptStore, digest_of
+from ccgate.store.tables import transcript_parts, transcripts
+from ccgate.store.transcripts import MAX_PARTS, SqlTranscriptStore, digest_of
 
 # Each test's cost marker comes with its backend (the `database` fixture, conftest.py).
 
@@ -108,3 +108,68 @@ async def test_a_sessions_transcript_goes_with_it(database: Database) -> None:
     assert gone.id != kept.id
     # Transcripts that belong to no conversation (a loop's) are not touched.
     assert await shared.load("loop-session") == b"loop-session"
+
+
+# --- what a turn added, appended ------------------------------------------------------------
+
+
+async def _parts(database: Database, session_id: str) -> int:
+    async with database.engine.connect() as conn:
+        rows = await conn.execute(
+            select(transcript_parts.c.seq).where(transcript_parts.c.session_id == session_id)
+        )
+        return len(rows.all())
+
+
+async def test_append_adds_a_turn_to_the_version_it_grew_from(database: Database) -> None:
+    shared = SqlTranscriptStore(database)
+    first = await shared.save("s1", LINES)
+    turn = b'{"type":"assistant","message":{"content":"hi"}}\n'
+    grown = LINES + turn
+    assert await shared.append("s1", first, turn, digest_of(grown)) is True
+    assert await shared.load("s1") == grown
+    assert await shared.digest("s1") == digest_of(grown)
+    more = grown + turn * 3
+    assert await shared.append("s1", digest_of(grown), turn * 3, digest_of(more)) is True
+    assert await shared.load("s1") == more and await _parts(database, "s1") == 2
+    async with database.engine.connect() as conn:
+        size = (
+            await conn.execute(select(transcripts.c.size).where(transcripts.c.session_id == "s1"))
+        ).scalar_one()
+    assert size == len(more)
+    # Another version stored meanwhile (another replica): nothing changes, save whole instead.
+    assert await shared.append("s1", first, turn, "f" * 64) is False
+    assert await shared.load("s1") == more
+    assert await shared.append("nobody", first, turn, "f" * 64) is False
+    assert await shared.load("nobody") is None
+    # Saving whole starts over, without parts.
+    await shared.save("s1", b"rewound\n")
+    assert await shared.load("s1") == b"rewound\n" and await _parts(database, "s1") == 0
+
+
+async def test_parts_are_bounded_then_the_transcript_is_saved_whole(database: Database) -> None:
+    shared = SqlTranscriptStore(database)
+    content = b"0\n"
+    digest = await shared.save("s1", content)
+    for n in range(MAX_PARTS):
+        line = f"{n + 1}\n".encode()
+        grown = content + line
+        assert await shared.append("s1", digest, line, digest_of(grown)) is True
+        content, digest = grown, digest_of(grown)
+    assert await shared.append("s1", digest, b"x\n", digest_of(content + b"x\n")) is False
+    assert await shared.load("s1") == content
+    await shared.save("s1", content + b"x\n")
+    assert await _parts(database, "s1") == 0
+
+
+async def test_parts_go_with_their_transcript(database: Database) -> None:
+    sessions = SqlSessionStore(database)
+    shared = SqlTranscriptStore(database)
+    await sessions.create("ns", "gone", "sonnet", "cli-gone", now=50.0)
+    for name in ("cli-gone", "loop-session"):
+        base = await shared.save(name, b"a\n")
+        assert await shared.append(name, base, b"b\n", digest_of(b"a\nb\n"))
+    assert await sessions.delete("ns", "gone") is not None
+    assert await _parts(database, "cli-gone") == 0
+    assert await shared.delete(["loop-session"]) == 1
+    assert await _parts(database, "loop-session") == 0

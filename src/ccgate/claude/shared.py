@@ -8,8 +8,12 @@ file there:
 - **Upload.** After every turn that leaves a session as the next turn may
   resume it (a conversation's turn that ended cleanly or parked on the client's
   tools, before the client sees its end; a loop's turn; a transcript ccgate
-  wrote itself), :meth:`~SharedTranscripts.upload` stores the whole file,
-  unless it is unchanged since this replica last stored or fetched it.
+  wrote itself), :meth:`~SharedTranscripts.upload` stores the file, unless it
+  is unchanged since this replica last stored or fetched it. When the file
+  only grew since then (Claude Code appends a turn's lines), only what it
+  added is stored (``TranscriptStore.append``); else, or when the store says
+  no (another replica stored a newer version, or enough parts piled up), the
+  whole file.
 - **Resume.** :meth:`~SharedTranscripts.ready` is asked before a session is
   resumed. The stored copy is the newest state of the session (the replica
   that ran its last turn stored it): when the local file is missing or differs
@@ -88,8 +92,9 @@ class SharedTranscripts:
         self._store = store
         self._limit = limit
         #: The digest of the version each session last had in the store, as far as this
-        #: replica knows (it stored or fetched it).
+        #: replica knows (it stored or fetched it), and that version's size in bytes.
         self._synced = _Bounded()
+        self._sizes = _Bounded()
         #: Sessions forgotten here: never resumed or uploaded again.
         self._gone = _Bounded()
         #: One upload or fetch at a time per session (waiters in arrival order).
@@ -120,7 +125,7 @@ class SharedTranscripts:
             if local is not None:
                 mine = digest_of(local)
                 if mine == stored:
-                    self._synced.put(session_id, stored)
+                    self._sync(session_id, stored, len(local))
                     return Found.LOCAL
                 if self._synced.get(session_id) == stored:
                     return Found.LOCAL  # this replica's newer copy, whose upload failed
@@ -141,7 +146,7 @@ class SharedTranscripts:
                     "transcript_download_failed session=%s error=%s", session_id, _what(exc)
                 )
                 return Found.ABSENT
-            self._synced.put(session_id, digest_of(content))
+            self._sync(session_id, digest_of(content), len(content))
             log.info("transcript_fetched session=%s bytes=%d", session_id, len(content))
             return Found.FETCHED
 
@@ -155,11 +160,18 @@ class SharedTranscripts:
             if content is None or session_id in self._gone:
                 return
             digest = digest_of(content)
-            if self._synced.get(session_id) == digest:
+            base = self._synced.get(session_id)
+            if base == digest:
                 return
+            tail = _grown_by(content, base, int(self._sizes.get(session_id) or 0))
             try:
                 async with asyncio.timeout(self._limit):
-                    await self._store.save(session_id, content)
+                    if (
+                        base is None
+                        or tail is None
+                        or not await self._store.append(session_id, base, tail, digest)
+                    ):
+                        await self._store.save(session_id, content)
             except Exception as exc:  # noqa: BLE001 - the next turn uploads again
                 log.warning(
                     "transcript_upload_failed session=%s bytes=%d error=%s",
@@ -168,7 +180,11 @@ class SharedTranscripts:
                     _what(exc),
                 )
                 return
-            self._synced.put(session_id, digest)
+            self._sync(session_id, digest, len(content))
+
+    def _sync(self, session_id: str, digest: str, size: int) -> None:
+        self._synced.put(session_id, digest)
+        self._sizes.put(session_id, str(size))
 
     def upload_soon(self, session_id: str, path: Path) -> None:
         """Upload the file as it is now, in the background (for callers that cannot wait:
@@ -185,6 +201,7 @@ class SharedTranscripts:
             return
         self._gone.put(session_id, "")
         self._synced.pop(session_id, None)
+        self._sizes.pop(session_id, None)
         self._spawn(self._delete(session_id), "ccgate-transcript-delete")
 
     async def _delete(self, session_id: str) -> None:
@@ -224,6 +241,13 @@ class SharedTranscripts:
             users[0] -= 1
             if users[0] == 0:
                 del self._locks[session_id]
+
+
+def _grown_by(content: bytes, base: str | None, size: int) -> bytes | None:
+    """Return what ``content`` added to version ``base`` (``size`` bytes), if it only grew."""
+    if base is None or not 0 < size < len(content) or digest_of(content[:size]) != base:
+        return None
+    return content[size:]
 
 
 def _read(path: Path) -> bytes | None:

@@ -37,6 +37,7 @@ __all__ = [
     "responses",
     "session_fingerprints",
     "sessions",
+    "transcript_parts",
     "transcripts",
     "usage_records",
 ]
@@ -265,4 +266,22 @@ transcripts = Table(
     Column("size", BigInteger, nullable=False),
     Column("digest", String(64), nullable=False),
     Column("updated_at", Float, nullable=False),
+    # How many parts were appended to ``content`` since it was last stored whole.
+    Column("parts", Integer, nullable=False, server_default="0"),
+)
+
+transcript_parts = Table(
+    "transcript_parts",
+    metadata,
+    Column(
+        "session_id",
+        String(64),
+        ForeignKey("transcripts.session_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # 1, 2, ...: the order in which the parts follow the transcript's ``content``.
+    Column("seq", Integer, primary_key=True),
+    # The bytes a turn added to the file, zlib-compressed, and their uncompressed size.
+    Column("content", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
 )

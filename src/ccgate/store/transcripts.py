@@ -22,8 +22,15 @@ and Postgres):
   error) and returns how many it removed. A conversation's transcript goes with
   its session: ``store.sessions`` deletes it in the transaction that expires,
   deletes or re-points the session.
+- ``append(session_id, base, tail, digest)`` adds ``tail`` to the stored
+  transcript if its digest is ``base`` (the version the caller last stored or
+  fetched), and records ``digest`` (the caller's digest of the whole new
+  content) as its digest; it returns ``False`` and changes nothing when the
+  digest is another, when none is stored, or when ``MAX_PARTS`` parts were
+  appended since the transcript was last saved whole (the caller then saves it
+  whole). A turn thus stores what it added, not the whole file again.
 - The content is stored zlib-compressed (transcripts are repetitive JSON), with
-  its uncompressed ``size``.
+  its uncompressed ``size``; so is each appended part.
 """
 
 from __future__ import annotations
@@ -35,14 +42,18 @@ import zlib
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, literal, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ccgate.store.database import Database
-from ccgate.store.tables import transcripts
+from ccgate.store.tables import transcript_parts, transcripts
 
-__all__ = ["SqlTranscriptStore", "TranscriptStore", "digest_of"]
+__all__ = ["MAX_PARTS", "SqlTranscriptStore", "TranscriptStore", "digest_of"]
+
+#: How many parts may be appended to a transcript before it is saved whole again (a load
+#: reads at most this many parts).
+MAX_PARTS = 32
 
 
 #: Content larger than this is (de)compressed in a thread, not on the event loop.
@@ -63,6 +74,12 @@ class TranscriptStore(Protocol):
 
     async def save(self, session_id: str, content: bytes, *, now: float | None = None) -> str:
         """Store ``content`` as the session's transcript; return its digest."""
+        ...
+
+    async def append(
+        self, session_id: str, base: str, tail: bytes, digest: str, *, now: float | None = None
+    ) -> bool:
+        """Add ``tail`` to the transcript if it is still version ``base``; say whether it was."""
         ...
 
     async def load(self, session_id: str) -> bytes | None:
@@ -96,6 +113,7 @@ class SqlTranscriptStore:
             "size": len(content),
             "digest": digest,
             "updated_at": time.time() if now is None else now,
+            "parts": 0,
         }
         make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
         upsert = (
@@ -105,14 +123,53 @@ class SqlTranscriptStore:
         )
         async with self._db.write() as conn:
             await conn.execute(upsert)
+            await conn.execute(
+                delete(transcript_parts).where(transcript_parts.c.session_id == session_id)
+            )
         return digest
+
+    async def append(
+        self, session_id: str, base: str, tail: bytes, digest: str, *, now: float | None = None
+    ) -> bool:
+        """Add ``tail`` to the transcript if it is still version ``base``; say whether it was."""
+        packed = await _off_loop(zlib.compress, tail)
+        c = transcripts.c
+        grow = (
+            update(transcripts)
+            .where(c.session_id == session_id, c.digest == base, c.parts < MAX_PARTS)
+            .values(
+                digest=digest,
+                size=c.size + len(tail),
+                parts=c.parts + 1,
+                updated_at=time.time() if now is None else now,
+            )
+            .returning(c.parts)
+        )
+        async with self._db.write() as conn:
+            seq = (await conn.execute(grow)).scalar_one_or_none()
+            if seq is None:
+                return False
+            await conn.execute(
+                insert(transcript_parts).values(
+                    session_id=session_id, seq=seq, content=packed, size=len(tail)
+                )
+            )
+        return True
 
     async def load(self, session_id: str) -> bytes | None:
         """Return the session's transcript, or ``None`` when none is stored."""
-        query = select(transcripts.c.content).where(transcripts.c.session_id == session_id)
+        whole, part = transcripts.c, transcript_parts.c
+        # One statement: the stored content and its parts as one snapshot, in order.
+        query = union_all(
+            select(literal(0).label("seq"), whole.content).where(whole.session_id == session_id),
+            select(part.seq, part.content).where(part.session_id == session_id),
+        ).order_by("seq")
         async with self._db.engine.connect() as conn:
-            packed = (await conn.execute(query)).scalar_one_or_none()
-        return await _off_loop(zlib.decompress, packed) if packed is not None else None
+            rows = (await conn.execute(query)).all()
+        if not rows or rows[0].seq != 0:
+            return None
+        pieces = [await _off_loop(zlib.decompress, row.content) for row in rows]
+        return b"".join(pieces)
 
     async def digest(self, session_id: str) -> str | None:
         """Return the stored transcript's digest, or ``None`` when none is stored."""
