@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(host: str, port: int) -> None:
-    """Start the server, print its URL and wait forever."""
+    """Start the server, print its URL and serve until it stops (Ctrl-C, SIGTERM)."""
     async with DemoServer(host=host, port=port) as server:
         print(f"ccgate demo model listening on {server.url}", flush=True)
         print(f"  ANTHROPIC_BASE_URL={server.url} ANTHROPIC_API_KEY=demo", flush=True)
-        await asyncio.Event().wait()
+        # The server handles the signal itself: when it has shut down, so has this.
+        await server.stopped()
 
 
 if __name__ == "__main__":
