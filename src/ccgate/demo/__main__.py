@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 
 from ccgate.demo.runner import DemoServer
 
@@ -23,12 +24,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(host: str, port: int) -> None:
-    """Start the server, print its URL and serve until it stops (Ctrl-C, SIGTERM)."""
+    """Start the server, print its URL and serve until Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Handled here, whatever this process inherited: a shell's background job starts with
+    # SIGINT ignored, and the embedded server leaves signals to its host.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with DemoServer(host=host, port=port) as server:
         print(f"ccgate demo model listening on {server.url}", flush=True)
         print(f"  ANTHROPIC_BASE_URL={server.url} ANTHROPIC_API_KEY=demo", flush=True)
-        # The server handles the signal itself: when it has shut down, so has this.
-        await server.stopped()
+        await stop.wait()
 
 
 if __name__ == "__main__":

@@ -89,12 +89,6 @@ class DemoServer:
             self._task = None
         self._release()
 
-    async def stopped(self) -> None:
-        """Wait until a server started with ``start()`` stops serving (a signal, ``aclose``)."""
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._task)
-
     async def __aenter__(self) -> DemoServer:
         return await self.start()
 
