@@ -245,20 +245,18 @@ class Quotas:
 
     def owe(self, settlement: Settlement) -> None:
         """Count a settlement being written as spent until :meth:`paid` (exact limits)."""
-        if settlement.windows and (settlement.tokens or settlement.cost_usd):
-            tokens, usd = self._owed.get(settlement.namespace, (0, 0.0))
-            self._owed[settlement.namespace] = (
-                tokens + settlement.tokens,
-                usd + settlement.cost_usd,
-            )
+        self._owe(settlement, 1)
 
     def paid(self, settlement: Settlement) -> None:
         """Forget what :meth:`owe` counted: the settlement is in the counters (or the journal)."""
+        self._owe(settlement, -1)
+
+    def _owe(self, settlement: Settlement, sign: int) -> None:
         if not settlement.windows or not (settlement.tokens or settlement.cost_usd):
             return
         tokens, usd = self._owed.get(settlement.namespace, (0, 0.0))
-        tokens -= settlement.tokens
-        usd -= settlement.cost_usd
+        tokens += sign * settlement.tokens
+        usd += sign * settlement.cost_usd
         if tokens <= 0 and usd <= 1e-12:
             self._owed.pop(settlement.namespace, None)
         else:

@@ -52,7 +52,7 @@ import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ccgate.store.transcripts import TranscriptStore, digest_of
 
@@ -62,6 +62,8 @@ log = logging.getLogger("ccgate.engine")
 
 #: How many sessions' sync states (digests, forgotten ids) a replica remembers.
 _REMEMBERED = 100_000
+
+_V = TypeVar("_V")
 
 
 class Found(enum.Enum):
@@ -75,10 +77,10 @@ class Found(enum.Enum):
     FETCHED = "fetched"
 
 
-class _Bounded(OrderedDict[str, str]):
+class _Bounded(OrderedDict[str, _V]):
     """A mapping that forgets its least recently set entries past ``_REMEMBERED``."""
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: _V) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > _REMEMBERED:
@@ -91,12 +93,11 @@ class SharedTranscripts:
     def __init__(self, store: TranscriptStore | None, *, limit: float = 5.0) -> None:
         self._store = store
         self._limit = limit
-        #: The digest of the version each session last had in the store, as far as this
-        #: replica knows (it stored or fetched it), and that version's size in bytes.
-        self._synced = _Bounded()
-        self._sizes = _Bounded()
+        #: The version each session last had in the store, as far as this replica knows (it
+        #: stored or fetched it): its digest and its size in bytes.
+        self._synced: _Bounded[tuple[str, int]] = _Bounded()
         #: Sessions forgotten here: never resumed or uploaded again.
-        self._gone = _Bounded()
+        self._gone: _Bounded[str] = _Bounded()
         #: One upload or fetch at a time per session (waiters in arrival order).
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,9 +126,9 @@ class SharedTranscripts:
             if local is not None:
                 mine = digest_of(local)
                 if mine == stored:
-                    self._sync(session_id, stored, len(local))
+                    self._synced.put(session_id, (stored, len(local)))
                     return Found.LOCAL
-                if self._synced.get(session_id) == stored:
+                if self._digest(session_id) == stored:
                     return Found.LOCAL  # this replica's newer copy, whose upload failed
             try:
                 async with asyncio.timeout(self._limit):
@@ -146,7 +147,7 @@ class SharedTranscripts:
                     "transcript_download_failed session=%s error=%s", session_id, _what(exc)
                 )
                 return Found.ABSENT
-            self._sync(session_id, digest_of(content), len(content))
+            self._synced.put(session_id, (digest_of(content), len(content)))
             log.info("transcript_fetched session=%s bytes=%d", session_id, len(content))
             return Found.FETCHED
 
@@ -160,10 +161,10 @@ class SharedTranscripts:
             if content is None or session_id in self._gone:
                 return
             digest = digest_of(content)
-            base = self._synced.get(session_id)
+            base, size = self._synced.get(session_id, (None, 0))
             if base == digest:
                 return
-            tail = _grown_by(content, base, int(self._sizes.get(session_id) or 0))
+            tail = _grown_by(content, base, size)
             try:
                 async with asyncio.timeout(self._limit):
                     if (
@@ -180,11 +181,11 @@ class SharedTranscripts:
                     _what(exc),
                 )
                 return
-            self._sync(session_id, digest, len(content))
+            self._synced.put(session_id, (digest, len(content)))
 
-    def _sync(self, session_id: str, digest: str, size: int) -> None:
-        self._synced.put(session_id, digest)
-        self._sizes.put(session_id, str(size))
+    def _digest(self, session_id: str) -> str | None:
+        synced = self._synced.get(session_id)
+        return synced[0] if synced is not None else None
 
     def upload_soon(self, session_id: str, path: Path) -> None:
         """Upload the file as it is now, in the background (for callers that cannot wait:
@@ -201,7 +202,6 @@ class SharedTranscripts:
             return
         self._gone.put(session_id, "")
         self._synced.pop(session_id, None)
-        self._sizes.pop(session_id, None)
         self._spawn(self._delete(session_id), "ccgate-transcript-delete")
 
     async def _delete(self, session_id: str) -> None:

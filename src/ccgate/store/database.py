@@ -69,10 +69,6 @@ class Writer(Protocol):
         """Run a statement (SQLAlchemy Core) with its parameters (a dict, or a list of them)."""
         ...
 
-    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[Any]:
-        """Run SQL text as the driver takes it."""
-        ...
-
 
 class InlineConnection:
     """A :class:`Writer` over a synchronous connection: its calls complete without waiting."""
@@ -83,10 +79,6 @@ class InlineConnection:
     async def execute(self, statement: Any, parameters: Any = None) -> CursorResult[Any]:
         """Run a statement at once."""
         return self._connection.execute(statement, parameters)
-
-    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[Any]:
-        """Run SQL text at once."""
-        return self._connection.exec_driver_sql(statement, parameters)
 
 
 def _private_file(path: Path) -> None:

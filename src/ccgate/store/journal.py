@@ -330,16 +330,13 @@ class Journal:
             for entry in entries:
                 await self.keep(entry.kind, entry.payload, ref=entry.ref)
 
-    def _adopt_orphans(self) -> int:
+    def _adopt_orphans(self) -> None:
         """Move the spools of dead processes into the file (the journal's lock is held)."""
-        adopted = 0
         for path, raw in _orphans(self.path.parent, self._spool_glob):
             lines = [line + b"\n" for line in raw.splitlines() if line.strip()]
             if lines:
                 _append_to(self.path, lines)
-                adopted += len(lines)
                 log.warning("journal_spool_adopted path=%s entries=%d", path.name, len(lines))
-        return adopted
 
     def _append(self, lines: list[bytes], path: Path) -> None:
         with _locked(self._lock_path, wait=True):
