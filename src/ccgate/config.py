@@ -106,6 +106,13 @@ class Settings(BaseModel):
         "forward a request for a turn or loop running here; default http://<host>:<port> "
         "(with a wildcard bind, this machine's name).",
     )
+    login_token_url: str = Field(
+        "https://platform.claude.com/v1/oauth/token",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=2048,
+        description="OAuth token endpoint where, with replicas, one replica at a time renews "
+        "the Claude Code login (claude /login) for all of them; Claude Code's own by default.",
+    )
     upstream_url: str | None = Field(
         None,
         description="Anthropic-compatible base URL the CLI talks to (ANTHROPIC_BASE_URL); "

@@ -10,6 +10,7 @@ place a kind becomes an error::
 
     CcgateError
     ├── ConfigError                        refused settings (start-up only)
+    ├── LoginRefreshFailed                 a login's OAuth refresh failed (logged, never sent)
     └── GatewayError                  500  server error
         ├── InvalidRequest            400  malformed or meaningless input  [invalid_request]
         │   ├── MethodNotAllowed      405  the route exists, not with this method
@@ -59,6 +60,7 @@ __all__ = [
     "DatabaseBusy",
     "GatewayError",
     "InvalidRequest",
+    "LoginRefreshFailed",
     "MethodNotAllowed",
     "MisdirectedRequest",
     "ModelNotFound",
@@ -95,6 +97,19 @@ class ConfigError(CcgateError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class LoginRefreshFailed(CcgateError):
+    """The OAuth token endpoint did not renew a Claude Code login (``accounts.login``).
+
+    ``refused`` is true when the endpoint answered that the refresh token is no longer
+    valid (a new ``claude /login`` is needed), false for a failure worth retrying.
+    """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.refused = refused
 
 
 class GatewayError(CcgateError):

@@ -43,7 +43,8 @@ from ccgate.access.keys import KeyManager
 from ccgate.access.quotas import Quotas, windows_at
 from ccgate.access.signins import Signins
 from ccgate.accounts.alerts import PlanAlerts
-from ccgate.accounts.manager import Accounts, SettingsCredential, Upstream
+from ccgate.accounts.login import LoginKeeper, OAuthTokenEndpoint, ReplicaLock
+from ccgate.accounts.manager import Accounts, SettingsCredential
 from ccgate.accounts.meter import PlanMeter, PlanState, when
 from ccgate.accounts.secrets import SecretBox
 from ccgate.accounts.share import FairShare
@@ -51,11 +52,11 @@ from ccgate.claude import RunnerConfig
 from ccgate.claude.accounts import AccountRouter
 from ccgate.claude.agent import ClaudeAgents
 from ccgate.claude.launcher import clear_credential_files, reap_orphans
-from ccgate.claude.workdirs import WorkerDirs
+from ccgate.claude.workdirs import WorkerDirs, user_credentials
 from ccgate.cluster.blobs import SharedBlobs
 from ccgate.cluster.bus import Bus
 from ccgate.cluster.redis import Shared
-from ccgate.cluster.replicas import Peer, Replicas, hosts, replica_id
+from ccgate.cluster.replicas import Peer, Replicas, replica_id
 from ccgate.config import Settings
 from ccgate.engine.cache import Flights, ResponseCache
 from ccgate.engine.gate import Gate
@@ -84,6 +85,7 @@ from ccgate.store.counters import SqlCounterStore
 from ccgate.store.database import Database
 from ccgate.store.journal import Apply, Journal
 from ccgate.store.keys import SqlKeyStore
+from ccgate.store.logins import SqlLoginStore
 from ccgate.store.loops import SqlLoopStore
 from ccgate.store.owners import process_owner
 from ccgate.store.records import LoopRecord
@@ -93,7 +95,7 @@ from ccgate.store.sessions import SqlSessionStore
 from ccgate.store.transcripts import SqlTranscriptStore
 from ccgate.store.usage import SqlUsageStore
 
-__all__ = ["QUIET_ENDS", "Gateway", "runner_config", "watch_logins"]
+__all__ = ["QUIET_ENDS", "Gateway", "runner_config"]
 
 #: How a request may end without a ``turn.failed`` webhook: answered, waiting for the
 #: client's tools, running, or ended by the client or a person.
@@ -106,8 +108,6 @@ log = logging.getLogger("ccgate")
 #: requests checkpointed and the admissions of dead processes reconciled.
 AFTER_TURN_WAIT = 1.0
 BOOKKEEPING_EVERY = 5.0
-#: How often a replica looks for a ``login`` account used from several hosts.
-LOGIN_HOSTS_EVERY = 30.0
 #: How long noting a key's last use may wait for the database before it is skipped.
 LAST_USE_WAIT = 0.1
 #: How long a shutdown waits for requests to record what they got (those left are found
@@ -472,6 +472,9 @@ class Gateway:
         if self.bus is not None:
             keys = self.keys
             self.bus.subscribe("keys", lambda data: keys.forget(data.get("id") if data else None))
+            if replicas is not None:
+                keeper = self._login_keeper(replicas, SqlLoginStore(database), box)
+                self.bus.subscribe("login", lambda _data: keeper.wake())
             await self.bus.start()
             stack.push_async_callback(self.bus.aclose)
         self.signins = Signins(settings, SqlConsoleSessionStore(database), self.keys)
@@ -493,8 +496,6 @@ class Gateway:
         self._spawn(_keep_books(journal, self.accounting, self.accounts), "ccgate-bookkeeping")
         if self.shared is not None:
             self._spawn(_keep_places(quotas), "ccgate-running-places")
-        if replicas is not None:
-            self._spawn(watch_logins(replicas.alive, self.accounts.upstreams), "ccgate-login-hosts")
         if self.webhooks.on:
             self._spawn(self._failures(), "ccgate-webhook-failures")
         if settings.plan_probe_interval > 0 and self.router is not None:
@@ -519,6 +520,34 @@ class Gateway:
             limits=httpx.Limits(max_keepalive_connections=32),
         )
         stack.push_async_callback(self.peers.aclose)
+
+    def _login_keeper(
+        self, replicas: Replicas, store: SqlLoginStore, box: SecretBox
+    ) -> LoginKeeper:
+        """Start sharing the Claude Code login between the replicas, renewed on one at a time."""
+        client = httpx.AsyncClient(follow_redirects=False)
+        self._stack.push_async_callback(client.aclose)
+        accounts, bus = self.accounts, self.bus
+
+        async def shared() -> None:
+            # Without Redis the others take it at their next check (within 30 s).
+            if bus is not None:
+                with contextlib.suppress(SharedStateUnavailable):
+                    await bus.publish("login", {})
+
+        keeper = LoginKeeper(
+            store,
+            box,
+            ReplicaLock(replicas),
+            OAuthTokenEndpoint(self.settings.login_token_url, client),
+            user_credentials(dict(self._environ)),
+            replica=replicas.id,
+            wanted=lambda: any(u.kind == "login" for u in accounts.upstreams()),
+            on_share=shared,
+        )
+        accounts.on_change(keeper.wake)
+        self._spawn(keeper.run(), "ccgate-login")
+        return keeper
 
     def _replica_url(self) -> str:
         settings = self.settings
@@ -900,34 +929,6 @@ async def _keep_places(quotas: Quotas) -> None:
             await quotas.renew()
         except Exception:  # noqa: BLE001 - tried again next interval
             log.warning("running_places_not_renewed", exc_info=True)
-
-
-async def watch_logins(
-    alive: Callable[[], Awaitable[list[Peer]]],
-    upstreams: Callable[[], list[Upstream]],
-    every: float = LOGIN_HOSTS_EVERY,
-) -> None:
-    """Warn while a ``login`` account serves replicas on several hosts: each host's Claude Code
-    refreshes that login's token with its own copy of a refresh token that works once.
-
-    ``alive``: the live replicas; ``upstreams``: the enabled accounts. Logged once per change.
-    """
-    told: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-    while True:
-        try:
-            logins = tuple(sorted(u.name for u in upstreams() if u.kind == "login"))
-            seen = tuple(hosts(await alive())) if logins else ()
-            now = (logins, seen) if len(seen) > 1 else None
-            if now is not None and now != told:
-                log.warning(
-                    "login_account_on_several_hosts accounts=%s hosts=%s",
-                    ",".join(logins),
-                    ",".join(seen),
-                )
-            told = now
-        except Exception:  # noqa: BLE001 - looked at again next interval
-            log.debug("login_hosts_unknown", exc_info=True)
-        await asyncio.sleep(every)
 
 
 def settings_credential(

@@ -31,7 +31,14 @@ from ccgate.engine.toolbox import ToolResultBox
 from ccgate.engine.turn import Message, TurnRequest
 from ccgate.loops.agent import AgentSpec, Chooser
 
-__all__ = ["ECHO_PREFIX", "ScriptedAgent", "ScriptedAgents", "ScriptedRunner", "echo"]
+__all__ = [
+    "ECHO_PREFIX",
+    "LocalLease",
+    "ScriptedAgent",
+    "ScriptedAgents",
+    "ScriptedRunner",
+    "echo",
+]
 
 #: What :func:`echo` puts before the user's text.
 ECHO_PREFIX = "ok: "
@@ -219,3 +226,34 @@ class ScriptedAgents:
         self.started.append(agent)
         self.specs.append(spec)
         return agent
+
+
+class LocalLease:
+    """One lease in this process; :meth:`lock` is a :class:`~ccgate.accounts.login.RefreshLock`
+    for each would-be holder. ``taken`` counts the acquisitions that succeeded."""
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+        self.taken = 0
+
+    def lock(self, name: str) -> _HeldBy:
+        """Return the lock as ``name`` takes it."""
+        return _HeldBy(self, name)
+
+
+class _HeldBy:
+    def __init__(self, lease: LocalLease, name: str) -> None:
+        self._lease = lease
+        self._name = name
+
+    async def acquire(self) -> bool:
+        if self._lease.holder not in (None, self._name):
+            return False
+        if self._lease.holder is None:
+            self._lease.taken += 1
+        self._lease.holder = self._name
+        return True
+
+    async def release(self) -> None:
+        if self._lease.holder == self._name:
+            self._lease.holder = None

@@ -506,6 +506,8 @@ def _replica_env(
             "CCGATE_PORT": str(port),
             "CCGATE_DATA_DIR": str(data_dir),
             "CCGATE_REPLICA_URL": f"http://127.0.0.1:{port}",
+            # Each replica stands for a machine of its own: its own Claude Code login file.
+            "CLAUDE_CONFIG_DIR": str(data_dir / "claude"),
         }
     )
     return env

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ccgate.cluster.redis import DELETE_IF_HOLDS, Shared
 
-__all__ = ["HEARTBEAT_TTL", "Peer", "Replicas", "hosts", "replica_id"]
+__all__ = ["HEARTBEAT_TTL", "Peer", "Replicas", "replica_id"]
 
 log = logging.getLogger("ccgate.cluster")
 
@@ -77,11 +77,6 @@ return lost
 def replica_id() -> str:
     """Return a name for this replica: its host, process id and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-
-
-def hosts(peers: list[Peer]) -> list[str]:
-    """Return the hosts the replicas ``peers`` run on (from their :func:`replica_id`)."""
-    return sorted({peer.id.rsplit("-", 2)[0] for peer in peers})
 
 
 @dataclass(frozen=True, slots=True)

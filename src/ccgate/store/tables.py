@@ -30,6 +30,7 @@ __all__ = [
     "admissions",
     "api_keys",
     "console_sessions",
+    "login_credentials",
     "loop_requests",
     "loops",
     "metadata",
@@ -284,4 +285,19 @@ transcript_parts = Table(
     # The bytes a turn added to the file, zlib-compressed, and their uncompressed size.
     Column("content", LargeBinary, nullable=False),
     Column("size", BigInteger, nullable=False),
+)
+
+#: Claude Code's OAuth login, shared by the replicas that keep it fresh (``store.logins``).
+login_credentials = Table(
+    "login_credentials",
+    metadata,
+    # Which login: ``login``, the Claude Code login of the user running ccgate.
+    Column("name", String(64), primary_key=True),
+    # Claude Code's ``claudeAiOauth`` object (JSON), encrypted (``accounts.secrets``).
+    Column("sealed", Text, nullable=False),
+    # When its access token expires (Unix milliseconds, as Claude Code writes it).
+    Column("expires_at", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # The replica that stored it.
+    Column("updated_by", String(128), nullable=False),
 )

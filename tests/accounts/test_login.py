@@ -1,0 +1,369 @@
+"""The login keeper: replicas share one Claude Code login and renew it one at a time.
+
+Each keeper stands for a replica on a machine of its own (its own credentials file); they
+share one SQLite database and one lease, and renew against a fake OAuth token endpoint
+over real HTTP whose refresh tokens work once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ccgate.accounts.login import (
+    FAILED_RETRY,
+    LoginCredentials,
+    LoginKeeper,
+    OAuthTokenEndpoint,
+    read_login,
+    write_login,
+)
+from ccgate.accounts.secrets import SecretBox
+from ccgate.errors import LoginRefreshFailed
+from ccgate.store.database import Database
+from ccgate.store.logins import SqlLoginStore
+from ccgate.testing import LocalLease
+from tests.oauth_fake import FakeTokenEndpoint
+
+pytestmark = pytest.mark.server
+
+#: Ten minutes left: inside the keeper's 15, outside Claude Code's own 5.
+DUE = 600
+
+
+@pytest.fixture
+def oauth() -> Iterator[FakeTokenEndpoint]:
+    with FakeTokenEndpoint(delay=0.2) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlLoginStore]:
+    database = Database(f"sqlite:///{tmp_path / 'ccgate.db'}")
+    await database.migrate()
+    yield SqlLoginStore(database)
+    await database.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as made:
+        yield made
+
+
+def _file(path: Path, oauth: dict[str, Any], **other: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"claudeAiOauth": oauth, **other}))
+
+
+def _oauth_in(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())["claudeAiOauth"]
+    return data
+
+
+class Hosts:
+    """Keepers of replicas on machines of their own, sharing one database and one lease."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: SqlLoginStore,
+        oauth: FakeTokenEndpoint,
+        client: httpx.AsyncClient,
+        count: int = 3,
+    ) -> None:
+        self.box = SecretBox(secrets.token_bytes(32))
+        self.lease = LocalLease()
+        self.paths = [root / f"host-{i}" / ".claude" / ".credentials.json" for i in range(count)]
+        self.keepers = [
+            LoginKeeper(
+                store,
+                self.box,
+                self.lease.lock(f"r{i}"),
+                OAuthTokenEndpoint(oauth.url, client),
+                path,
+                replica=f"r{i}",
+            )
+            for i, path in enumerate(self.paths)
+        ]
+
+    async def round(self) -> list[float]:
+        return list(await asyncio.gather(*(keeper.tick() for keeper in self.keepers)))
+
+
+async def test_three_replicas_with_one_due_login_renew_it_once_and_all_get_it(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "ccgate.accounts")
+    hosts = Hosts(tmp_path, store, oauth, client)
+    old = oauth.issue(expires_in=DUE)
+    # The dangerous set-up: the same login copied to every machine, all due at once.
+    for path in hosts.paths:
+        _file(path, old, mcpOAuth={"server": "kept"})
+    await hosts.round()
+    await hosts.round()
+    assert (oauth.refreshes, oauth.reused) == (1, 0)
+    assert hosts.lease.taken == 1
+    new = [_oauth_in(path) for path in hosts.paths]
+    assert len({login["accessToken"] for login in new}) == 1
+    assert new[0]["accessToken"] != old["accessToken"]
+    assert new[0]["refreshToken"] != old["refreshToken"]
+    assert new[0]["expiresAt"] > time.time() * 1000 + 7 * 3600 * 1000
+    assert new[0]["subscriptionType"] == "max"  # what the keeper does not renew is kept
+    for path in hosts.paths:
+        assert json.loads(path.read_text())["mcpOAuth"] == {"server": "kept"}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stored = await store.get("login")
+    assert stored is not None and stored.expires_at == new[0]["expiresAt"]
+    assert new[0]["accessToken"] not in stored.sealed  # encrypted at rest
+    sent = oauth.requests[0]
+    assert sent["client_id"] and sent["scope"] == "user:inference user:profile"
+    # Nothing is due now: the next check is a normal one, and renews nothing.
+    assert max(await hosts.round()) <= 30
+    assert oauth.refreshes == 1
+    text = caplog.text
+    assert "login_refreshed" in text
+    for token in (old["accessToken"], old["refreshToken"], new[0]["accessToken"]):
+        assert token not in text
+
+
+async def test_a_replica_granted_the_lock_late_takes_the_renewed_login(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    old = oauth.issue(expires_in=DUE)
+    for path in hosts.paths:
+        _file(path, old)
+    renewed = asyncio.Event()
+    inner = hosts.lease.lock("r1")
+
+    class Late:
+        """r1's lock: granted only once r0 has renewed the login and let the lock go."""
+
+        async def acquire(self) -> bool:
+            await renewed.wait()
+            return await inner.acquire()
+
+        async def release(self) -> None:
+            await inner.release()
+
+    late = LoginKeeper(
+        store,
+        hosts.box,
+        Late(),
+        OAuthTokenEndpoint(oauth.url, client),
+        hosts.paths[1],
+        replica="r1",
+    )
+    second = asyncio.create_task(late.tick())
+    await hosts.keepers[0].tick()
+    renewed.set()
+    await second
+    assert (oauth.refreshes, oauth.reused) == (1, 0)
+    assert _oauth_in(hosts.paths[1]) == _oauth_in(hosts.paths[0]) != old
+
+
+async def test_a_machine_without_a_login_gets_it_from_the_database(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    fresh = oauth.issue()
+    _file(hosts.paths[0], fresh)
+    await hosts.keepers[0].tick()
+    assert not hosts.paths[1].exists()
+    await hosts.keepers[1].tick()
+    assert _oauth_in(hosts.paths[1]) == fresh
+    assert stat.S_IMODE(hosts.paths[1].parent.stat().st_mode) == 0o700
+    assert oauth.refreshes == 0
+    # A login renewed by `claude /login` on the second machine reaches the first.
+    newer = oauth.issue(expires_in=9 * 3600)
+    _file(hosts.paths[1], newer)
+    await hosts.keepers[1].tick()
+    await hosts.keepers[0].tick()
+    assert _oauth_in(hosts.paths[0]) == newer
+
+
+async def test_an_older_login_never_replaces_a_newer_one(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    newer, older = oauth.issue(expires_in=9 * 3600), oauth.issue(expires_in=8 * 3600)
+    _file(hosts.paths[0], newer)
+    _file(hosts.paths[1], older)
+    await hosts.round()
+    await hosts.round()
+    assert _oauth_in(hosts.paths[0]) == newer
+    assert _oauth_in(hosts.paths[1]) == newer
+
+
+async def test_a_refused_refresh_token_is_reported_and_tried_again_later(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=1)
+    spent = oauth.issue(expires_in=DUE)
+    spent["refreshToken"] = "rt-never-issued"
+    _file(hosts.paths[0], spent)
+    assert await hosts.keepers[0].tick() == pytest.approx(FAILED_RETRY, abs=1)
+    assert "login_refresh_refused" in caplog.text and "claude /login" in caplog.text
+    assert _oauth_in(hosts.paths[0]) == spent
+    assert hosts.lease.holder is None  # released after the failure
+    # Within FAILED_RETRY nothing is posted again.
+    assert 0 < await hosts.keepers[0].tick() <= FAILED_RETRY
+    assert oauth.reused == 1
+
+
+async def test_a_failing_endpoint_is_tried_again_and_then_renews(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [time.time()]
+    hosts = Hosts(tmp_path, store, oauth, client, count=1)
+    keeper = LoginKeeper(
+        store,
+        hosts.box,
+        hosts.lease.lock("r0"),
+        OAuthTokenEndpoint(oauth.url, client),
+        hosts.paths[0],
+        replica="r0",
+        clock=lambda: now[0],
+    )
+    old = oauth.issue(expires_in=DUE)
+    _file(hosts.paths[0], old)
+    oauth.fail = 1
+    assert await keeper.tick() == pytest.approx(FAILED_RETRY)
+    assert "login_refresh_failed" in caplog.text
+    assert "login_refresh_refused" not in caplog.text
+    now[0] += FAILED_RETRY
+    await keeper.tick()
+    assert oauth.refreshes == 1
+    assert _oauth_in(hosts.paths[0])["accessToken"] != old["accessToken"]
+
+
+async def test_an_unreadable_file_is_left_alone(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    _file(hosts.paths[0], oauth.issue())
+    await hosts.keepers[0].tick()
+    hosts.paths[1].parent.mkdir(parents=True)
+    hosts.paths[1].write_text("{not json")
+    await hosts.keepers[1].tick()
+    await hosts.keepers[1].tick()
+    assert hosts.paths[1].read_text() == "{not json"
+    assert caplog.text.count("login_file_unreadable") == 1
+
+
+async def test_nothing_is_read_or_written_while_no_account_runs_on_the_login(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    _file(hosts.paths[0], oauth.issue(expires_in=DUE))
+    keeper = LoginKeeper(
+        store,
+        hosts.box,
+        hosts.lease.lock("r0"),
+        OAuthTokenEndpoint(oauth.url, client),
+        hosts.paths[0],
+        replica="r0",
+        wanted=lambda: False,
+    )
+    assert await keeper.tick() == 30
+    assert await store.get("login") is None
+    assert oauth.requests == []
+
+
+async def test_a_login_sealed_with_another_key_is_reported_not_used(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = SecretBox(secrets.token_bytes(32))
+    await store.put(
+        "login",
+        other.seal(LoginCredentials.parse(oauth.issue(expires_in=9 * 3600)).dumps()),
+        int((time.time() + 9 * 3600) * 1000),
+        by="elsewhere",
+    )
+    hosts = Hosts(tmp_path, store, oauth, client, count=1)
+    mine = oauth.issue()
+    _file(hosts.paths[0], mine)
+    await hosts.keepers[0].tick()
+    assert "login_shared_unreadable" in caplog.text and "accounts_key" in caplog.text
+    assert _oauth_in(hosts.paths[0]) == mine
+
+
+async def test_the_endpoint_refuses_what_is_not_a_renewed_token(
+    oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    login = LoginCredentials.parse(oauth.issue())
+    answers = [
+        httpx.Response(200, json={"access_token": "", "expires_in": 60}),
+        httpx.Response(200, json={"access_token": "a", "expires_in": 10**30}),
+        httpx.Response(200, json={"access_token": "a", "expires_in": True}),
+        httpx.Response(200, json={"access_token": "a", "expires_in": 60, "refresh_token": 5}),
+        httpx.Response(200, content=b"[1, 2]"),
+        httpx.Response(200, content=b"\xff\xfe"),
+        httpx.Response(200, content=b"{" * 70_000),
+        httpx.Response(503, content=b'{"error": "x\\ud800y\\n"}'),
+    ]
+    for answer in answers:
+        fake = httpx.AsyncClient(transport=httpx.MockTransport(lambda _request, a=answer: a))
+        with pytest.raises(LoginRefreshFailed) as failed:
+            await OAuthTokenEndpoint("http://oauth.test/token", fake).refresh(login)
+        assert not failed.value.refused
+        assert login.refresh_token not in failed.value.message
+        await fake.aclose()
+    nobody = OAuthTokenEndpoint("http://127.0.0.1:9/v1/oauth/token", client, timeout=2)
+    with pytest.raises(LoginRefreshFailed, match="did not answer"):
+        await nobody.refresh(login)
+
+
+def test_a_login_is_parsed_strictly(tmp_path: Path) -> None:
+    bad: object
+    for bad in (
+        None,
+        [],
+        {"accessToken": "a", "refreshToken": "r"},
+        {"accessToken": "a", "refreshToken": "", "expiresAt": 1},
+        {"accessToken": "a", "refreshToken": "r", "expiresAt": True},
+        {"accessToken": "a", "refreshToken": "r", "expiresAt": "1"},
+    ):
+        with pytest.raises(ValueError):
+            LoginCredentials.parse(bad)
+    path = tmp_path / ".credentials.json"
+    assert read_login(path) == (None, True)
+    path.write_text(json.dumps({"mcpOAuth": {}}))
+    assert read_login(path) == (None, True)
+    login = LoginCredentials.parse({"accessToken": "at-9", "refreshToken": "rt-7", "expiresAt": 5})
+    write_login(path, login)
+    assert read_login(path) == (login, True)
+    assert "at-9" not in repr(login) and "rt-7" not in repr(login)
+    assert json.loads(path.read_text())["mcpOAuth"] == {}
+    assert [p.name for p in tmp_path.iterdir()] == [".credentials.json"]
