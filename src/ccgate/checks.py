@@ -41,6 +41,14 @@ def credentials(settings: Settings) -> Check:
     creds = user_credentials(dict(os.environ))
     if creds.is_file():
         return Check("credentials", True, f"Claude Code login found at {creds}")
+    if settings.redis_url:
+        return Check(
+            "credentials",
+            True,
+            f"no Claude Code login at {creds}: with replicas, this machine gets the login from "
+            "the database once any replica's machine has run `claude /login` (or use "
+            "CLAUDE_CODE_OAUTH_TOKEN or CCGATE_UPSTREAM_API_KEY)",
+        )
     return Check(
         "credentials",
         False,

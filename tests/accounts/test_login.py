@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ccgate import checks
 from ccgate.accounts.login import (
     FAILED_RETRY,
     LoginCredentials,
@@ -29,6 +30,7 @@ from ccgate.accounts.login import (
     write_login,
 )
 from ccgate.accounts.secrets import SecretBox
+from ccgate.config import load_settings
 from ccgate.errors import LoginRefreshFailed
 from ccgate.store.database import Database
 from ccgate.store.logins import SqlLoginStore
@@ -367,3 +369,31 @@ def test_a_login_is_parsed_strictly(tmp_path: Path) -> None:
     assert "at-9" not in repr(login) and "rt-7" not in repr(login)
     assert json.loads(path.read_text())["mcpOAuth"] == {}
     assert [p.name for p in tmp_path.iterdir()] == [".credentials.json"]
+
+
+def test_a_symlinked_credentials_file_is_written_where_it_points(tmp_path: Path) -> None:
+    target = tmp_path / "secrets" / "claude.json"
+    target.parent.mkdir()
+    target.write_text(json.dumps({"other": 1}))
+    link = tmp_path / ".claude" / ".credentials.json"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    login = LoginCredentials.parse({"accessToken": "at-1", "refreshToken": "rt-1", "expiresAt": 9})
+    write_login(link, login)
+    assert link.is_symlink()
+    assert json.loads(target.read_text()) == {"other": 1, "claudeAiOauth": dict(login.oauth)}
+    assert read_login(link) == (login, True)
+
+
+def test_the_doctor_accepts_a_replica_whose_machine_has_no_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude"))
+    for variable in ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    alone = checks.credentials(load_settings({"data_dir": str(tmp_path)}, {}))
+    assert not alone.ok and "claude /login" in alone.detail
+    replica = checks.credentials(
+        load_settings({"data_dir": str(tmp_path), "redis_url": "redis://127.0.0.1:1/0"}, {})
+    )
+    assert replica.ok and "from the database" in replica.detail

@@ -179,8 +179,10 @@ def write_login(path: Path, login: LoginCredentials) -> None:
     """Put ``login`` into Claude Code's credentials file, keeping its other entries.
 
     Written to a new file (mode 0600) that then replaces the old one, so a CLI reading it
-    sees the old login or the new one, never half of either.
+    sees the old login or the new one, never half of either. A symlinked file is written
+    where the link points, and the link stays.
     """
+    path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data: dict[str, Any] = {}
     with contextlib.suppress(FileNotFoundError, ValueError):
