@@ -111,7 +111,8 @@ class Settings(BaseModel):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         max_length=2048,
         description="OAuth token endpoint where, with replicas, one replica at a time renews "
-        "the Claude Code login (claude /login) for all of them; Claude Code's own by default.",
+        "the Claude Code login (claude /login) for all of them; Claude Code's own by default "
+        "(https, or http on this machine only).",
     )
     upstream_url: str | None = Field(
         None,
@@ -330,6 +331,18 @@ class Settings(BaseModel):
                 )
             urls.append(url)
         return tuple(urls)
+
+    @field_validator("login_token_url")
+    @classmethod
+    def _secure_token_url(cls, value: str) -> str:
+        """Refresh tokens travel over https, or stay on this machine."""
+        parts = urlsplit(value)
+        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+            raise ValueError(
+                "login_token_url sends the login's refresh token: give an https:// URL "
+                "(http:// only on this machine, e.g. http://127.0.0.1:9000/v1/oauth/token)"
+            )
+        return value
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

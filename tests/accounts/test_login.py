@@ -31,9 +31,9 @@ from ccgate.accounts.login import (
 )
 from ccgate.accounts.secrets import SecretBox
 from ccgate.config import load_settings
-from ccgate.errors import LoginRefreshFailed
+from ccgate.errors import ConfigError, DatabaseBusy, LoginRefreshFailed
 from ccgate.store.database import Database
-from ccgate.store.logins import SqlLoginStore
+from ccgate.store.logins import SqlLoginStore, StoredLogin
 from ccgate.testing import LocalLease
 from tests.oauth_fake import FakeTokenEndpoint
 
@@ -83,18 +83,25 @@ class Hosts:
         oauth: FakeTokenEndpoint,
         client: httpx.AsyncClient,
         count: int = 3,
+        *,
+        leases: int = 1,
     ) -> None:
+        #: The keepers' clock (Unix seconds), moved by tests.
+        self.now = time.time()
         self.box = SecretBox(secrets.token_bytes(32))
-        self.lease = LocalLease()
+        # Several leases: each keeper believes it holds the lock (a lease lost mid-refresh).
+        self.leases = [LocalLease() for _ in range(leases)]
+        self.lease = self.leases[0]
         self.paths = [root / f"host-{i}" / ".claude" / ".credentials.json" for i in range(count)]
         self.keepers = [
             LoginKeeper(
                 store,
                 self.box,
-                self.lease.lock(f"r{i}"),
+                self.leases[i % leases].lock(f"r{i}"),
                 OAuthTokenEndpoint(oauth.url, client),
                 path,
                 replica=f"r{i}",
+                clock=lambda: self.now,
             )
             for i, path in enumerate(self.paths)
         ]
@@ -223,43 +230,157 @@ async def test_a_refused_refresh_token_is_reported_and_tried_again_later(
     spent = oauth.issue(expires_in=DUE)
     spent["refreshToken"] = "rt-never-issued"
     _file(hosts.paths[0], spent)
-    assert await hosts.keepers[0].tick() == pytest.approx(FAILED_RETRY, abs=1)
+    assert 0 < await hosts.keepers[0].tick() <= 30
     assert "login_refresh_refused" in caplog.text and "claude /login" in caplog.text
     assert _oauth_in(hosts.paths[0]) == spent
     assert hosts.lease.holder is None  # released after the failure
     # Within FAILED_RETRY nothing is posted again.
-    assert 0 < await hosts.keepers[0].tick() <= FAILED_RETRY
+    hosts.now += FAILED_RETRY - 1
+    assert 0 < await hosts.keepers[0].tick() <= 30
     assert oauth.reused == 1
+    hosts.now += 2
+    await hosts.keepers[0].tick()
+    assert oauth.reused == 2
 
 
-async def test_a_failing_endpoint_is_tried_again_and_then_renews(
+async def test_after_a_failed_refresh_every_replica_waits_then_one_renews(
     tmp_path: Path,
     store: SqlLoginStore,
     oauth: FakeTokenEndpoint,
     client: httpx.AsyncClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    now = [time.time()]
-    hosts = Hosts(tmp_path, store, oauth, client, count=1)
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    old = oauth.issue(expires_in=DUE)
+    for path in hosts.paths:
+        _file(path, old)
+    oauth.fail = 1
+    await hosts.keepers[0].tick()
+    assert "login_refresh_failed" in caplog.text
+    assert "login_refresh_refused" not in caplog.text
+    # The other replica may take the lock now, but the failed attempt's claim holds it back.
+    for _ in range(5):
+        hosts.now += 10
+        await hosts.round()
+    assert len(oauth.requests) == 1
+    hosts.now += FAILED_RETRY - 50 + 1
+    await hosts.round()
+    await hosts.round()
+    assert (oauth.refreshes, oauth.reused, len(oauth.requests)) == (1, 0, 2)
+    renewed = {_oauth_in(path)["accessToken"] for path in hosts.paths}
+    assert len(renewed) == 1 and old["accessToken"] not in renewed
+
+
+async def test_the_database_half_of_the_lock_holds_when_every_replica_has_the_lease(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    # Each keeper holds a lease of its own, as when one lost it while its refresh was in flight.
+    hosts = Hosts(tmp_path, store, oauth, client, count=3, leases=3)
+    old = oauth.issue(expires_in=DUE)
+    for path in hosts.paths:
+        _file(path, old)
+    await hosts.round()
+    await hosts.round()
+    assert (oauth.refreshes, oauth.reused) == (1, 0)
+    assert len({_oauth_in(path)["accessToken"] for path in hosts.paths}) == 1
+
+
+class RefusingStore:
+    """A login store whose database refuses the next ``refuse`` writes of a login."""
+
+    def __init__(self, store: SqlLoginStore) -> None:
+        self._store = store
+        self.refuse = 0
+
+    async def get(self, name: str) -> StoredLogin | None:
+        return await self._store.get(name)
+
+    async def put(
+        self, name: str, sealed: str, expires_at: int, *, by: str, now: float | None = None
+    ) -> bool:
+        if self.refuse:
+            self.refuse -= 1
+            raise DatabaseBusy("the database stayed locked")
+        return await self._store.put(name, sealed, expires_at, by=by, now=now)
+
+    async def claim(
+        self, name: str, expires_at: int, *, by: str, until: float, now: float | None = None
+    ) -> bool:
+        return await self._store.claim(name, expires_at, by=by, until=until, now=now)
+
+
+async def test_a_renewal_the_database_refuses_keeps_the_lock_until_it_is_stored(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    refusing = RefusingStore(store)
     keeper = LoginKeeper(
-        store,
+        refusing,
         hosts.box,
         hosts.lease.lock("r0"),
         OAuthTokenEndpoint(oauth.url, client),
         hosts.paths[0],
         replica="r0",
-        clock=lambda: now[0],
+        clock=lambda: hosts.now,
     )
     old = oauth.issue(expires_in=DUE)
-    _file(hosts.paths[0], old)
-    oauth.fail = 1
-    assert await keeper.tick() == pytest.approx(FAILED_RETRY)
-    assert "login_refresh_failed" in caplog.text
-    assert "login_refresh_refused" not in caplog.text
-    now[0] += FAILED_RETRY
+    for path in hosts.paths:
+        _file(path, old)
+    await store.put(
+        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
+    )
+    refusing.refuse = 2
     await keeper.tick()
     assert oauth.refreshes == 1
-    assert _oauth_in(hosts.paths[0])["accessToken"] != old["accessToken"]
+    assert hosts.lease.holder == "r0"  # kept: the database does not have the renewal
+    renewed = _oauth_in(hosts.paths[0])  # the file has it
+    hosts.now += FAILED_RETRY + 1  # even once the claim has lapsed
+    await hosts.keepers[1].tick()
+    assert (oauth.refreshes, oauth.reused) == (1, 0)  # r1 could not take the lock
+    await keeper.tick()  # refused again
+    assert hosts.lease.holder == "r0"
+    await keeper.tick()  # stored now, and the lock let go
+    assert hosts.lease.holder is None
+    await hosts.keepers[1].tick()
+    assert _oauth_in(hosts.paths[1]) == renewed
+    assert (oauth.refreshes, oauth.reused) == (1, 0)
+
+
+async def test_a_machine_whose_file_cannot_be_written_still_renews_for_the_others(
+    tmp_path: Path,
+    store: SqlLoginStore,
+    oauth: FakeTokenEndpoint,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    hosts.paths[0].mkdir(parents=True)  # a directory where the file should be
+    old = oauth.issue(expires_in=DUE)
+    await store.put(
+        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
+    )
+    await hosts.keepers[0].tick()
+    assert oauth.refreshes == 1
+    assert hosts.paths[0].is_dir()
+    assert "login_file_unreadable" in caplog.text
+    await hosts.keepers[1].tick()
+    assert _oauth_in(hosts.paths[1])["accessToken"] != old["accessToken"]
+    assert (oauth.refreshes, oauth.reused) == (1, 0)
+
+
+async def test_a_due_login_never_overwrites_a_file_that_is_not_json(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=1)
+    old = oauth.issue(expires_in=DUE)
+    await store.put(
+        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
+    )
+    hosts.paths[0].parent.mkdir(parents=True)
+    hosts.paths[0].write_text("{half a file")
+    await hosts.keepers[0].tick()
+    assert oauth.refreshes == 1
+    assert hosts.paths[0].read_text() == "{half a file"
 
 
 async def test_an_unreadable_file_is_left_alone(
@@ -342,6 +463,9 @@ async def test_the_endpoint_refuses_what_is_not_a_renewed_token(
         assert not failed.value.refused
         assert login.refresh_token not in failed.value.message
         await fake.aclose()
+    unpostable = LoginCredentials.parse({**dict(login.oauth), "refreshToken": "rt-\ud800"})
+    with pytest.raises(LoginRefreshFailed, match="not text"):
+        await OAuthTokenEndpoint(oauth.url, client).refresh(unpostable)
     nobody = OAuthTokenEndpoint("http://127.0.0.1:9/v1/oauth/token", client, timeout=2)
     with pytest.raises(LoginRefreshFailed, match="did not answer"):
         await nobody.refresh(login)
@@ -356,6 +480,8 @@ def test_a_login_is_parsed_strictly(tmp_path: Path) -> None:
         {"accessToken": "a", "refreshToken": "", "expiresAt": 1},
         {"accessToken": "a", "refreshToken": "r", "expiresAt": True},
         {"accessToken": "a", "refreshToken": "r", "expiresAt": "1"},
+        {"accessToken": "a", "refreshToken": "r", "expiresAt": 10**30},
+        {"accessToken": "a", "refreshToken": "r", "expiresAt": int(time.time() * 1000) * 1000},
     ):
         with pytest.raises(ValueError):
             LoginCredentials.parse(bad)
@@ -397,3 +523,31 @@ def test_the_doctor_accepts_a_replica_whose_machine_has_no_login(
         load_settings({"data_dir": str(tmp_path), "redis_url": "redis://127.0.0.1:1/0"}, {})
     )
     assert replica.ok and "from the database" in replica.detail
+
+
+def test_a_login_file_is_never_set_back_to_an_older_login(tmp_path: Path) -> None:
+    path = tmp_path / ".credentials.json"
+    newer = LoginCredentials.parse({"accessToken": "at-2", "refreshToken": "r", "expiresAt": 20})
+    older = LoginCredentials.parse({"accessToken": "at-1", "refreshToken": "r", "expiresAt": 10})
+    assert write_login(path, newer)
+    assert not write_login(path, older)
+    assert not write_login(path, newer)
+    assert read_login(path) == (newer, True)
+    path.write_text("[]")
+    with pytest.raises(ValueError):
+        write_login(path, newer)
+    assert path.read_text() == "[]"
+
+
+def test_the_token_url_is_https_unless_it_stays_on_this_machine(tmp_path: Path) -> None:
+    def token_url(url: str) -> str:
+        return load_settings(
+            {"data_dir": str(tmp_path), "login_token_url": url}, {}
+        ).login_token_url
+
+    assert token_url("https://oauth.example.com/v1/oauth/token").startswith("https://")
+    assert token_url("http://127.0.0.1:9000/v1/oauth/token").startswith("http://127.0.0.1")
+    assert token_url("http://localhost/token").startswith("http://localhost")
+    for refused in ("http://oauth.example.com/v1/oauth/token", "ftp://x/y", "https://a b/c"):
+        with pytest.raises(ConfigError):
+            token_url(refused)

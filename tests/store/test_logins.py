@@ -47,3 +47,29 @@ async def test_racing_puts_keep_the_latest_expiry(database: Database) -> None:
     )
     stored = await logins.get("login")
     assert stored is not None and (stored.sealed, stored.expires_at) == ("v1:1009", 1_009)
+
+
+async def test_a_claim_holds_the_renewal_of_one_version_until_it_lapses(
+    database: Database,
+) -> None:
+    logins = SqlLoginStore(database)
+    assert not await logins.claim("login", 1_000, by="r1", until=70.0, now=10.0)  # none stored
+    await logins.put("login", "v1:a", 1_000, by="r0")
+    assert not await logins.claim("login", 999, by="r1", until=70.0, now=10.0)  # another version
+    assert await logins.claim("login", 1_000, by="r1", until=70.0, now=10.0)
+    assert not await logins.claim("login", 1_000, by="r2", until=80.0, now=20.0)
+    assert not await logins.claim("login", 1_000, by="r1", until=80.0, now=69.0)  # not even r1
+    assert await logins.claim("login", 1_000, by="r2", until=131.0, now=71.0)  # lapsed
+    # Storing the renewed login clears the claim; the new version can be claimed at once.
+    assert await logins.put("login", "v1:b", 2_000, by="r2")
+    assert not await logins.claim("login", 1_000, by="r3", until=200.0, now=140.0)
+    assert await logins.claim("login", 2_000, by="r3", until=200.0, now=100.0)
+
+
+async def test_racing_claims_grant_one(database: Database) -> None:
+    logins = SqlLoginStore(database)
+    await logins.put("login", "v1:a", 1_000, by="r0")
+    granted = await asyncio.gather(
+        *(logins.claim("login", 1_000, by=f"r{i}", until=70.0, now=10.0) for i in range(6))
+    )
+    assert sorted(granted) == [False] * 5 + [True]

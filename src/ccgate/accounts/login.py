@@ -22,19 +22,24 @@ Claude Code would:
   changed and reads it again.
 - **Renewing.** ``REFRESH_BEFORE`` (15 minutes) before the access token
   expires, the keeper that takes the lock (:class:`RefreshLock`, a lease in
-  Redis) reads the database again (another replica may just have renewed it),
-  and only then posts the refresh token to the OAuth token endpoint
-  (:class:`OAuthTokenEndpoint`). The answer goes to the file, then to the
-  database; the other replicas are woken to take it (``on_share``: a message on
-  the replicas' bus), or take it at their next check at the latest. Claude
+  Redis) reads the database again (another replica may just have renewed it)
+  and claims the renewal in the database (``LoginStore.claim``: granted only
+  while the stored login is still the one it read, and no other claim on it
+  lasts). Only then does it post the refresh token to the OAuth token endpoint
+  (:class:`OAuthTokenEndpoint`), so two replicas never post the same one, even
+  when a lease was lost mid-refresh. The renewed login goes to the database
+  first (while the database refuses it, this replica keeps the lock), then to
+  the file; the other replicas are woken to take it (``on_share``: a message
+  on the replicas' bus), or take it at their next check at the latest. Claude
   Code's own renewal (five minutes before expiry) is never reached while a
   replica can renew. A keeper that does not get the lock looks again after
   ``BUSY_RETRY`` seconds.
 - **Failures.** A failed refresh is logged (``login_refresh_failed``, or
   ``login_refresh_refused`` when the endpoint says the refresh token is no
   longer valid: then one ``claude /login`` on any replica's machine brings
-  every replica back) and tried again after ``FAILED_RETRY`` seconds. No token
-  is ever logged.
+  every replica back). Its claim stands for ``FAILED_RETRY`` seconds, so no
+  replica tries again before then. A credentials file that is not a JSON
+  object is never written. No token is ever logged.
 """
 
 from __future__ import annotations
@@ -82,8 +87,11 @@ REFRESH_BEFORE = 15 * 60.0
 CHECK_EVERY = 30.0
 #: Seconds before a keeper that did not get the refresh lock looks again.
 BUSY_RETRY = 2.0
-#: Seconds before a failed refresh is tried again (and the least between two refreshes).
+#: Seconds a replica's claim on a renewal lasts (longer than a refresh may take), so also how
+#: long every replica waits after a failed refresh before the next attempt.
 FAILED_RETRY = 60.0
+#: The latest expiry a login may have (Unix time from now): Claude Code's logins last hours.
+_MAX_LIFETIME = 90 * 86_400.0
 #: Claude Code's OAuth token endpoint and its public client id (as the CLI sends them).
 TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
@@ -113,6 +121,8 @@ class LoginCredentials:
         expires = value.get("expiresAt")
         if isinstance(expires, bool) or not isinstance(expires, int) or expires <= 0:
             raise ValueError("no expiresAt (Unix milliseconds)")
+        if expires > (time.time() + _MAX_LIFETIME) * 1000:
+            raise ValueError("expiresAt is more than 90 days away (not Unix milliseconds?)")
         return cls(dict(value))
 
     @property
@@ -175,20 +185,28 @@ def read_login(path: Path) -> tuple[LoginCredentials | None, bool]:
         return None, True
 
 
-def write_login(path: Path, login: LoginCredentials) -> None:
-    """Put ``login`` into Claude Code's credentials file, keeping its other entries.
+def write_login(path: Path, login: LoginCredentials) -> bool:
+    """Put ``login`` into Claude Code's credentials file, keeping its other entries; say
+    whether it was written (not when the file already holds a login as new or newer).
 
     Written to a new file (mode 0600) that then replaces the old one, so a CLI reading it
     sees the old login or the new one, never half of either. A symlinked file is written
-    where the link points, and the link stays.
+    where the link points, and the link stays. A file that is not a JSON object raises
+    ValueError: ccgate does not replace what it cannot keep.
     """
     path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data: dict[str, Any] = {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
+    try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict):
-            data = loaded
+    except FileNotFoundError:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    data = loaded
+    with contextlib.suppress(ValueError):
+        if LoginCredentials.parse(data.get(_FIELD)).expires_at >= login.expires_at:
+            return False
     data[_FIELD] = dict(login.oauth)
     temporary = path.with_name(f".{path.name}.ccgate-{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -204,6 +222,12 @@ def write_login(path: Path, login: LoginCredentials) -> None:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return True
 
 
 class TokenEndpoint(Protocol):
@@ -222,7 +246,7 @@ class TokenEndpoint(Protocol):
 class OAuthTokenEndpoint:
     """A :class:`TokenEndpoint` over HTTP: the ``refresh_token`` grant, as Claude Code sends it."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, client: httpx.AsyncClient, *, timeout: float = 20.0) -> None:
         self._url = url
         self._client = client
         self._timeout = timeout
@@ -239,18 +263,19 @@ class OAuthTokenEndpoint:
         if isinstance(scopes, list) and scopes and all(isinstance(s, str) for s in scopes):
             body["scope"] = " ".join(scopes)
         try:
-            response = await self._client.post(self._url, json=body, timeout=self._timeout)
+            status, content = await self._post(body)
         except httpx.HTTPError as exc:
             raise LoginRefreshFailed(
                 f"the OAuth token endpoint did not answer ({type(exc).__name__})"
             ) from None
-        answer = _json_object(response)
-        if response.status_code != 200:
+        except UnicodeError:
+            raise LoginRefreshFailed("the login holds a token that is not text") from None
+        answer = _json_object(content)
+        if status != 200:
             error = _printable(answer.get("error")) if answer else ""
-            refused = response.status_code in (400, 401) and error in ("", "invalid_grant")
+            refused = status in (400, 401) and error in ("", "invalid_grant")
             raise LoginRefreshFailed(
-                f"the OAuth token endpoint answered {response.status_code}"
-                + (f" {error}" if error else ""),
+                f"the OAuth token endpoint answered {status}" + (f" {error}" if error else ""),
                 refused=refused,
             )
         access = answer.get("access_token") if answer else None
@@ -262,19 +287,31 @@ class OAuthTokenEndpoint:
             or not access
             or isinstance(expires_in, bool)
             or not isinstance(expires_in, int | float)
-            or not 0 < expires_in < 10 * 365 * 86_400
+            or not 0 < expires_in <= _MAX_LIFETIME
             or not isinstance(refresh, str | None)
             or not isinstance(scope, str | None)
         ):
             raise LoginRefreshFailed("the OAuth token endpoint's answer is not a renewed token")
         return login.renewed(access, float(expires_in), refresh, scope)
 
+    async def _post(self, body: dict[str, str]) -> tuple[int, bytes | None]:
+        """Post ``body``; return the status and the answer (``None`` when over the limit)."""
+        content = b""
+        async with self._client.stream(
+            "POST", self._url, json=body, timeout=self._timeout
+        ) as response:
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > _MAX_ANSWER:
+                    return response.status_code, None
+            return response.status_code, content
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    if len(response.content) > _MAX_ANSWER:
+
+def _json_object(content: bytes | None) -> dict[str, Any] | None:
+    if content is None:
         return None
     try:
-        data = response.json()
+        data = json.loads(content)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
@@ -324,7 +361,8 @@ class LoginKeeper:
 
     ``path``: this machine's Claude Code credentials file; ``replica``: who stores what
     (logged, and kept in the database); ``wanted``: whether an enabled account runs on the
-    login (when not, nothing is read or renewed).
+    login (when not, nothing is read or renewed); ``on_share``: called after this replica
+    stored a newer login in the database (to wake the others).
     """
 
     def __init__(
@@ -356,7 +394,10 @@ class LoginKeeper:
         self._clock = clock
         #: The newest login this keeper saw (kept when neither file nor database could be).
         self._held: LoginCredentials | None = None
-        self._refreshed_at = float("-inf")
+        #: A login this replica renewed that the database has not taken yet: until it has,
+        #: this replica keeps the lock, so no other replica posts the spent refresh token.
+        self._unshared: LoginCredentials | None = None
+        self._attempted = float("-inf")  # when this replica last posted a refresh token
         self._told: set[str] = set()
 
     def wake(self) -> None:
@@ -377,7 +418,12 @@ class LoginKeeper:
 
     async def tick(self) -> float:
         """Check the login once: share the newest copy, renew it when due; return the seconds
-        until the next check."""
+        until the next check (at most ``every``)."""
+        if self._unshared is not None:
+            if not await self._store_safely(self._unshared):
+                return BUSY_RETRY
+            self._unshared = None
+            await self._lock.release()
         if not self._wanted():
             return self._every
         local, writable = read_login(self.path)
@@ -389,25 +435,40 @@ class LoginKeeper:
         )
         if best is None:
             return self._every
-        await self._share(best, local if writable else best, stored)
+        self._held = best
+        if _older(stored, best):
+            await self._put(best)
+        if writable and _older(local, best):
+            await self._write(best)
         wait = best.expires_at / 1000 - self._refresh_before - self._clock()
         if wait > 0:
             return min(self._every, wait)
-        since = self._clock() - self._refreshed_at
-        if since < FAILED_RETRY:
-            return FAILED_RETRY - since
-        return await self._renew(best)
+        since = self._clock() - self._attempted
+        if 0 <= since < FAILED_RETRY:  # (a clock set back does not hold renewals back)
+            return min(self._every, FAILED_RETRY - since)
+        return await self._renew(best, writable)
 
-    async def _renew(self, best: LoginCredentials) -> float:
+    async def _renew(self, best: LoginCredentials, writable: bool) -> float:
+        """Renew ``best`` under the lock and the database's claim; return the next delay."""
         if not await self._lock.acquire():
             return BUSY_RETRY
+        release = True
         try:
             stored = await self._shared()
             if stored is not None and stored.expires_at > best.expires_at:
                 # Another replica renewed it while this one waited for the lock.
-                await self._share(stored, best, stored)
+                self._held = stored
+                if writable:
+                    await self._write(stored)
                 return self._every
-            self._refreshed_at = self._clock()
+            now = self._clock()
+            claimed = await self._store.claim(
+                NAME, best.expires_at, by=self._replica, until=now + FAILED_RETRY, now=now
+            )
+            if not claimed:
+                # Another replica renews it now, or failed to within FAILED_RETRY seconds.
+                return min(self._every, FAILED_RETRY)
+            self._attempted = now
             try:
                 renewed = await self._endpoint.refresh(best)
             except LoginRefreshFailed as exc:
@@ -421,17 +482,25 @@ class LoginKeeper:
                     log.warning(
                         "login_refresh_failed error=%r retry_in=%.0fs", exc.message, FAILED_RETRY
                     )
-                return FAILED_RETRY
+                # The claim stands until it lapses: every replica waits as long.
+                return min(self._every, FAILED_RETRY)
             self._held = renewed
-            log.info(
-                "login_refreshed expires_in=%.0fs replica=%s",
-                renewed.expires_at / 1000 - self._clock(),
-                self._replica,
-            )
-            await self._share(renewed, best, stored)
-            return self._every
+            lifetime = renewed.expires_at / 1000 - self._clock()
+            log.info("login_refreshed expires_in=%.0fs replica=%s", lifetime, self._replica)
+            if lifetime <= self._refresh_before:
+                log.warning(
+                    "login_lifetime_short expires_in=%.0fs: renewed again within a minute",
+                    lifetime,
+                )
+            if not await self._store_safely(renewed):
+                self._unshared = renewed
+                release = False
+            if writable:
+                await self._write(renewed)
+            return self._every if release else BUSY_RETRY
         finally:
-            await self._lock.release()
+            if release:
+                await self._lock.release()
 
     async def _shared(self) -> LoginCredentials | None:
         stored = await self._store.get(NAME)
@@ -447,24 +516,33 @@ class LoginKeeper:
         self._note("login_shared_unreadable", bool(problem), f"error={problem!r}")
         return None if problem else login
 
-    async def _share(
-        self,
-        best: LoginCredentials,
-        local: LoginCredentials | None,
-        stored: LoginCredentials | None,
-    ) -> None:
-        """Write ``best`` to the file and the database where they hold an older login."""
-        if _older(local, best):
-            await asyncio.to_thread(write_login, self.path, best)
-            log.info("login_written path=%s expires_at=%d", self.path, best.expires_at)
-        if _older(stored, best):
-            sealed = self._box.seal(best.dumps())
-            if await self._store.put(NAME, sealed, best.expires_at, by=self._replica):
-                log.info("login_shared expires_at=%d replica=%s", best.expires_at, self._replica)
-                if self._on_share is not None:
-                    await self._on_share()
-        if self._held is None or best.expires_at > self._held.expires_at:
-            self._held = best
+    async def _put(self, login: LoginCredentials) -> None:
+        """Store ``login`` in the database (kept there only if it is the newest)."""
+        sealed = self._box.seal(login.dumps())
+        if await self._store.put(NAME, sealed, login.expires_at, by=self._replica):
+            log.info("login_shared expires_at=%d replica=%s", login.expires_at, self._replica)
+            if self._on_share is not None:
+                await self._on_share()
+
+    async def _store_safely(self, login: LoginCredentials) -> bool:
+        try:
+            await self._put(login)
+        except Exception:  # noqa: BLE001 - kept, and tried again at the next check
+            log.warning("login_share_failed", exc_info=True)
+            return False
+        return True
+
+    async def _write(self, login: LoginCredentials) -> None:
+        """Put ``login`` into this machine's file; a file that cannot be written is noted."""
+        try:
+            written = await asyncio.to_thread(write_login, self.path, login)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a JSON object"
+            self._note("login_file_unwritable", True, f"path={self.path} error={reason!r}")
+            return
+        self._note("login_file_unwritable", False, "")
+        if written:
+            log.info("login_written path=%s expires_at=%d", self.path, login.expires_at)
 
     def _note(self, event: str, happening: bool, detail: str) -> None:
         """Log ``event`` when it starts happening, once until it stops."""

@@ -16,6 +16,15 @@ Postgres):
   it did. Two replicas racing to store what they hold thus end with the later
   expiry, never an older token over a newer one, in one statement.
 - ``get`` returns the stored :class:`StoredLogin`, or ``None``.
+- ``claim(name, expires_at, by=, until=)`` lets one replica renew the stored
+  login: it succeeds (``True``) only while the stored login is still the one
+  that expires at ``expires_at`` and no claim on it lasts past ``now``; the
+  claim then lasts until ``until``. A claim is the database's half of the
+  refresh lock: a refresh token is posted only under a successful claim, so
+  two replicas never post the same one, even when the Redis lease was lost
+  mid-refresh; a failed refresh leaves its claim standing, so the whole
+  cluster waits until ``until`` before the next attempt. Storing a newer login
+  (``put``) clears the claim.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -60,6 +69,12 @@ class LoginStore(Protocol):
         """Store the login unless the stored one expires as late or later; say whether."""
         ...
 
+    async def claim(
+        self, name: str, expires_at: int, *, by: str, until: float, now: float | None = None
+    ) -> bool:
+        """Claim the renewal of the stored login that expires at ``expires_at``; say whether."""
+        ...
+
 
 class SqlLoginStore:
     """A :class:`LoginStore` on SQLAlchemy Core (SQLite or Postgres)."""
@@ -86,6 +101,8 @@ class SqlLoginStore:
             "expires_at": expires_at,
             "updated_at": time.time() if now is None else now,
             "updated_by": by[:128],
+            "refreshing_until": None,
+            "refreshing_by": None,
         }
         make = pg_insert if self._db.dialect == "postgresql" else sqlite_insert
         c = login_credentials.c
@@ -100,3 +117,23 @@ class SqlLoginStore:
         async with self._db.write() as conn:
             stored = (await conn.execute(upsert)).first()
         return stored is not None
+
+    async def claim(
+        self, name: str, expires_at: int, *, by: str, until: float, now: float | None = None
+    ) -> bool:
+        """Claim the renewal of the stored login that expires at ``expires_at``; say whether."""
+        now = time.time() if now is None else now
+        c = login_credentials.c
+        claim = (
+            update(login_credentials)
+            .where(
+                c.name == name,
+                c.expires_at == expires_at,
+                or_(c.refreshing_until.is_(None), c.refreshing_until < now),
+            )
+            .values(refreshing_until=until, refreshing_by=by[:128])
+            .returning(c.name)
+        )
+        async with self._db.write() as conn:
+            claimed = (await conn.execute(claim)).first()
+        return claimed is not None

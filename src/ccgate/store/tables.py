@@ -300,4 +300,7 @@ login_credentials = Table(
     Column("updated_at", Float, nullable=False),
     # The replica that stored it.
     Column("updated_by", String(128), nullable=False),
+    # Until when (Unix seconds) a replica has claimed the renewal of this login, and which.
+    Column("refreshing_until", Float, nullable=True),
+    Column("refreshing_by", String(128), nullable=True),
 )

@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
         sa.Column("updated_by", sa.String(128), nullable=False),
+        sa.Column("refreshing_until", sa.Float, nullable=True),
+        sa.Column("refreshing_by", sa.String(128), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_login_credentials"),
     )
 
