@@ -23,6 +23,7 @@ import pytest
 from ccgate import checks
 from ccgate.accounts.login import (
     FAILED_RETRY,
+    WATCH_EVERY,
     LoginCredentials,
     LoginKeeper,
     OAuthTokenEndpoint,
@@ -102,9 +103,15 @@ class Hosts:
                 path,
                 replica=f"r{i}",
                 clock=lambda: self.now,
+                on_share=self._bus,
             )
             for i, path in enumerate(self.paths)
         ]
+
+    async def _bus(self) -> None:
+        """Stand for the replicas' bus: a stored login wakes every keeper."""
+        for keeper in self.keepers:
+            keeper.wake()
 
     async def round(self) -> list[float]:
         return list(await asyncio.gather(*(keeper.tick() for keeper in self.keepers)))
@@ -551,3 +558,25 @@ def test_the_token_url_is_https_unless_it_stays_on_this_machine(tmp_path: Path) 
     for refused in ("http://oauth.example.com/v1/oauth/token", "ftp://x/y", "https://a b/c"):
         with pytest.raises(ConfigError):
             token_url(refused)
+
+
+async def test_running_keepers_see_a_new_login_in_a_file_and_wake_each_other(
+    tmp_path: Path, store: SqlLoginStore, oauth: FakeTokenEndpoint, client: httpx.AsyncClient
+) -> None:
+    hosts = Hosts(tmp_path, store, oauth, client, count=2)
+    running = [asyncio.create_task(keeper.run()) for keeper in hosts.keepers]
+    try:
+        await asyncio.sleep(0.5)  # each has looked once: no login anywhere, 30 s until the next
+        fresh = oauth.issue()
+        _file(hosts.paths[0], fresh)  # `claude /login` on the first machine
+        started = time.monotonic()
+        while not hosts.paths[1].exists() and time.monotonic() - started < 10:
+            await asyncio.sleep(0.05)
+        # Seen by its keeper within WATCH_EVERY, stored, and the other keeper woken at once.
+        assert _oauth_in(hosts.paths[1]) == fresh
+        assert time.monotonic() - started < WATCH_EVERY + 2
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    assert oauth.requests == []

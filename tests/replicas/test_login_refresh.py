@@ -96,3 +96,42 @@ def test_one_replica_renews_the_login_for_all_and_every_cli_uses_it(
     used = httpx.get(demo.url + "/demo/plans", timeout=10).json()[new]
     assert used["five_hour"]["utilization"] == pytest.approx(0.03)
     assert oauth.refreshes == 1
+
+
+def _conversation_hits(cluster: Cluster, i: int) -> int:
+    pool: dict[str, Any] = cluster.replicas[i].health()["pool"]
+    hits: int = pool["hits_conversation"]
+    return hits
+
+
+def test_a_new_login_reaches_a_warm_process_on_another_machine(
+    cluster: Cluster, demo: DemoServer, oauth: FakeTokenEndpoint
+) -> None:
+    # After the test above: every machine holds the renewed login, the login account serves.
+    current = _access_token(_login_file(cluster, 1))
+    assert current is not None
+    httpx.post(demo.url + "/demo/plans", json={current: {"step": 0.01}}, timeout=10)
+    key = cluster.create_key("warm-user")
+    client = cluster.replica_openai(1, key)
+    history: list[Any] = [{"role": "user", "content": "first turn"}]
+    reply = client.chat.completions.create(model="sonnet", messages=history)
+    history += [{"role": "assistant", "content": reply.choices[0].message.content}]
+    before = httpx.get(demo.url + "/demo/plans", timeout=10).json()[current]
+    # `claude /login` on the third machine: a newer login, which reaches every machine.
+    newer = oauth.issue(expires_in=9 * 3600)
+    third = _login_file(cluster, 2)
+    third.write_text(json.dumps({"claudeAiOauth": newer}))
+    httpx.post(demo.url + "/demo/plans", json={newer["accessToken"]: {"step": 0.01}}, timeout=10)
+
+    def everywhere() -> bool:
+        return all(_access_token(_login_file(cluster, i)) == newer["accessToken"] for i in range(3))
+
+    assert wait_until(everywhere, within=45), "the new login is not on every machine"
+    hits = _conversation_hits(cluster, 1)
+    history += [{"role": "user", "content": "second turn"}]
+    client.chat.completions.create(model="sonnet", messages=history)
+    assert _conversation_hits(cluster, 1) == hits + 1  # the conversation's warm process
+    plans = httpx.get(demo.url + "/demo/plans", timeout=10).json()
+    assert plans[newer["accessToken"]]["five_hour"]["utilization"] == pytest.approx(0.01)
+    assert plans[current]["five_hour"]["utilization"] == before["five_hour"]["utilization"]
+    assert oauth.refreshes == 1  # a login was shared, none renewed

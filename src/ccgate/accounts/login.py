@@ -18,8 +18,10 @@ Claude Code would:
   older one, and written to the file when the file holds an older one or none
   (so a machine that never ran ``claude /login`` gets the login too). A login
   renewed anywhere, by ccgate or by a ``claude /login``, reaches every replica
-  within ``CHECK_EVERY`` seconds. Claude Code notices that its login file
-  changed and reads it again.
+  within seconds: a keeper looks at its file's stamp every ``WATCH_EVERY``
+  seconds, and one that stores a newer login wakes the others (``on_share``);
+  each checks everything every ``CHECK_EVERY`` seconds anyway. Claude Code
+  notices that its login file changed and reads it again.
 - **Renewing.** ``REFRESH_BEFORE`` (15 minutes) before the access token
   expires, the keeper that takes the lock (:class:`RefreshLock`, a lease in
   Redis) reads the database again (another replica may just have renewed it)
@@ -69,6 +71,7 @@ __all__ = [
     "FAILED_RETRY",
     "REFRESH_BEFORE",
     "TOKEN_URL",
+    "WATCH_EVERY",
     "LoginCredentials",
     "LoginKeeper",
     "OAuthTokenEndpoint",
@@ -85,6 +88,8 @@ log = logging.getLogger("ccgate.accounts")
 REFRESH_BEFORE = 15 * 60.0
 #: Seconds between two checks of the login (file and database).
 CHECK_EVERY = 30.0
+#: Seconds between two looks at whether this machine's credentials file changed.
+WATCH_EVERY = 2.0
 #: Seconds before a keeper that did not get the refresh lock looks again.
 BUSY_RETRY = 2.0
 #: Seconds a replica's claim on a renewal lasts (longer than a refresh may take), so also how
@@ -405,16 +410,30 @@ class LoginKeeper:
         self._woken.set()
 
     async def run(self) -> None:
-        """Check the login until cancelled: after each check's delay, or at once when woken."""
+        """Check the login until cancelled: after each check's delay, or at once when woken
+        or when this machine's credentials file changed (looked at every ``WATCH_EVERY`` s)."""
         while True:
             self._woken.clear()
+            seen = self._stamp()
             try:
                 delay = await self.tick()
             except Exception:  # noqa: BLE001 - a database or Redis hiccup: look again later
                 log.warning("login_check_failed", exc_info=True)
                 delay = self._every
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), delay)
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), min(left, WATCH_EVERY))
+                if self._woken.is_set() or self._stamp() != seen:
+                    break
+
+    def _stamp(self) -> tuple[int, int] | None:
+        """Return what tells whether the credentials file changed (its mtime and size)."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
 
     async def tick(self) -> float:
         """Check the login once: share the newest copy, renew it when due; return the seconds
