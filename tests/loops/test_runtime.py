@@ -158,6 +158,38 @@ async def test_an_unanswered_choice_times_out_as_a_denial() -> None:
     await rig.runtime.close("test")
 
 
+async def test_a_turn_is_recorded_before_anyone_can_see_it_end() -> None:
+    """``on_final`` (the ledger entry) runs with the last event known but not yet sent (the
+    turn's readers and the hub get it in one step, after), so a client that saw ``done`` and
+    then lost the replica finds the turn recorded."""
+    rig = Rig()
+    seen: list[tuple[str, LoopEvent | None, bool]] = []
+
+    async def record(turn: TurnLog) -> None:
+        seen.append(("final", turn.final, turn.done))
+
+    async def ended(turn: TurnLog) -> None:
+        seen.append(("end", turn.final, turn.done))
+
+    turns = [rig.runtime.submit("m0", "default"), rig.runtime.submit("wait", "default")]
+    for turn in turns:
+        turn.on_final.append(record)
+        turn.on_end.append(ended)
+    await _until_done(turns[0])
+    await _until(turns[1], Started)
+    rig.runtime.interrupt()
+    await _until_done(turns[1])
+    await asyncio.sleep(0.05)
+    assert [(kind, type(final), done) for kind, final, done in seen] == [
+        ("final", Done, False),
+        ("end", Done, True),
+        ("final", Interrupted, False),
+        ("end", Interrupted, True),
+    ]
+    assert [turn.final for turn in turns] == [turn.events[-1] for turn in turns]
+    await rig.runtime.close("test")
+
+
 async def test_interrupt_stops_the_turn_and_the_next_one_runs() -> None:
     rig = Rig()
     slow = rig.runtime.submit("wait", "default")

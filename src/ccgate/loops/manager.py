@@ -270,7 +270,7 @@ class LoopManager:
         on_end = await admit()
         runtime = self.runtime(record)
         turn = runtime.submit(content, permission_mode, turn_id=turn_id)
-        turn.on_end.insert(0, on_end)
+        turn.on_final.insert(0, on_end)
 
         async def counted(done: TurnLog) -> None:
             await self._later("loop_turn", {"loop_id": record.id, "now": time.time()})

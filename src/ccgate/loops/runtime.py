@@ -114,7 +114,13 @@ class TurnLog:
     permission_mode: str
     events: list[LoopEvent] = field(default_factory=list)
     agent_events: list[AgentEvent] = field(default_factory=list)
+    #: Run once the turn's last event (``final``) is known and before it is sent: what must
+    #: be on record before a client can learn that the turn ended (its ledger entry).
+    on_final: list[Callable[[TurnLog], Awaitable[None]]] = field(default_factory=list)
+    #: Run after the turn ended and was sent.
     on_end: list[Callable[[TurnLog], Awaitable[None]]] = field(default_factory=list)
+    #: The turn's last event, once it is known (``on_final`` reads it).
+    final: LoopEvent | None = None
     started_at: float | None = None
     interrupted: bool = False
     #: Tool calls already announced by a ``tool_call`` event.
@@ -283,7 +289,7 @@ class LoopRuntime:
         self._cancel_idle()
         while self._queue:
             turn = self._queue.popleft()
-            self._finish(turn, Failed("loop_closed", reason))
+            await self._finish(turn, Failed("loop_closed", reason))
             await self._ended(turn)
         self.interrupt()
         if self._worker is not None:
@@ -310,7 +316,7 @@ class LoopRuntime:
                     message = (
                         "the turn failed on an internal error; the details are in ccgate's log"
                     )
-                    self._finish(turn, Failed("internal_error", message))
+                    await self._finish(turn, Failed("internal_error", message))
             finally:
                 self._current = None
                 self.finished.append(turn)
@@ -322,6 +328,8 @@ class LoopRuntime:
             )
 
     async def _ended(self, turn: TurnLog) -> None:
+        if turn.final is None:  # ended without a last event (cancelled): recorded as it stands
+            await self._finalize(turn, turn.events[-1] if turn.events else None)
         for callback in turn.on_end:
             try:
                 await callback(turn)
@@ -345,28 +353,28 @@ class LoopRuntime:
             try:
                 self._agent = await self._start_agent(self.record, self._choose)
             except PlanLimited as exc:  # no upstream account can take the loop now
-                self._finish(turn, Failed(exc.loop_code, exc.message))
+                await self._finish(turn, Failed(exc.loop_code, exc.message))
                 return
             except Exception as exc:  # noqa: BLE001 - reported to the turn
                 message = hide_addresses(f"Claude Code could not start: {exc}")
-                self._finish(turn, Failed("cli_crashed", message))
+                await self._finish(turn, Failed("cli_crashed", message))
                 return
         turn.started_at = time.time()
         self._emit(turn, Started(turn.turn_id, cold_start=cold))
         if turn.interrupted:
-            self._finish(turn, self._stopped(turn))
+            await self._finish(turn, self._stopped(turn))
             return
         assert self._agent is not None
         calls: dict[str, tuple[str, list[str]]] = {}
         async for event in self._agent.run(turn.content, turn.permission_mode):
             turn.agent_events.append(event)
-            self._relay(turn, event, calls)
+            await self._relay(turn, event, calls)
         if not turn.done:
-            self._finish(turn, Failed("cli_crashed", "Claude Code ended the turn early"))
+            await self._finish(turn, Failed("cli_crashed", "Claude Code ended the turn early"))
         if not self._agent.alive:
             self._agent = None
 
-    def _relay(
+    async def _relay(
         self, turn: TurnLog, event: AgentEvent, calls: dict[str, tuple[str, list[str]]]
     ) -> None:
         if isinstance(event, TextDelta):
@@ -389,12 +397,12 @@ class LoopRuntime:
         elif isinstance(event, ToolResult):
             self._emit(turn, event)
         elif isinstance(event, TurnEnd):
-            self._finish(turn, Done(turn.turn_id, last_usage(turn.agent_events) or Usage()))
+            await self._finish(turn, Done(turn.turn_id, last_usage(turn.agent_events) or Usage()))
         elif isinstance(event, TurnError):
             if turn.interrupted:
-                self._finish(turn, self._stopped(turn))
+                await self._finish(turn, self._stopped(turn))
             else:
-                self._finish(turn, Failed(event.kind, hide_addresses(event.message)))
+                await self._finish(turn, Failed(event.kind, hide_addresses(event.message)))
 
     def _announce(self, turn: TurnLog, tool_use_id: str, tool: str, summary: str) -> None:
         """Send a call's ``tool_call`` once (a choice may need it before the stream has it)."""
@@ -418,9 +426,20 @@ class LoopRuntime:
             except Exception:  # noqa: BLE001 - a listener never stops a turn
                 log.warning("loop_event_listener_failed loop=%s", self.record.id, exc_info=True)
 
-    def _finish(self, turn: TurnLog, event: LoopEvent) -> None:
-        if not turn.done:
-            self._emit(turn, event)
+    async def _finish(self, turn: TurnLog, event: LoopEvent) -> None:
+        """End the turn with ``event``: recorded first (``on_final``), then sent."""
+        if turn.done or turn.final is not None:
+            return
+        await self._finalize(turn, event)
+        self._emit(turn, event)
+
+    async def _finalize(self, turn: TurnLog, event: LoopEvent | None) -> None:
+        turn.final = event
+        for callback in turn.on_final:
+            try:
+                await callback(turn)
+            except Exception:  # noqa: BLE001 - one listener's failure is logged, not spread
+                log.warning("loop_turn_listener_failed loop=%s", self.record.id, exc_info=True)
 
     # -- choices ------------------------------------------------------------------------
 

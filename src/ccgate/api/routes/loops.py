@@ -143,11 +143,15 @@ def admission(state: Gateway, client: Caller, record: LoopRecord) -> Callable[..
         )
 
         async def account(turn: TurnLog) -> None:
-            end = turn.events[-1] if turn.events else None
+            end = turn.final
             status = "interrupted" if isinstance(end, Interrupted) else None
             if isinstance(end, Failed):
                 status = end.code
             await state.accounting.close(ticket, turn.agent_events, status=status)
+            # A loop turn lasts seconds: its row is written before its end is sent, so a
+            # client that saw `done` finds the turn in the ledger as it ended, whatever
+            # happens to this replica next.
+            await state.accounting.flush()
 
         return account
 
