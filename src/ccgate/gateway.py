@@ -473,7 +473,7 @@ class Gateway:
             keys = self.keys
             self.bus.subscribe("keys", lambda data: keys.forget(data.get("id") if data else None))
             if replicas is not None:
-                keeper = self._login_keeper(replicas, SqlLoginStore(database), box)
+                keeper = self._login_keeper(replicas, self.bus, SqlLoginStore(database), box)
                 self.bus.subscribe("login", lambda _data: keeper.wake())
             await self.bus.start()
             stack.push_async_callback(self.bus.aclose)
@@ -522,18 +522,17 @@ class Gateway:
         stack.push_async_callback(self.peers.aclose)
 
     def _login_keeper(
-        self, replicas: Replicas, store: SqlLoginStore, box: SecretBox
+        self, replicas: Replicas, bus: Bus, store: SqlLoginStore, box: SecretBox
     ) -> LoginKeeper:
         """Start sharing the Claude Code login between the replicas, renewed on one at a time."""
         client = httpx.AsyncClient(follow_redirects=False)
         self._stack.push_async_callback(client.aclose)
-        accounts, bus = self.accounts, self.bus
+        accounts = self.accounts
 
         async def shared() -> None:
-            # Without Redis the others take it at their next check (within 30 s).
-            if bus is not None:
-                with contextlib.suppress(SharedStateUnavailable):
-                    await bus.publish("login", {})
+            # While Redis is out of reach the others take it at their next check (30 s).
+            with contextlib.suppress(SharedStateUnavailable):
+                await bus.publish("login", {})
 
         keeper = LoginKeeper(
             store,

@@ -27,6 +27,7 @@ from ccgate.accounts.login import (
     LoginCredentials,
     LoginKeeper,
     OAuthTokenEndpoint,
+    RefreshLock,
     read_login,
     write_login,
 )
@@ -34,7 +35,7 @@ from ccgate.accounts.secrets import SecretBox
 from ccgate.config import load_settings
 from ccgate.errors import ConfigError, DatabaseBusy, LoginRefreshFailed
 from ccgate.store.database import Database
-from ccgate.store.logins import SqlLoginStore, StoredLogin
+from ccgate.store.logins import LoginStore, SqlLoginStore, StoredLogin
 from ccgate.testing import LocalLease
 from tests.oauth_fake import FakeTokenEndpoint
 
@@ -94,19 +95,36 @@ class Hosts:
         self.leases = [LocalLease() for _ in range(leases)]
         self.lease = self.leases[0]
         self.paths = [root / f"host-{i}" / ".claude" / ".credentials.json" for i in range(count)]
+        self._store, self._oauth, self._client = store, oauth, client
         self.keepers = [
-            LoginKeeper(
-                store,
-                self.box,
-                self.leases[i % leases].lock(f"r{i}"),
-                OAuthTokenEndpoint(oauth.url, client),
-                path,
-                replica=f"r{i}",
-                clock=lambda: self.now,
-                on_share=self._bus,
-            )
-            for i, path in enumerate(self.paths)
+            self.keeper(i, lock=self.leases[i % leases].lock(f"r{i}")) for i in range(count)
         ]
+
+    def keeper(
+        self,
+        i: int,
+        *,
+        store: LoginStore | None = None,
+        lock: RefreshLock | None = None,
+        **options: Any,
+    ) -> LoginKeeper:
+        """Return a keeper of machine ``i`` (the shared store and lease unless given)."""
+        return LoginKeeper(
+            store or self._store,
+            self.box,
+            lock or self.lease.lock(f"r{i}"),
+            OAuthTokenEndpoint(self._oauth.url, self._client),
+            self.paths[i],
+            replica=f"r{i}",
+            clock=lambda: self.now,
+            on_share=self._bus,
+            **options,
+        )
+
+    async def stored(self, login: dict[str, Any]) -> None:
+        """Store ``login`` in the database, as another replica would have."""
+        sealed = self.box.seal(LoginCredentials.parse(login).dumps())
+        await self._store.put("login", sealed, login["expiresAt"], by="elsewhere")
 
     async def _bus(self) -> None:
         """Stand for the replicas' bus: a stored login wakes every keeper."""
@@ -177,14 +195,7 @@ async def test_a_replica_granted_the_lock_late_takes_the_renewed_login(
         async def release(self) -> None:
             await inner.release()
 
-    late = LoginKeeper(
-        store,
-        hosts.box,
-        Late(),
-        OAuthTokenEndpoint(oauth.url, client),
-        hosts.paths[1],
-        replica="r1",
-    )
+    late = hosts.keeper(1, lock=Late())
     second = asyncio.create_task(late.tick())
     await hosts.keepers[0].tick()
     renewed.set()
@@ -321,21 +332,11 @@ async def test_a_renewal_the_database_refuses_keeps_the_lock_until_it_is_stored(
 ) -> None:
     hosts = Hosts(tmp_path, store, oauth, client, count=2)
     refusing = RefusingStore(store)
-    keeper = LoginKeeper(
-        refusing,
-        hosts.box,
-        hosts.lease.lock("r0"),
-        OAuthTokenEndpoint(oauth.url, client),
-        hosts.paths[0],
-        replica="r0",
-        clock=lambda: hosts.now,
-    )
+    keeper = hosts.keeper(0, store=refusing)
     old = oauth.issue(expires_in=DUE)
     for path in hosts.paths:
         _file(path, old)
-    await store.put(
-        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
-    )
+    await hosts.stored(old)
     refusing.refuse = 2
     await keeper.tick()
     assert oauth.refreshes == 1
@@ -363,9 +364,7 @@ async def test_a_machine_whose_file_cannot_be_written_still_renews_for_the_other
     hosts = Hosts(tmp_path, store, oauth, client, count=2)
     hosts.paths[0].mkdir(parents=True)  # a directory where the file should be
     old = oauth.issue(expires_in=DUE)
-    await store.put(
-        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
-    )
+    await hosts.stored(old)
     await hosts.keepers[0].tick()
     assert oauth.refreshes == 1
     assert hosts.paths[0].is_dir()
@@ -380,9 +379,7 @@ async def test_a_due_login_never_overwrites_a_file_that_is_not_json(
 ) -> None:
     hosts = Hosts(tmp_path, store, oauth, client, count=1)
     old = oauth.issue(expires_in=DUE)
-    await store.put(
-        "login", hosts.box.seal(LoginCredentials.parse(old).dumps()), old["expiresAt"], by="x"
-    )
+    await hosts.stored(old)
     hosts.paths[0].parent.mkdir(parents=True)
     hosts.paths[0].write_text("{half a file")
     await hosts.keepers[0].tick()
@@ -413,15 +410,7 @@ async def test_nothing_is_read_or_written_while_no_account_runs_on_the_login(
 ) -> None:
     hosts = Hosts(tmp_path, store, oauth, client, count=2)
     _file(hosts.paths[0], oauth.issue(expires_in=DUE))
-    keeper = LoginKeeper(
-        store,
-        hosts.box,
-        hosts.lease.lock("r0"),
-        OAuthTokenEndpoint(oauth.url, client),
-        hosts.paths[0],
-        replica="r0",
-        wanted=lambda: False,
-    )
+    keeper = hosts.keeper(0, wanted=lambda: False)
     assert await keeper.tick() == 30
     assert await store.get("login") is None
     assert oauth.requests == []

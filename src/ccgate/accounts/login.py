@@ -70,7 +70,6 @@ __all__ = [
     "CLIENT_ID",
     "FAILED_RETRY",
     "REFRESH_BEFORE",
-    "TOKEN_URL",
     "WATCH_EVERY",
     "LoginCredentials",
     "LoginKeeper",
@@ -97,8 +96,8 @@ BUSY_RETRY = 2.0
 FAILED_RETRY = 60.0
 #: The latest expiry a login may have (Unix time from now): Claude Code's logins last hours.
 _MAX_LIFETIME = 90 * 86_400.0
-#: Claude Code's OAuth token endpoint and its public client id (as the CLI sends them).
-TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
+#: Claude Code's public OAuth client id, as the CLI sends it (its token endpoint is the
+#: ``login_token_url`` setting's default).
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 #: The name of the operator's login in the database.
 NAME = "login"
@@ -201,14 +200,12 @@ def write_login(path: Path, login: LoginCredentials) -> bool:
     """
     path = path.resolve()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data: dict[str, Any] = {}
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        loaded = {}
-    if not isinstance(loaded, dict):
+        data = {}
+    if not isinstance(data, dict):
         raise ValueError(f"{path} is not a JSON object")
-    data = loaded
     with contextlib.suppress(ValueError):
         if LoginCredentials.parse(data.get(_FIELD)).expires_at >= login.expires_at:
             return False
